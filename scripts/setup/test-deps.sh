@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs on a bare machine of this kind, idempotently:
+#   - Debian packages: prometheus (real Prometheus for the query tests), tmux (TUI end-to-end)
+#   - kubectl from Debian's kubernetes-client, unpacked into .cache/kubectl (not installed:
+#     /usr/bin/kubectl may already belong to something else)
+#   - a Python venv in .cache/venv with tests/requirements.txt (pytest, kubernetes-validate,
+#     the nvidia-cuda-nvrtc wheel that carries libnvrtc.so for the kernel compile test)
+# Prints `export` lines for scripts/test.sh to eval.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cache="$root/.cache"
+mkdir -p "$cache"
+log() { echo "[test-deps] $*" >&2; }
+
+need_apt=()
+command -v prometheus >/dev/null || need_apt+=(prometheus)
+command -v tmux >/dev/null || need_apt+=(tmux)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  log "apt-get install ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >&2
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >&2
+fi
+
+kubectl="$cache/kubectl/usr/bin/kubectl"
+if [ ! -x "$kubectl" ]; then
+  log "fetching kubectl (Debian kubernetes-client) into $cache/kubectl"
+  tmp=$(mktemp -d)
+  (cd "$tmp" && apt-get download kubernetes-client >&2 2>/dev/null || { apt-get update -qq >&2 && apt-get download kubernetes-client >&2; })
+  dpkg -x "$tmp"/kubernetes-client_*.deb "$cache/kubectl"
+  rm -rf "$tmp"
+fi
+
+venv="$cache/venv"
+stamp="$venv/.requirements.sha"
+want=$(sha256sum "$root/tests/requirements.txt" | cut -d' ' -f1)
+if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  log "creating $venv from tests/requirements.txt"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check -r "$root/tests/requirements.txt" >&2
+  echo "$want" > "$stamp"
+fi
+
+nvrtc=$(find "$venv" -name 'libnvrtc.so*' -not -name '*builtins*' | sort | head -n 1)
+[ -n "$nvrtc" ] || { log "libnvrtc not found in $venv"; exit 1; }
+
+echo "export RTC_TEST_PROMETHEUS=$(command -v prometheus)"
+echo "export RTC_TEST_KUBECTL=$kubectl"
+echo "export RTC_TEST_PYTHON=$venv/bin/python"
+echo "export RTC_TEST_NVRTC=$nvrtc"
+echo "export RTC_TEST_NVRTC_DIR=$(dirname "$nvrtc")"

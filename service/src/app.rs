@@ -1,0 +1,295 @@
+//! The HTTP API (SPEC §1) as an axum router over a `dyn Device`.
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{RawQuery, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use http_body_util::{BodyExt, Limited};
+use serde_json::json;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::device::{Device, Job, JobInput, JobOutput};
+use crate::effects::{ChainPlan, EFFECT_NAMES};
+use crate::metrics::Metrics;
+use crate::params::{self, ParamError, ProcessRequest, MAX_BODY_BYTES};
+
+/// Everything the handlers share. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    device: Arc<dyn Device>,
+    metrics: Metrics,
+    /// Admission: at most `max_inflight` /process requests past the door at once.
+    admission: Arc<Semaphore>,
+    max_inflight: usize,
+    /// Compute slots: at most `workers` jobs on the device at once; the rest queue.
+    workers: Arc<Semaphore>,
+    worker_count: usize,
+    draining: AtomicBool,
+}
+
+#[derive(Debug, Clone)]
+pub struct AppConfig {
+    pub max_inflight: usize,
+    pub workers: usize,
+    pub p95_window: Duration,
+}
+
+impl AppState {
+    pub fn new(device: Arc<dyn Device>, config: &AppConfig) -> Self {
+        let metrics = Metrics::new(device.info(), config.p95_window);
+        AppState {
+            inner: Arc::new(Inner {
+                device,
+                metrics,
+                admission: Arc::new(Semaphore::new(config.max_inflight)),
+                max_inflight: config.max_inflight,
+                workers: Arc::new(Semaphore::new(config.workers)),
+                worker_count: config.workers,
+                draining: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Readiness goes false at once; requests are still served (endpoints need time to update).
+    pub fn start_draining(&self) {
+        self.inner.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub fn inflight(&self) -> usize {
+        self.inner.max_inflight - self.inner.admission.available_permits()
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/process", get(process).post(process))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), count_requests))
+        .with_state(state)
+}
+
+/// `app_requests_total{endpoint,code}` for every answer, known paths by name, the rest as `other`.
+async fn count_requests(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let endpoint = match req.uri().path() {
+        "/" => "/",
+        "/healthz" => "/healthz",
+        "/readyz" => "/readyz",
+        "/metrics" => "/metrics",
+        "/process" => "/process",
+        _ => "other",
+    };
+    let response = next.run(req).await;
+    state.inner.metrics.count_request(endpoint, response.status().as_u16());
+    response
+}
+
+/// A 400/404/503 with the JSON body every client error has: `{error, param, detail}`.
+fn error_response(status: StatusCode, error: &str, param: Option<&str>, detail: impl Into<String>) -> Response {
+    let body = json!({ "error": error, "param": param, "detail": detail.into() });
+    (status, Json(body)).into_response()
+}
+
+fn bad_request(e: ParamError) -> Response {
+    error_response(StatusCode::BAD_REQUEST, &format!("invalid parameter `{}`", e.param), Some(&e.param), e.detail)
+}
+
+async fn not_found(req: Request) -> Response {
+    let detail = format!("no endpoint {}; try GET / for the API", req.uri().path());
+    error_response(StatusCode::NOT_FOUND, "not found", None, detail)
+}
+
+async fn index(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let inner = &state.inner;
+    Json(json!({
+        "service": "rtc-demo",
+        "version": env!("CARGO_PKG_VERSION"),
+        "device": inner.device.info().kind,
+        "device_name": inner.device.info().name,
+        "effects": EFFECT_NAMES,
+        "defaults": params::defaults_json(),
+        "limits": {
+            "side": format!("{}..={}", params::MIN_SIDE, params::MAX_SIDE),
+            "max_pixels": params::MAX_PIXELS,
+            "iters": format!("1..={}", params::MAX_ITERS),
+            "max_body_bytes": MAX_BODY_BYTES,
+            "max_inflight": inner.max_inflight,
+            "workers": inner.worker_count,
+        },
+        "endpoints": ["/process", "/healthz", "/readyz", "/metrics"],
+    }))
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.inner.draining.load(Ordering::SeqCst) {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
+    } else if !state.inner.device.ready() {
+        (StatusCode::SERVICE_UNAVAILABLE, "device not ready\n").into_response()
+    } else {
+        (StatusCode::OK, "ready\n").into_response()
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let text = state.inner.metrics.render(state.inner.device.memory());
+    let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    ([(header::CONTENT_TYPE, content_type)], text).into_response()
+}
+
+/// Keeps `app_inflight_requests` right on every exit path, cancellation included.
+struct InflightGuard<'a> {
+    state: &'a AppState,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for InflightGuard<'_> {
+    fn drop(&mut self) {
+        self.state.inner.metrics.inflight().dec();
+    }
+}
+
+async fn process(State(state): State<AppState>, RawQuery(query): RawQuery, headers: HeaderMap, body: Body) -> Response {
+    let arrived = Instant::now();
+    let req = match params::parse_query(query.as_deref().unwrap_or("")) {
+        Ok(r) => r,
+        Err(e) => return bad_request(e),
+    };
+    if let Err(e) = check_declared_body(&req, &headers) {
+        return bad_request(e);
+    }
+    let Ok(permit) = state.inner.admission.clone().try_acquire_owned() else {
+        state.inner.metrics.count_shed();
+        let mut r = error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            None,
+            format!("{} requests in flight (--max-inflight); retry shortly", state.inner.max_inflight),
+        );
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return r;
+    };
+    state.inner.metrics.inflight().inc();
+    let _inflight = InflightGuard { state: &state, _permit: permit };
+
+    let raw = match read_body(&req, body).await {
+        Ok(raw) => raw,
+        Err(e) => return bad_request(e),
+    };
+
+    let Ok(worker) = state.inner.workers.clone().acquire_owned().await else {
+        return error_response(StatusCode::SERVICE_UNAVAILABLE, "shutting down", None, "the service is stopping");
+    };
+    let queued = arrived.elapsed();
+    let device = state.inner.device.clone();
+    let plan = ChainPlan::new(req.effects.clone(), req.params.clone());
+    let job_req = req.clone();
+    let compute_start = Instant::now();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let _worker = worker;
+        let input = match (job_req.format, &raw) {
+            (Some(format), Some(bytes)) => JobInput::Raw { format, bytes },
+            _ => JobInput::Synthetic { seed: job_req.seed },
+        };
+        let job = Job { width: job_req.width, height: job_req.height, iters: job_req.iters, plan: &plan, input };
+        device.process(&job)
+    })
+    .await;
+    let compute = compute_start.elapsed();
+    let result = match outcome {
+        Ok(Ok(result)) => result,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "device failed");
+            return error_response(StatusCode::INTERNAL_SERVER_ERROR, "device error", None, e.to_string());
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "compute task failed");
+            return error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal error", None, "compute task failed");
+        }
+    };
+    let total = arrived.elapsed();
+    state.inner.metrics.observe_processed(total, &result.timings);
+    let ms = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
+    match result.output {
+        JobOutput::Checksum(checksum) => Json(json!({
+            "device": state.inner.device.info().kind,
+            "device_name": state.inner.device.info().name,
+            "pixels": req.pixels(),
+            "iters": req.iters,
+            "effects": req.effects.iter().map(|e| e.name()).collect::<Vec<_>>(),
+            "queue_ms": ms(queued),
+            "compute_ms": ms(compute),
+            "total_ms": ms(total),
+            "checksum": checksum,
+        }))
+        .into_response(),
+        JobOutput::Frame(bytes) => {
+            let mut r = (StatusCode::OK, bytes).into_response();
+            let h = r.headers_mut();
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+            for (name, value) in [("x-queue-ms", queued), ("x-compute-ms", compute), ("x-total-ms", total)] {
+                h.insert(name, HeaderValue::from_str(&ms(value).to_string()).expect("a number is a valid header"));
+            }
+            r
+        }
+    }
+}
+
+/// Refuse from the headers alone when the declared body cannot be right.
+fn check_declared_body(req: &ProcessRequest, headers: &HeaderMap) -> Result<(), ParamError> {
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    match (req.expected_body_len(), declared) {
+        (_, Some(n)) if n > MAX_BODY_BYTES as u64 => {
+            Err(body_error(format!("{n} bytes is more than the limit of {MAX_BODY_BYTES} bytes")))
+        }
+        (Some(want), Some(n)) if n != want as u64 => Err(body_error(body_size_detail(req, want, n))),
+        (None, Some(n)) if n > 0 => {
+            Err(body_error(format!("{n} bytes sent without `format`; a raw frame needs format=rgba or format=i420")))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn body_error(detail: String) -> ParamError {
+    ParamError { param: "body".into(), detail }
+}
+
+fn body_size_detail(req: &ProcessRequest, want: usize, got: u64) -> String {
+    let format = if matches!(req.format, Some(crate::device::RawFormat::I420)) { "i420" } else { "rgba" };
+    format!("{got} bytes, but a {} {format} frame is exactly {want} bytes", req.pixels())
+}
+
+async fn read_body(req: &ProcessRequest, body: Body) -> Result<Option<Bytes>, ParamError> {
+    let limit = req.expected_body_len().unwrap_or(0);
+    let collected = Limited::new(body, limit.max(1))
+        .collect()
+        .await
+        .map_err(|_| body_error(format!("body is larger than the {limit} bytes this request allows")))?
+        .to_bytes();
+    match req.expected_body_len() {
+        Some(want) if collected.len() != want => Err(body_error(body_size_detail(req, want, collected.len() as u64))),
+        Some(_) => Ok(Some(collected)),
+        None if !collected.is_empty() => Err(body_error(format!(
+            "{} bytes sent without `format`; a raw frame needs format=rgba or format=i420",
+            collected.len()
+        ))),
+        None => Ok(None),
+    }
+}

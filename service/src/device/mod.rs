@@ -1,0 +1,111 @@
+//! Where the effects run. The HTTP layer talks to `dyn Device` only, so the CPU and CUDA
+//! back ends plug in without touching it.
+mod cpu;
+pub mod cuda;
+
+use std::sync::Arc;
+
+pub use cpu::CpuDevice;
+
+use crate::effects::{ChainPlan, EffectTimings};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeviceChoice {
+    /// CUDA when a driver and a GPU are found, else the CPU (the log says why).
+    Auto,
+    /// CUDA or nothing: exits non-zero with the reason when no GPU can be used.
+    Cuda,
+    /// Multi-threaded CPU implementation.
+    Cpu,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceInfo {
+    /// `cpu` or `cuda`: the `device` label in metrics and JSON.
+    pub kind: &'static str,
+    /// Human name: the GPU model, or the CPU's thread count.
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RawFormat {
+    Rgba,
+    I420,
+}
+
+impl RawFormat {
+    pub fn frame_len(self, width: usize, height: usize) -> usize {
+        match self {
+            RawFormat::Rgba => width * height * 4,
+            RawFormat::I420 => crate::i420::i420_len(width, height),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum JobInput<'a> {
+    /// Generate the deterministic test frame on the device (no upload).
+    Synthetic { seed: u32 },
+    /// Process this frame and hand the result back in the same format.
+    Raw { format: RawFormat, bytes: &'a [u8] },
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Job<'a> {
+    pub width: usize,
+    pub height: usize,
+    pub iters: u32,
+    pub plan: &'a ChainPlan,
+    pub input: JobInput<'a>,
+}
+
+#[derive(Debug)]
+pub enum JobOutput {
+    /// Checksum of the output frame (synthetic input).
+    Checksum(String),
+    /// The processed frame (raw input), in the input's format.
+    Frame(Vec<u8>),
+}
+
+#[derive(Debug)]
+pub struct JobResult {
+    pub output: JobOutput,
+    pub timings: EffectTimings,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct DeviceError(pub String);
+
+/// A compute back end. `process` blocks; the HTTP layer calls it from a blocking thread
+/// and never runs more than `--workers` jobs at once.
+pub trait Device: Send + Sync + 'static {
+    fn info(&self) -> &DeviceInfo;
+    /// False until the device can take work (kernels built, buffers allocated).
+    fn ready(&self) -> bool {
+        true
+    }
+    fn process(&self, job: &Job<'_>) -> Result<JobResult, DeviceError>;
+    /// Device memory (used, total) in bytes, where the device has its own.
+    fn memory(&self) -> Option<(u64, u64)> {
+        None
+    }
+}
+
+/// Open the device the flags ask for. `auto` falls back to the CPU and logs why.
+pub fn open(choice: DeviceChoice, workers: usize, threads: usize) -> anyhow::Result<Arc<dyn Device>> {
+    match choice {
+        DeviceChoice::Cpu => Ok(Arc::new(CpuDevice::new(threads)?)),
+        DeviceChoice::Cuda => {
+            let dev = cuda::CudaDevice::open(workers).map_err(|e| anyhow::anyhow!("--device cuda: {e}"))?;
+            Ok(Arc::new(dev))
+        }
+        DeviceChoice::Auto => match cuda::CudaDevice::open(workers) {
+            Ok(dev) => Ok(Arc::new(dev)),
+            Err(why) => {
+                tracing::info!(reason = %why, "device auto: using the CPU");
+                Ok(Arc::new(CpuDevice::new(threads)?))
+            }
+        },
+    }
+}

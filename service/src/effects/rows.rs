@@ -1,0 +1,94 @@
+//! Row-parallel helpers and the vectorisable inner loops of the blur.
+//!
+//! The inner loops are written once and compiled twice: plain (SSE2 on x86-64) and with
+//! AVX2+FMA, picked at run time, so one portable binary still uses the wide units.
+use rayon::prelude::*;
+
+/// Below this many pixels a frame is processed on the calling thread: rayon's fork/join
+/// costs more than it saves on thumbnails.
+const PARALLEL_MIN_PIXELS: usize = 64 * 1024;
+
+/// Run `f(y, row)` over the rows of `data` (each `row_len` long), in parallel for big frames.
+pub(crate) fn for_each_row<T: Send>(data: &mut [T], row_len: usize, f: impl Fn(usize, &mut [T]) + Sync + Send) {
+    if data.len() / 4 < PARALLEL_MIN_PIXELS {
+        data.chunks_mut(row_len).enumerate().for_each(|(y, r)| f(y, r));
+    } else {
+        data.par_chunks_mut(row_len).enumerate().for_each(|(y, r)| f(y, r));
+    }
+}
+
+/// Like `for_each_row`, with per-task scratch created by `init` (a row buffer, say).
+pub(crate) fn for_each_row_with<T: Send, S>(
+    data: &mut [T],
+    row_len: usize,
+    init: impl Fn() -> S + Sync + Send,
+    f: impl Fn(&mut S, usize, &mut [T]) + Sync + Send,
+) {
+    if data.len() / 4 < PARALLEL_MIN_PIXELS {
+        let mut s = init();
+        data.chunks_mut(row_len).enumerate().for_each(|(y, r)| f(&mut s, y, r));
+    } else {
+        // Several rows per task so the scratch is made a few times per frame, not per row.
+        let rows = data.len() / row_len;
+        let per_task = (rows / (rayon::current_num_threads() * 8)).max(1);
+        data.par_chunks_mut(row_len * per_task).enumerate().for_each_init(init, |s, (i, chunk)| {
+            for (j, r) in chunk.chunks_mut(row_len).enumerate() {
+                f(s, i * per_task + j, r)
+            }
+        });
+    }
+}
+
+#[inline(always)]
+fn scale_into_generic(out: &mut [f32], a: &[f32], w: f32) {
+    for (o, &x) in out.iter_mut().zip(a) {
+        *o = w * x;
+    }
+}
+
+#[inline(always)]
+fn add_pair_generic(out: &mut [f32], a: &[f32], b: &[f32], w: f32) {
+    for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+        *o += w * (x + y);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn scale_into_avx2(out: &mut [f32], a: &[f32], w: f32) {
+    scale_into_generic(out, a, w)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn add_pair_avx2(out: &mut [f32], a: &[f32], b: &[f32], w: f32) {
+    add_pair_generic(out, a, b, w)
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_avx2() -> bool {
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+}
+
+/// `out = w * a`
+#[inline]
+pub(crate) fn scale_into(out: &mut [f32], a: &[f32], w: f32) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: the CPU supports AVX2 and FMA (checked above).
+        return unsafe { scale_into_avx2(out, a, w) };
+    }
+    scale_into_generic(out, a, w)
+}
+
+/// `out += w * (a + b)`: one symmetric pair of Gaussian taps.
+#[inline]
+pub(crate) fn add_pair(out: &mut [f32], a: &[f32], b: &[f32], w: f32) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: the CPU supports AVX2 and FMA (checked above).
+        return unsafe { add_pair_avx2(out, a, b, w) };
+    }
+    add_pair_generic(out, a, b, w)
+}

@@ -1,0 +1,19 @@
+//! The rtc-demo media service.
+//!
+//! - `frame`: RGBA8 frames, the deterministic synthetic test frame, checksums.
+//! - `effects`: the effect definitions (blur, bgblur, translate, color) and their CPU implementation.
+//! - `i420`: I420 <-> RGBA conversion for raw frames.
+//! - `device`: the `Device` trait the HTTP layer talks to, with the CPU and CUDA back ends.
+//! - `params`: parsing and validating `/process` requests.
+//! - `metrics`: Prometheus metrics, including the time-windowed p95 (`latency_window`).
+//! - `app`: the axum router; `server`: the `serve` subcommand (flags, signals, shutdown).
+pub mod app;
+pub mod device;
+pub mod duration;
+pub mod effects;
+pub mod frame;
+pub mod i420;
+pub mod latency_window;
+pub mod metrics;
+pub mod params;
+pub mod server;

@@ -1,0 +1,189 @@
+//! The service's Prometheus metrics (SPEC §1), with prometheus-client.
+use std::sync::atomic::AtomicU64;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use prometheus_client::encoding::{text::encode, EncodeLabelSet};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::device::DeviceInfo;
+use crate::effects::{Effect, EffectTimings};
+use crate::latency_window::LatencyWindow;
+
+/// Dense around the 100 ms SLO, with exact edges at 0.05 and 0.1 so that "share of
+/// requests under 100 ms" and the 50 ms scale-down line are read without interpolation.
+pub const LATENCY_BUCKETS: [f64; 18] =
+    [0.005, 0.01, 0.025, 0.04, 0.05, 0.06, 0.075, 0.09, 0.1, 0.11, 0.125, 0.15, 0.2, 0.25, 0.5, 1.0, 2.5, 5.0];
+const EFFECT_BUCKETS: [f64; 14] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    endpoint: &'static str,
+    code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EffectLabels {
+    effect: &'static str,
+    device: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeviceLabels {
+    device: &'static str,
+    name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MemoryLabels {
+    state: &'static str,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Histogram,
+    p95: FloatGauge,
+    window: Mutex<LatencyWindow>,
+    inflight: Gauge,
+    rejected: Family<ReasonLabels, Counter>,
+    effect_seconds: Family<EffectLabels, Histogram>,
+    device_memory: Family<MemoryLabels, Gauge>,
+    device_kind: &'static str,
+}
+
+impl Metrics {
+    pub fn new(device: &DeviceInfo, p95_window: Duration) -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register("app_requests", "HTTP requests answered, by endpoint and status code", requests.clone());
+        let latency = Histogram::new(LATENCY_BUCKETS);
+        registry.register(
+            "app_request_latency_seconds",
+            "Latency of /process requests that were processed (status 200), from arrival to answer",
+            latency.clone(),
+        );
+        let p95 = FloatGauge::default();
+        registry.register(
+            "app_request_latency_p95_seconds",
+            format!(
+                "p95 of /process latency over the last {}s; 0 when no request in that window",
+                p95_window.as_secs()
+            ),
+            p95.clone(),
+        );
+        let inflight = Gauge::default();
+        registry.register("app_inflight_requests", "/process requests admitted and not yet answered", inflight.clone());
+        let rejected = Family::<ReasonLabels, Counter>::default();
+        registry.register("app_rejected", "Requests refused without work: overload = shed with 503", rejected.clone());
+        let effect_seconds = Family::<EffectLabels, Histogram>::new_with_constructor(|| Histogram::new(EFFECT_BUCKETS));
+        registry.register(
+            "app_effect_seconds",
+            "Compute time of one effect over all iterations of a request",
+            effect_seconds.clone(),
+        );
+        let device_info = Family::<DeviceLabels, Gauge>::default();
+        registry.register("app_device_info", "The device effects run on (value always 1)", device_info.clone());
+        device_info.get_or_create(&DeviceLabels { device: device.kind, name: device.name.clone() }).set(1);
+        let device_memory = Family::<MemoryLabels, Gauge>::default();
+        registry.register("app_device_memory_bytes", "GPU memory, used and total (CUDA only)", device_memory.clone());
+        // Start at zero so dashboards and `rate()` see the series before the first request.
+        for code in [200, 400, 503] {
+            requests.get_or_create(&RequestLabels { endpoint: "/process", code }).inc_by(0);
+        }
+        rejected.get_or_create(&ReasonLabels { reason: "overload" }).inc_by(0);
+        Metrics {
+            registry,
+            requests,
+            latency,
+            p95,
+            window: Mutex::new(LatencyWindow::new(p95_window)),
+            inflight,
+            rejected,
+            effect_seconds,
+            device_memory,
+            device_kind: device.kind,
+        }
+    }
+
+    pub fn count_request(&self, endpoint: &'static str, code: u16) {
+        self.requests.get_or_create(&RequestLabels { endpoint, code }).inc();
+    }
+
+    pub fn count_shed(&self) {
+        self.rejected.get_or_create(&ReasonLabels { reason: "overload" }).inc();
+    }
+
+    pub fn observe_processed(&self, latency: Duration, timings: &EffectTimings) {
+        self.latency.observe(latency.as_secs_f64());
+        self.window.lock().unwrap_or_else(|p| p.into_inner()).record(latency, Instant::now());
+        for effect in Effect::ALL {
+            let t = timings[effect.index()];
+            if !t.is_zero() {
+                let labels = EffectLabels { effect: effect.name(), device: self.device_kind };
+                self.effect_seconds.get_or_create(&labels).observe(t.as_secs_f64());
+            }
+        }
+    }
+
+    pub fn inflight(&self) -> &Gauge {
+        &self.inflight
+    }
+
+    /// The windowed p95 now, in seconds (0 when the window is empty).
+    pub fn current_p95(&self) -> f64 {
+        self.window.lock().unwrap_or_else(|p| p.into_inner()).quantile(0.95, Instant::now())
+    }
+
+    /// Prometheus text exposition; the windowed p95 and device memory are read now.
+    pub fn render(&self, device_memory: Option<(u64, u64)>) -> String {
+        self.p95.set(self.current_p95());
+        if let Some((used, total)) = device_memory {
+            self.device_memory.get_or_create(&MemoryLabels { state: "used" }).set(used as i64);
+            self.device_memory.get_or_create(&MemoryLabels { state: "total" }).set(total as i64);
+        }
+        let mut out = String::with_capacity(8 * 1024);
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_has_the_spec_names_and_buckets() {
+        let m = Metrics::new(&DeviceInfo { kind: "cpu", name: "cpu (2 threads)".into() }, Duration::from_secs(30));
+        m.count_request("/process", 200);
+        let mut t = EffectTimings::default();
+        t[Effect::Blur.index()] = Duration::from_millis(3);
+        m.observe_processed(Duration::from_millis(42), &t);
+        let text = m.render(None);
+        for needle in [
+            "app_requests_total{endpoint=\"/process\",code=\"200\"} 1",
+            "app_request_latency_seconds_bucket{le=\"0.05\"} 1",
+            "app_request_latency_seconds_bucket{le=\"0.1\"} 1",
+            "app_request_latency_seconds_bucket{le=\"0.04\"} 0",
+            "app_request_latency_p95_seconds 0.042",
+            "app_inflight_requests 0",
+            "app_rejected_total{reason=\"overload\"} 0",
+            "app_effect_seconds_count{effect=\"blur\",device=\"cpu\"} 1",
+            "app_device_info{device=\"cpu\",name=\"cpu (2 threads)\"} 1",
+        ] {
+            assert!(text.contains(needle), "missing `{needle}` in:\n{text}");
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! `rtc-demo serve`: flags, logging, the device, the listener, and graceful shutdown.
+//!
+//! Shutdown (SIGTERM/SIGINT): readiness turns false at once; new requests are still
+//! served for `--drain-delay` so endpoints can drop this pod; then the listener closes
+//! and in-flight work gets `--shutdown-timeout` to finish. Exit 0 when it did, 1 if work
+//! had to be abandoned. A second signal skips the rest of the drain delay.
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use tokio::sync::Notify;
+
+use crate::app::{router, AppConfig, AppState};
+use crate::device::{self, DeviceChoice};
+use crate::duration::duration_arg;
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port; the log says which).
+    #[arg(long, env = "RTC_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+
+    /// Where effects run: auto = CUDA if a driver and GPU are found, else CPU (logged).
+    #[arg(long, env = "RTC_DEVICE", value_enum, default_value = "auto")]
+    pub device: DeviceChoice,
+
+    /// Requests computed at once (a GPU stream each); the rest wait in the queue.
+    #[arg(long, env = "RTC_WORKERS", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub workers: u32,
+
+    /// CPU threads for the effects (0 = one per core).
+    #[arg(long, env = "RTC_THREADS", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=1024))]
+    pub threads: u32,
+
+    /// Requests admitted at once (queued + computing); beyond it, 503 with Retry-After.
+    #[arg(long, env = "RTC_MAX_INFLIGHT", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_inflight: u32,
+
+    /// Window of the app_request_latency_p95_seconds gauge (whole seconds).
+    #[arg(long, env = "RTC_P95_WINDOW", default_value = "30s", value_parser = duration_arg)]
+    pub p95_window: Duration,
+
+    /// After SIGTERM: keep serving this long with readiness false.
+    #[arg(long, env = "RTC_DRAIN_DELAY", default_value = "5s", value_parser = duration_arg)]
+    pub drain_delay: Duration,
+
+    /// After the drain delay: how long in-flight requests may take to finish.
+    #[arg(long, env = "RTC_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = duration_arg)]
+    pub shutdown_timeout: Duration,
+
+    /// Log format: auto = JSON when stdout is not a terminal.
+    #[arg(long, env = "RTC_LOG_FORMAT", value_enum, default_value = "auto")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Auto,
+    Json,
+    Text,
+}
+
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RTC_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let json = match format {
+        LogFormat::Json => true,
+        LogFormat::Text => false,
+        LogFormat::Auto => !std::io::stdout().is_terminal(),
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let _ = if json { builder.json().flatten_event(true).try_init() } else { builder.try_init() };
+}
+
+pub fn main(args: ServeArgs) -> ExitCode {
+    init_logging(args.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("serve-io").build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("rtc-demo serve: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(args)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("rtc-demo serve: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let device = device::open(args.device, args.workers as usize, args.threads as usize)?;
+    tracing::info!(device = device.info().kind, name = %device.info().name, "device opened");
+    let state = AppState::new(
+        device,
+        &AppConfig {
+            max_inflight: args.max_inflight as usize,
+            workers: args.workers as usize,
+            p95_window: args.p95_window,
+        },
+    );
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {} (--listen): {e}", args.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, max_inflight = args.max_inflight, workers = args.workers, "listening");
+
+    let stop_accepting = Arc::new(Notify::new());
+    let server = {
+        let stop = stop_accepting.clone();
+        let app = router(state.clone());
+        tokio::spawn(async move {
+            axum::serve(listener, app).with_graceful_shutdown(async move { stop.notified().await }).await
+        })
+    };
+
+    let mut signals = Signals::new()?;
+    let which = signals.next().await;
+    state.start_draining();
+    tracing::info!(signal = which, drain_delay = ?args.drain_delay, inflight = state.inflight(), "draining: readiness is now false");
+    tokio::select! {
+        _ = tokio::time::sleep(args.drain_delay) => {}
+        again = signals.next() => tracing::warn!(signal = again, "second signal: skipping the rest of the drain delay"),
+    }
+    stop_accepting.notify_one();
+    tracing::info!(inflight = state.inflight(), timeout = ?args.shutdown_timeout, "closing the listener; finishing in-flight work");
+    match tokio::time::timeout(args.shutdown_timeout, server).await {
+        Ok(Ok(Ok(()))) => {
+            tracing::info!("shut down cleanly");
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(Ok(Err(e))) => Err(anyhow::anyhow!("server error: {e}")),
+        Ok(Err(e)) => Err(anyhow::anyhow!("server task failed: {e}")),
+        Err(_) => {
+            tracing::error!(inflight = state.inflight(), "shutdown timeout passed with work in flight; abandoning it");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// SIGTERM and SIGINT as one stream.
+struct Signals {
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Signals { term: signal(SignalKind::terminate())?, int: signal(SignalKind::interrupt())? })
+        }
+        #[cfg(not(unix))]
+        Ok(Signals {})
+    }
+
+    async fn next(&mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.term.recv() => "SIGTERM",
+                _ = self.int.recv() => "SIGINT",
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            "ctrl-c"
+        }
+    }
+}
