@@ -18,7 +18,7 @@ struct Workspace {
 
 impl Workspace {
     fn bytes(&self) -> usize {
-        self.frame.data.capacity() + self.scratch.spare.data.capacity() + self.scratch.tmp.capacity() * 4
+        self.frame.data.capacity() + self.scratch.spare.data.capacity()
     }
 }
 

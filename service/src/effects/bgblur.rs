@@ -21,19 +21,41 @@ pub fn foreground_mask(x: usize, y: usize, width: usize, height: usize) -> f32 {
 }
 
 pub(crate) fn bgblur(frame: &mut Frame, plan: &ChainPlan, scratch: &mut CpuScratch) {
-    blur(frame, &mut scratch.spare, &plan.blur_weights, &mut scratch.tmp);
+    blur(frame, &mut scratch.spare, &plan.blur_weights);
     let (w, h) = (frame.width, frame.height);
     let blurred = &scratch.spare.data;
     for_each_row(&mut frame.data, w * 4, |y, row| {
         let blurred_row = &blurred[y * w * 4..(y + 1) * w * 4];
-        for (x, (px, b)) in row.chunks_exact_mut(4).zip(blurred_row.chunks_exact(4)).enumerate() {
+        let (ring, subject) = mask_spans(y, w, h);
+        // Outside the outer ellipse the mask is exactly 0: the blurred pixels as they are.
+        row[..ring.0 * 4].copy_from_slice(&blurred_row[..ring.0 * 4]);
+        row[ring.1 * 4..].copy_from_slice(&blurred_row[ring.1 * 4..]);
+        // Inside the inner one it is exactly 1: the pixels stay. In between, the formula.
+        for x in (ring.0..subject.0).chain(subject.1..ring.1) {
             let m = foreground_mask(x, y, w, h);
-            if m >= 1.0 {
-                continue;
-            }
-            for c in 0..4 {
-                px[c] = round_u8(m * px[c] as f32 + (1.0 - m) * b[c] as f32);
+            for c in x * 4..x * 4 + 4 {
+                row[c] = round_u8(m * row[c] as f32 + (1.0 - m) * blurred_row[c] as f32);
             }
         }
     });
+}
+
+/// Column spans of row `y`: `ring` holds every pixel whose mask may be above 0, `subject`
+/// (inside `ring`) only pixels whose mask is exactly 1. Both are widened by two pixels
+/// against rounding, so the formula decides every pixel near an edge.
+pub(crate) fn mask_spans(y: usize, w: usize, h: usize) -> ((usize, usize), (usize, usize)) {
+    let (wf, hf) = (w as f32, h as f32);
+    let (cx, ax) = (MASK_CENTRE.0 * wf, MASK_AXES.0 * wf);
+    let ny = (y as f32 + 0.5 - MASK_CENTRE.1 * hf) / (MASK_AXES.1 * hf);
+    let half_width = |d: f32| ax * (d * d - ny * ny).max(0.0).sqrt();
+    let span = |half: f32, widen: f32| {
+        let lo = (cx - half - widen - 0.5).floor().clamp(0.0, wf) as usize;
+        let hi = (cx + half + widen - 0.5).ceil().clamp(0.0, wf) as usize;
+        (lo, hi.max(lo))
+    };
+    let ring = span(half_width(MASK_EDGE.1), 2.0);
+    let inner = half_width(MASK_EDGE.0);
+    let subject = if inner > 3.0 { span(inner, -2.0) } else { (ring.0, ring.0) };
+    let subject = (subject.0.clamp(ring.0, ring.1), subject.1.clamp(ring.0, ring.1));
+    (ring, (subject.0, subject.1.max(subject.0)))
 }

@@ -1,6 +1,6 @@
 //! Separable Gaussian blur, clamp-to-edge, f32 intermediate (see the module docs).
 use super::round_u8;
-use super::rows::{add_pair, for_each_row_with, scale_into};
+use super::rows::{add_pair, add_pair_u8, for_each_row_with, scale_into, scale_u8};
 use crate::frame::Frame;
 
 /// Normalised weights for offsets `0..=radius`, radius `ceil(3 * sigma)`; `[1.0]` for sigma 0.
@@ -15,52 +15,47 @@ pub fn gaussian_weights(sigma: f32) -> Vec<f32> {
     raw.iter().map(|w| (w / total) as f32).collect()
 }
 
-/// Blur `src` into `dst` (reshaped to match); `tmp` holds the horizontal pass.
-pub(crate) fn blur(src: &Frame, dst: &mut Frame, weights: &[f32], tmp: &mut Vec<f32>) {
+/// Blur `src` into `dst` (reshaped to match).
+///
+/// Each output row is computed on its own: the vertical taps first, straight from the
+/// source bytes (2r+1 rows of u8 stay in L2 even at 4K), then the horizontal taps on that
+/// one f32 row. No frame-sized intermediate, so the frame is read once from memory. The
+/// definition's order (horizontal first) gives the same sums up to f32 rounding.
+pub(crate) fn blur(src: &Frame, dst: &mut Frame, weights: &[f32]) {
     let (w, h) = (src.width, src.height);
     let radius = weights.len() - 1;
     let row_len = w * 4;
     dst.reshape(w, h);
-    tmp.resize(row_len * h, 0.0);
-
-    // Horizontal: copy each row into an edge-padded f32 row, then sum shifted copies of it.
-    for_each_row_with(
-        tmp,
-        row_len,
-        || vec![0f32; (w + 2 * radius) * 4],
-        |padded, y, out| {
-            let row = &src.data[y * row_len..(y + 1) * row_len];
-            for (i, p) in padded.chunks_exact_mut(4).enumerate() {
-                let sx = i.saturating_sub(radius).min(w - 1);
-                for c in 0..4 {
-                    p[c] = row[sx * 4 + c] as f32;
-                }
-            }
-            let centre = radius * 4;
-            scale_into(out, &padded[centre..centre + row_len], weights[0]);
-            for (k, &wk) in weights.iter().enumerate().skip(1) {
-                let left = &padded[centre - k * 4..centre - k * 4 + row_len];
-                let right = &padded[centre + k * 4..centre + k * 4 + row_len];
-                add_pair(out, left, right, wk);
-            }
-        },
-    );
-
-    // Vertical: each output row is a weighted sum of clamped intermediate rows.
-    let tmp: &[f32] = tmp;
-    let row_of = |y: isize| {
+    let src_row = |y: isize| {
         let y = y.clamp(0, h as isize - 1) as usize;
-        &tmp[y * row_len..(y + 1) * row_len]
+        &src.data[y * row_len..(y + 1) * row_len]
     };
+    let centre = radius * 4;
     for_each_row_with(
         &mut dst.data,
         row_len,
-        || vec![0f32; row_len],
-        |acc, y, out| {
+        || (vec![0f32; (w + 2 * radius) * 4], vec![0f32; row_len]),
+        |(padded, acc), y, out| {
             let y = y as isize;
-            scale_into(acc, row_of(y), weights[0]);
+            let column_sums = &mut padded[centre..centre + row_len];
+            scale_u8(column_sums, src_row(y), weights[0]);
             for (k, &wk) in weights.iter().enumerate().skip(1) {
-                add_pair(acc, row_of(y - k as isize), row_of(y + k as isize), wk);
+                add_pair_u8(column_sums, src_row(y - k as isize), src_row(y + k as isize), wk);
+            }
+            // Clamp-to-edge: repeat the first and last pixel into the padding.
+            let (first, last) = (centre, centre + row_len - 4);
+            for i in 0..radius {
+                padded.copy_within(first..first + 4, i * 4);
+                padded.copy_within(last..last + 4, last + 4 + i * 4);
+            }
+            scale_into(acc, &padded[centre..centre + row_len], weights[0]);
+            for (k, &wk) in weights.iter().enumerate().skip(1) {
+                add_pair(
+                    acc,
+                    &padded[centre - k * 4..centre - k * 4 + row_len],
+                    &padded[centre + k * 4..centre + k * 4 + row_len],
+                    wk,
+                );
             }
             for (o, &v) in out.iter_mut().zip(acc.iter()) {
                 *o = round_u8(v);

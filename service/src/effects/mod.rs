@@ -19,7 +19,7 @@
 //! - `color`: `v = M * [r, g, b, 255]` with the 3x4 matrix `M` (channel values 0..=255),
 //!   clamped to 0..=255 and rounded to an index `i`, then `out_c = LUT_c[i]` with
 //!   `LUT_c[i] = round(255 * (i / 255)^(1 / gamma_c))`; alpha unchanged.
-mod bgblur;
+pub(crate) mod bgblur;
 mod blur;
 mod color;
 mod rows;
@@ -122,7 +122,6 @@ impl ChainPlan {
 #[derive(Debug, Default)]
 pub struct CpuScratch {
     pub(crate) spare: Frame,
-    pub(crate) tmp: Vec<f32>,
 }
 
 /// Compute time per effect, summed over the iterations of one request.
@@ -145,7 +144,7 @@ pub fn apply_chain(frame: &mut Frame, plan: &ChainPlan, iters: u32, scratch: &mu
 pub fn apply_one(frame: &mut Frame, effect: Effect, plan: &ChainPlan, scratch: &mut CpuScratch) {
     match effect {
         Effect::Blur => {
-            blur::blur(frame, &mut scratch.spare, &plan.blur_weights, &mut scratch.tmp);
+            blur::blur(frame, &mut scratch.spare, &plan.blur_weights);
             std::mem::swap(frame, &mut scratch.spare);
         }
         Effect::BgBlur => bgblur::bgblur(frame, plan, scratch),

@@ -53,16 +53,18 @@ fn add_pair_generic(out: &mut [f32], a: &[f32], b: &[f32], w: f32) {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn scale_into_avx2(out: &mut [f32], a: &[f32], w: f32) {
-    scale_into_generic(out, a, w)
+#[inline(always)]
+fn scale_u8_generic(out: &mut [f32], a: &[u8], w: f32) {
+    for (o, &x) in out.iter_mut().zip(a) {
+        *o = w * x as f32;
+    }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn add_pair_avx2(out: &mut [f32], a: &[f32], b: &[f32], w: f32) {
-    add_pair_generic(out, a, b, w)
+#[inline(always)]
+fn add_pair_u8_generic(out: &mut [f32], a: &[u8], b: &[u8], w: f32) {
+    for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+        *o += w * (x as f32 + y as f32);
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -71,24 +73,34 @@ fn has_avx2() -> bool {
     *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
 }
 
-/// `out = w * a`
-#[inline]
-pub(crate) fn scale_into(out: &mut [f32], a: &[f32], w: f32) {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        // SAFETY: the CPU supports AVX2 and FMA (checked above).
-        return unsafe { scale_into_avx2(out, a, w) };
-    }
-    scale_into_generic(out, a, w)
+/// Defines `pub(crate) fn $name` that runs `$generic` compiled for AVX2+FMA when the CPU
+/// has them, else as plain code.
+macro_rules! dispatch {
+    ($(#[$doc:meta])* $name:ident / $avx2:ident => $generic:ident ($($arg:ident: $ty:ty),*)) => {
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn $avx2($($arg: $ty),*) {
+            $generic($($arg),*)
+        }
+
+        $(#[$doc])*
+        #[inline]
+        pub(crate) fn $name($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            if has_avx2() {
+                // SAFETY: the CPU supports AVX2 and FMA (checked at run time).
+                return unsafe { $avx2($($arg),*) };
+            }
+            $generic($($arg),*)
+        }
+    };
 }
 
-/// `out += w * (a + b)`: one symmetric pair of Gaussian taps.
-#[inline]
-pub(crate) fn add_pair(out: &mut [f32], a: &[f32], b: &[f32], w: f32) {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        // SAFETY: the CPU supports AVX2 and FMA (checked above).
-        return unsafe { add_pair_avx2(out, a, b, w) };
-    }
-    add_pair_generic(out, a, b, w)
-}
+dispatch!(/// `out = w * a`
+    scale_into / scale_into_avx2 => scale_into_generic(out: &mut [f32], a: &[f32], w: f32));
+dispatch!(/// `out += w * (a + b)`: one symmetric pair of Gaussian taps.
+    add_pair / add_pair_avx2 => add_pair_generic(out: &mut [f32], a: &[f32], b: &[f32], w: f32));
+dispatch!(/// `out = w * a` from bytes.
+    scale_u8 / scale_u8_avx2 => scale_u8_generic(out: &mut [f32], a: &[u8], w: f32));
+dispatch!(/// `out += w * (a + b)` from bytes.
+    add_pair_u8 / add_pair_u8_avx2 => add_pair_u8_generic(out: &mut [f32], a: &[u8], b: &[u8], w: f32));

@@ -123,3 +123,30 @@ fn mask_is_one_on_the_subject_and_zero_in_the_corners() {
     let edge = foreground_mask(50 + 30, 45, 100, 100);
     assert!(edge > 0.0 && edge < 1.0, "soft at d = 1: {edge}");
 }
+
+#[test]
+fn bgblur_spans_agree_with_the_mask_formula_everywhere() {
+    // The fast path skips the formula outside the ring and inside the subject: check
+    // that the formula gives exactly 0 and 1 there, on odd and extreme aspect ratios.
+    for (w, h) in [(1280, 720), (37, 23), (16, 7680), (7680, 16), (101, 103)] {
+        let input = random_frame(w, h, 11);
+        let plan = ChainPlan::new(vec![Effect::BgBlur], EffectParams { sigma: 0.0, ..Default::default() });
+        let mut blurred_is_input = input.clone();
+        apply_chain(&mut blurred_is_input, &plan, 1, &mut CpuScratch::default());
+        // With sigma 0 the blur is the identity, so any mask gives the input back.
+        assert_eq!(blurred_is_input, input, "{w}x{h}");
+    }
+    for (w, h) in [(1280, 720), (37, 23), (16, 7680), (7680, 16), (101, 103)] {
+        for y in 0..h {
+            let (ring, subject) = super::bgblur::mask_spans(y, w, h);
+            for x in 0..w {
+                let m = foreground_mask(x, y, w, h);
+                if x < ring.0 || x >= ring.1 {
+                    assert_eq!(m, 0.0, "{w}x{h} ({x},{y}) outside the ring");
+                } else if x >= subject.0 && x < subject.1 {
+                    assert_eq!(m, 1.0, "{w}x{h} ({x},{y}) inside the subject");
+                }
+            }
+        }
+    }
+}

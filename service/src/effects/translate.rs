@@ -1,12 +1,13 @@
 //! Sub-pixel translation with bilinear sampling; outside the source is transparent black.
 use super::round_u8;
-use super::rows::for_each_row;
+use super::rows::for_each_row_with;
 use crate::frame::Frame;
 
 pub(crate) fn translate(src: &Frame, dst: &mut Frame, dx: f32, dy: f32) {
     let (w, h) = (src.width, src.height);
     dst.reshape(w, h);
-    // The shift is the same for every pixel, so are the four bilinear weights.
+    // The shift is the same for every pixel, so are the four bilinear weights and the
+    // source offset: the interior of each row is one vectorisable loop over bytes.
     let (sx0, sy0) = (-dx, -dy);
     let (ix, iy) = (sx0.floor(), sy0.floor());
     let (fx, fy) = (sx0 - ix, sy0 - iy);
@@ -16,24 +17,54 @@ pub(crate) fn translate(src: &Frame, dst: &mut Frame, dx: f32, dy: f32) {
     let src_row = |y: isize| -> Option<&[u8]> {
         (0..h as isize).contains(&y).then(|| &src.data[y as usize * row_len..(y as usize + 1) * row_len])
     };
-    for_each_row(&mut dst.data, row_len, |y, out| {
-        let top = src_row(y as isize + iy);
-        let bottom = src_row(y as isize + iy + 1);
-        for (x, px) in out.chunks_exact_mut(4).enumerate() {
-            let x0 = x as isize + ix;
-            let fetch = |row: Option<&[u8]>, xs: isize, c: usize| -> f32 {
-                match row {
-                    Some(r) if (0..w as isize).contains(&xs) => r[xs as usize * 4 + c] as f32,
-                    _ => 0.0,
+    // Output columns whose two source columns x+ix and x+ix+1 are both inside the frame.
+    let inner_start = (-ix).clamp(0, w as isize) as usize;
+    let inner_end = (w as isize - 1 - ix).clamp(inner_start as isize, w as isize) as usize;
+    for_each_row_with(
+        &mut dst.data,
+        row_len,
+        || vec![0u8; row_len],
+        |zeros, y, out| {
+            let top = src_row(y as isize + iy);
+            let bottom = src_row(y as isize + iy + 1);
+            if top.is_none() && bottom.is_none() {
+                out.fill(0);
+                return;
+            }
+            let (t, b) = (top.unwrap_or(zeros), bottom.unwrap_or(zeros));
+            // Interior: source byte = output byte + 4 * ix.
+            let (lo, hi) = (inner_start * 4, inner_end * 4);
+            if lo < hi {
+                let off = (lo as isize + ix * 4) as usize;
+                let n = hi - lo;
+                let (t0, t1) = (&t[off..off + n], &t[off + 4..off + 4 + n]);
+                let (b0, b1) = (&b[off..off + n], &b[off + 4..off + 4 + n]);
+                for (i, o) in out[lo..hi].iter_mut().enumerate() {
+                    let v = weights[0] * t0[i] as f32
+                        + weights[1] * t1[i] as f32
+                        + weights[2] * b0[i] as f32
+                        + weights[3] * b1[i] as f32;
+                    *o = round_u8(v);
+                }
+            }
+            // Edges: some of the four neighbours are outside and count as transparent black.
+            let fetch = |row: &[u8], xs: isize, c: usize| -> f32 {
+                if (0..w as isize).contains(&xs) {
+                    row[xs as usize * 4 + c] as f32
+                } else {
+                    0.0
                 }
             };
-            for c in 0..4 {
-                let v = weights[0] * fetch(top, x0, c)
-                    + weights[1] * fetch(top, x0 + 1, c)
-                    + weights[2] * fetch(bottom, x0, c)
-                    + weights[3] * fetch(bottom, x0 + 1, c);
-                px[c] = round_u8(v);
+            for x in (0..inner_start).chain(inner_end.max(inner_start)..w) {
+                let x0 = x as isize + ix;
+                for c in 0..4 {
+                    let v = weights[0] * fetch(t, x0, c)
+                        + weights[1] * fetch(t, x0 + 1, c)
+                        + weights[2] * fetch(b, x0, c)
+                        + weights[3] * fetch(b, x0 + 1, c);
+                    out[x * 4 + c] = round_u8(v);
+                }
             }
-        }
-    });
+        },
+    );
 }

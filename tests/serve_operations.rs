@@ -1,0 +1,73 @@
+//! Load shedding, the decaying p95 gauge and graceful shutdown, on the real binary.
+mod serve_support;
+
+use std::time::{Duration, Instant};
+
+use serve_support::{request, Server};
+
+const HEAVY: &str = "/process?pixels=1920x1080&iters=8&effects=blur,bgblur";
+
+#[test]
+fn beyond_max_inflight_requests_are_shed_with_retry_after() {
+    let server = Server::start(&["--max-inflight", "2", "--workers", "1"]);
+    let addr = server.addr;
+    let answers: Vec<_> = (0..32)
+        .map(|_| std::thread::spawn(move || request(addr, "POST", HEAVY, b"")))
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().expect("every request gets an answer"))
+        .collect();
+    let ok = answers.iter().filter(|r| r.status == 200).count();
+    let shed: Vec<_> = answers.iter().filter(|r| r.status == 503).collect();
+    assert!(ok >= 1, "some work was done");
+    assert!(!shed.is_empty(), "some requests were shed");
+    assert_eq!(ok + shed.len(), 32, "no other status: {:?}", answers.iter().map(|r| r.status).collect::<Vec<_>>());
+    for r in &shed {
+        assert_eq!(r.header("retry-after"), Some("1"));
+        assert_eq!(r.json()["error"], "overloaded");
+    }
+    assert_eq!(server.metric("app_rejected_total{reason=\"overload\"}"), shed.len() as f64);
+    assert_eq!(server.metric("app_inflight_requests"), 0.0);
+}
+
+#[test]
+fn the_p95_gauge_rises_under_traffic_and_returns_to_zero() {
+    let server = Server::start(&["--p95-window", "2s"]);
+    assert_eq!(server.metric("app_request_latency_p95_seconds"), 0.0);
+    for _ in 0..5 {
+        assert_eq!(server.get("/process?pixels=320x180&iters=2").status, 200);
+    }
+    let under_load = server.metric("app_request_latency_p95_seconds");
+    assert!(under_load > 0.0, "p95 under traffic: {under_load}");
+    std::thread::sleep(Duration::from_millis(3100));
+    assert_eq!(server.metric("app_request_latency_p95_seconds"), 0.0, "window passed idle");
+}
+
+#[test]
+fn sigterm_drains_then_finishes_in_flight_work_and_exits_zero() {
+    let mut server =
+        Server::start(&["--workers", "2", "--max-inflight", "8", "--drain-delay", "1s", "--shutdown-timeout", "30s"]);
+    let addr = server.addr;
+    let slow = "/process?pixels=1920x1080&iters=6&effects=blur,bgblur,translate";
+    let inflight: Vec<_> = (0..4).map(|_| std::thread::spawn(move || request(addr, "POST", slow, b""))).collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.metric("app_inflight_requests") < 4.0 {
+        assert!(Instant::now() < deadline, "requests never got in flight");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    server.signal("TERM");
+    // "At once": the signal is handled asynchronously, so allow it a moment, not the drain delay.
+    let signalled = Instant::now();
+    while server.get("/readyz").status != 503 {
+        assert!(signalled.elapsed() < Duration::from_millis(500), "readiness still true 500 ms after SIGTERM");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // During the drain delay new work is still served (endpoints take time to update).
+    assert_eq!(server.get("/healthz").status, 200);
+    for t in inflight {
+        let r = t.join().unwrap();
+        assert_eq!(r.status, 200, "in-flight request completed: {}", r.text());
+    }
+    let status = server.wait_exit(Duration::from_secs(30)).expect("exited after draining");
+    assert_eq!(status.code(), Some(0));
+}
