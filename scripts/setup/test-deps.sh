@@ -46,6 +46,7 @@ nvrtc=$(find "$venv" -name 'libnvrtc.so*' -not -name '*builtins*' | sort | head 
 
 echo "export RTC_TEST_PROMETHEUS=$(command -v prometheus)"
 echo "export RTC_TEST_KUBECTL=$kubectl"
+echo "export RTC_TEST_KUSTOMIZE_KUBECTL=$venv/bin/kubectl"
 echo "export RTC_TEST_PYTHON=$venv/bin/python"
 echo "export RTC_TEST_NVRTC=$nvrtc"
 echo "export RTC_TEST_NVRTC_DIR=$(dirname "$nvrtc")"

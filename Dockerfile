@@ -1,0 +1,51 @@
+# syntax=docker/dockerfile:1.7
+# rtc-demo images, built from the repository root (Cargo.toml, Cargo.lock, src/, service/
+# with the CUDA kernel sources service/kernels/*.cu that the service compiles with NVRTC
+# at start-up).
+#
+#   GPU image (default):  docker build -t ghcr.io/rtc-demo/rtc-demo:0.1.0 .
+#   CPU-only slim image:  docker build --build-arg VARIANT=cpu -t ghcr.io/rtc-demo/rtc-demo:0.1.0-cpu .
+#
+# GPU: the official CUDA *runtime* image, which carries libnvrtc (cuda-nvrtc) and
+# libcudart; libcuda comes from the node's driver through the NVIDIA container runtime.
+# The binary loads libcuda and libnvrtc at run time, so one build serves both images.
+# CUDA_VERSION must be one the nodes' driver supports (12.6 needs driver >= 560 for
+# kernels built by its NVRTC).
+# CPU: distroless (glibc and libstdc++ only: no shell, no package manager).
+# Both run as the numeric non-root user 10001 and contain no curl, wget or shell tools
+# of ours: probes are HTTP from the kubelet, so no HEALTHCHECK command is needed.
+
+ARG RUST_VERSION=1.95
+ARG CUDA_VERSION=12.6.3
+ARG CUDA_OS=ubuntu24.04
+ARG VARIANT=gpu
+
+# ---- build: the release binary -------------------------------------------------------
+FROM rust:${RUST_VERSION}-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked --bin rtc-demo \
+ && install -D -m 0755 target/release/rtc-demo /out/rtc-demo
+
+# ---- runtime bases ---------------------------------------------------------------------
+FROM nvidia/cuda:${CUDA_VERSION}-runtime-${CUDA_OS} AS runtime-gpu
+ENV NVIDIA_DRIVER_CAPABILITIES=compute,utility \
+    RTC_DEVICE=auto
+
+FROM gcr.io/distroless/cc-debian12:nonroot AS runtime-cpu
+ENV RTC_DEVICE=cpu
+
+# ---- final image: VARIANT=gpu (default) or VARIANT=cpu ----------------------------------
+# hadolint ignore=DL3006
+FROM runtime-${VARIANT} AS final
+LABEL org.opencontainers.image.title="rtc-demo" \
+      org.opencontainers.image.description="GPU media service (rtc-demo serve) and the autoscaling demo console" \
+      org.opencontainers.image.licenses="Apache-2.0"
+COPY --from=build --chown=0:0 --chmod=0755 /out/rtc-demo /usr/local/bin/rtc-demo
+ENV RTC_LISTEN=0.0.0.0:8080
+USER 10001:10001
+EXPOSE 8080
+ENTRYPOINT ["/usr/local/bin/rtc-demo"]
+CMD ["serve"]

@@ -1,0 +1,446 @@
+"""The manifests (SPEC §5): layout, strict Kubernetes 1.30 schemas, the SLO numbers, pod
+security and operations, the CRD objects field by field. Static: no cluster needed."""
+
+from __future__ import annotations
+
+import copy
+import re
+
+import kubernetes_validate
+import pytest
+
+from conftest import CRD_KINDS, MANIFESTS, find, kustomize_dirs, load_yaml, one, rel
+
+K8S_VERSION = "1.30.0"
+OVERLAYS = ["gpu-keda", "gpu-adapter", "gpu-hpa-cpu", "cpu-keda", "cpu-adapter", "cpu-hpa-cpu"]
+EXPECTED_DIRS = {
+    "base",
+    "deployment/gpu",
+    "deployment/cpu",
+    "autoscaling/hpa-cpu",
+    "autoscaling/latency-keda",
+    "autoscaling/latency-adapter",
+    "policy",
+    "observability",
+    "load",
+} | {f"overlays/{o}" for o in OVERLAYS}
+POD_LABELS = {"app.kubernetes.io/name": "gpu-media"}
+APP_UID = 10001
+
+# The SLO (SPEC §5): min 2, max 10, up after 30 s over 100 ms, down after 2 min under 50 ms.
+MIN_REPLICAS, MAX_REPLICAS = 2, 10
+UP_WINDOW_S, DOWN_WINDOW_S = 30, 120
+TARGET_S, LOW_S = 0.1, 0.05
+
+
+def duration_s(text: str) -> float:
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m)", text)
+    assert m, f"not a duration: {text!r}"
+    return float(m[1]) * {"ms": 0.001, "s": 1, "m": 60}[m[2]]
+
+
+def quantity(text: str) -> float:
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)(m?)", str(text))
+    assert m, f"not a plain quantity: {text!r}"
+    return float(m[1]) / (1000 if m[2] else 1)
+
+
+def autoscalers(objects):
+    return [o for o in objects if o["kind"] in ("HorizontalPodAutoscaler", "ScaledObject")]
+
+
+def behavior_of(a: dict) -> dict:
+    if a["kind"] == "ScaledObject":
+        return a["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+    return a["spec"]["behavior"]
+
+
+# ---- layout -----------------------------------------------------------------------------
+
+
+def test_layout_has_every_folder_spec_5_lists():
+    assert {rel(d) for d in kustomize_dirs()} == EXPECTED_DIRS
+    assert (MANIFESTS / "README.md").is_file()
+    assert (MANIFESTS / "autoscaling/latency-adapter/hpa.yaml").is_file()
+
+
+@pytest.mark.parametrize("d", sorted(EXPECTED_DIRS))
+def test_kustomization_uses_only_resources_and_namespace(d):
+    k = load_yaml(MANIFESTS / d / "kustomization.yaml")
+    assert set(k) <= {"apiVersion", "kind", "resources", "namespace"}, f"{d}: {sorted(k)}"
+    assert k["resources"], d
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlay_has_exactly_one_autoscaler_and_the_whole_service(rendered, overlay):
+    objs = rendered[f"overlays/{overlay}"]
+    scalers = autoscalers(objs)
+    assert len(scalers) == 1, f"{overlay}: {[(a['kind'], a['metadata']['name']) for a in scalers]}"
+    for kind in ["Namespace", "ServiceAccount", "Service", "ServiceMonitor", "NetworkPolicy",
+                 "PodDisruptionBudget", "Deployment"]:
+        assert find(objs, kind), f"{overlay} lacks a {kind}"
+    dep = one(objs, "Deployment", "gpu-media")
+    assert "replicas" not in dep["spec"], f"{overlay}: the autoscaler owns replicas"
+    ref = scalers[0]["spec"]["scaleTargetRef"]
+    assert (ref.get("kind", "Deployment"), ref["name"]) == ("Deployment", "gpu-media")
+    for o in objs:
+        if o["kind"] != "Namespace":
+            assert o["metadata"]["namespace"] == "rtc", (overlay, o["kind"])
+    kind = "ScaledObject" if overlay.endswith("keda") else "HorizontalPodAutoscaler"
+    assert scalers[0]["kind"] == kind
+    expect_gpu = overlay.startswith("gpu")
+    limits = dep["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert ("nvidia.com/gpu" in limits) == expect_gpu
+
+
+def test_only_overlays_combine_parts(rendered):
+    for d, objs in rendered.items():
+        if not d.startswith("overlays/"):
+            assert len(autoscalers(objs)) <= 1, d
+            if d.startswith("deployment/"):
+                assert not autoscalers(objs) and [o["kind"] for o in objs] == ["Deployment"], d
+
+
+# ---- schemas ----------------------------------------------------------------------------
+
+
+def test_every_core_object_validates_strictly_against_kubernetes_1_30(rendered):
+    checked, crds = 0, 0
+    for d, objs in rendered.items():
+        for o in objs:
+            what = f"{d}: {o['kind']}/{o['metadata']['name']}"
+            if o["kind"] in CRD_KINDS:
+                with pytest.raises(kubernetes_validate.SchemaNotFoundError):
+                    kubernetes_validate.validate(o, K8S_VERSION, strict=True)
+                crds += 1
+                continue
+            try:
+                kubernetes_validate.validate(o, K8S_VERSION, strict=True)
+            except kubernetes_validate.ValidationError as e:
+                pytest.fail(f"{what}: {e.message} at {list(e.path)}", pytrace=False)
+            except kubernetes_validate.SchemaNotFoundError:
+                pytest.fail(f"{what}: no Kubernetes {K8S_VERSION} schema and not a known CRD kind")
+            checked += 1
+    assert checked > 50 and crds > 8, (checked, crds)
+
+
+def test_strict_validation_catches_a_misspelt_field(rendered):
+    """Control: the validator used above does reject what a typo produces."""
+    dep = copy.deepcopy(one(rendered["deployment/gpu"], "Deployment"))
+    dep["spec"]["template"]["spec"]["containers"][0]["securityContext"]["readOnlyRootFileSystem"] = True
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(dep, K8S_VERSION, strict=True)
+
+
+# ---- autoscaling per the SLO --------------------------------------------------------------
+
+
+def all_autoscalers(rendered):
+    return {d: autoscalers(objs)[0] for d, objs in rendered.items() if d.startswith("autoscaling/")}
+
+
+def test_replica_bounds_and_behavior_follow_the_slo(rendered):
+    scalers = all_autoscalers(rendered)
+    assert set(scalers) == {"autoscaling/hpa-cpu", "autoscaling/latency-keda", "autoscaling/latency-adapter"}
+    behaviors = []
+    for d, a in scalers.items():
+        s = a["spec"]
+        if a["kind"] == "ScaledObject":
+            assert (s["minReplicaCount"], s["maxReplicaCount"]) == (MIN_REPLICAS, MAX_REPLICAS), d
+        else:
+            assert a["apiVersion"] == "autoscaling/v2", d
+            assert (s["minReplicas"], s["maxReplicas"]) == (MIN_REPLICAS, MAX_REPLICAS), d
+        b = behavior_of(a)
+        assert b["scaleUp"]["stabilizationWindowSeconds"] == UP_WINDOW_S, d
+        assert b["scaleDown"]["stabilizationWindowSeconds"] == DOWN_WINDOW_S, d
+        for direction in ("scaleUp", "scaleDown"):
+            pol = b[direction]
+            assert pol["selectPolicy"] in ("Max", "Min"), (d, direction)
+            assert pol["policies"], (d, direction)
+            for p in pol["policies"]:
+                assert p["type"] in ("Pods", "Percent") and p["value"] > 0 and 0 < p["periodSeconds"] <= 60
+        behaviors.append(b)
+        assert a["metadata"]["name"] == "gpu-media", d
+    # One behaviour for all three: only the signal differs between overlays.
+    assert all(b == behaviors[0] for b in behaviors)
+
+
+def test_no_autoscaler_uses_a_resource_metric_on_gpus(rendered):
+    for d, objs in rendered.items():
+        for a in autoscalers(objs):
+            if a["kind"] == "HorizontalPodAutoscaler":
+                for m in a["spec"]["metrics"]:
+                    if m["type"] == "Resource":
+                        assert m["resource"]["name"] in ("cpu", "memory"), d
+                        assert "gpu" not in m["resource"]["name"], d
+            else:
+                for t in a["spec"]["triggers"]:
+                    assert t["type"] not in ("cpu", "memory") or "gpu" not in str(t), d
+
+
+def test_keda_trigger_is_value_typed_nan_safe_with_fallback(rendered):
+    so = one(rendered["autoscaling/latency-keda"], "ScaledObject", "gpu-media")
+    assert so["apiVersion"] == "keda.sh/v1alpha1"
+    spec = so["spec"]
+    assert spec["advanced"]["horizontalPodAutoscalerConfig"]["name"] == "gpu-media"
+    fb = spec["fallback"]
+    assert fb["failureThreshold"] >= 1 and MIN_REPLICAS <= fb["replicas"] <= MAX_REPLICAS
+    assert fb.get("behavior", "static") in ("static", "currentReplicas", "currentReplicasIfHigher")
+    (t,) = spec["triggers"]
+    assert t["type"] == "prometheus" and t["metricType"] == "Value"
+    md = t["metadata"]
+    assert "metricName" not in md, "metricName is deprecated in KEDA's prometheus scaler"
+    assert md["ignoreNullValues"] == "false"
+    assert float(md["threshold"]) == TARGET_S
+    assert md["serverAddress"].startswith("http")
+    assert set(md) <= {"serverAddress", "query", "threshold", "activationThreshold", "ignoreNullValues",
+                       "namespace", "unsafeSsl", "timeout", "queryParameters"}
+    q = md["query"]
+    # NaN-safe: every histogram_quantile result passes through a comparison (which drops
+    # NaN) before the final `or vector(0)`; the dead band edges are the SLO's.
+    n_hq = q.count("histogram_quantile(")
+    assert n_hq >= 3 and len(re.findall(r"\)\)\)\s*(>|>=)\s*[\d.]+", q)) == n_hq, q
+    assert "> 0.1" in q and ">= 0.05" in q and "+ 0.1" in q and q.rstrip().endswith("vector(0)")
+    assert 'namespace="rtc"' in q and "[30s]" in q
+
+
+def test_adapter_hpa_scales_on_the_adapter_rule(rendered):
+    hpa_file = load_yaml(MANIFESTS / "autoscaling/latency-adapter/hpa.yaml")
+    hpa = one(rendered["autoscaling/latency-adapter"], "HorizontalPodAutoscaler", "gpu-media")
+    assert hpa_file["spec"] == hpa["spec"]
+    (m,) = hpa["spec"]["metrics"]
+    assert m["type"] == "Pods"
+    assert m["pods"]["target"]["type"] == "AverageValue"
+    assert quantity(m["pods"]["target"]["averageValue"]) == TARGET_S
+    rules = load_yaml(MANIFESTS / "observability/prometheus-adapter-values.yaml")["rules"]["custom"]
+    assert m["pods"]["metric"]["name"] in [r["name"]["as"] for r in rules]
+
+
+def test_adapter_rules_keep_the_resource_labels():
+    values = load_yaml(MANIFESTS / "observability/prometheus-adapter-values.yaml")
+    assert values["prometheus"]["url"].startswith("http") and values["prometheus"]["port"] == 9090
+    rules = values["rules"]["custom"]
+    assert rules and values["rules"]["default"] is False
+    for r in rules:
+        assert r["resources"]["overrides"] == {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}
+        assert 'namespace!=""' in r["seriesQuery"] and 'pod!=""' in r["seriesQuery"]
+        q = r["metricsQuery"]
+        assert "<<.Series>>" in q and "<<.LabelMatchers>>" in q
+        groupings = re.findall(r"\bby \(([^)]*)\)", q)
+        assert groupings, q
+        for g in groupings:
+            labels = {x.strip() for x in g.split(",")}
+            assert {"namespace", "<<.GroupBy>>"} <= labels, f"aggregation drops resource labels: by ({g})"
+        assert "without" not in q
+
+
+# ---- pod security and operations ---------------------------------------------------------
+
+
+def workloads(rendered):
+    """(where, pod template spec) for the service's Deployments and the load Job."""
+    out = [(f"deployment/{v}", one(rendered[f"deployment/{v}"], "Deployment", "gpu-media")["spec"]["template"])
+           for v in ("gpu", "cpu")]
+    out.append(("load", one(rendered["load"], "Job", "rtc-demo-load")["spec"]["template"]))
+    return out
+
+
+def test_pod_security_fields(rendered):
+    for where, tpl in workloads(rendered):
+        pod = tpl["spec"]
+        assert pod["automountServiceAccountToken"] is False, where
+        assert pod["serviceAccountName"] not in ("", "default"), where
+        psc = pod["securityContext"]
+        assert psc["runAsNonRoot"] is True and psc["runAsUser"] == APP_UID and psc["runAsGroup"] == APP_UID, where
+        assert psc["seccompProfile"] == {"type": "RuntimeDefault"}, where
+        assert not pod.get("hostNetwork") and not pod.get("hostPID") and not pod.get("hostIPC"), where
+        for c in pod["containers"] + pod.get("initContainers", []):
+            sc = c["securityContext"]
+            assert sc["runAsNonRoot"] is True and sc["runAsUser"] == APP_UID, where
+            assert sc["allowPrivilegeEscalation"] is False, where
+            assert sc["readOnlyRootFilesystem"] is True, where
+            assert sc["privileged"] is False, where
+            assert sc["capabilities"] == {"drop": ["ALL"]}, where
+            assert sc["seccompProfile"] == {"type": "RuntimeDefault"}, where
+            res = c["resources"]
+            for k in ("cpu", "memory"):
+                assert k in res["requests"] and k in res["limits"], (where, k)
+                assert quantity_bytes(res["requests"][k]) <= quantity_bytes(res["limits"][k]), (where, k)
+            assert c["image"].startswith("ghcr.io/rtc-demo/rtc-demo:") and not c["image"].endswith(":latest")
+
+
+def quantity_bytes(v: str) -> float:
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)(m|Ki|Mi|Gi)?", str(v))
+    assert m, v
+    return float(m[1]) * {None: 1, "m": 0.001, "Ki": 1024, "Mi": 1024**2, "Gi": 1024**3}[m[2]]
+
+
+def test_service_accounts_mount_no_token(rendered):
+    for d, objs in rendered.items():
+        for sa in find(objs, "ServiceAccount"):
+            assert sa.get("automountServiceAccountToken") is False, (d, sa["metadata"]["name"])
+
+
+@pytest.mark.parametrize("variant", ["gpu", "cpu"])
+def test_deployment_operations(rendered, variant):
+    dep = one(rendered[f"deployment/{variant}"], "Deployment", "gpu-media")
+    assert dep["metadata"]["namespace"] == "rtc"
+    assert "replicas" not in dep["spec"]
+    assert dep["spec"]["selector"]["matchLabels"] == POD_LABELS
+    tpl = dep["spec"]["template"]
+    assert POD_LABELS.items() <= tpl["metadata"]["labels"].items()
+    pod = tpl["spec"]
+    (c,) = pod["containers"]
+    assert c["args"] == ["serve"]
+    assert c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    env = {e["name"]: e["value"] for e in c["env"]}
+    assert env["RTC_DEVICE"] == ("cuda" if variant == "gpu" else "cpu")
+    assert env["RTC_LISTEN"].endswith(":8080")
+    # Three probes, on the service's own endpoints.
+    assert c["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    start_budget = c["startupProbe"]["periodSeconds"] * c["startupProbe"]["failureThreshold"]
+    assert start_budget >= 30, "NVRTC compiles the kernels at start-up"
+    # preStop + grace period longer than the whole drain.
+    pre_stop = c["lifecycle"]["preStop"]["sleep"]["seconds"]
+    drain = duration_s(env["RTC_DRAIN_DELAY"]) + duration_s(env["RTC_SHUTDOWN_TIMEOUT"])
+    assert pre_stop >= 1
+    assert pod["terminationGracePeriodSeconds"] > pre_stop + drain
+    # Spread across zones (and nodes), selecting these pods.
+    keys = {t["topologyKey"]: t for t in pod["topologySpreadConstraints"]}
+    assert "topology.kubernetes.io/zone" in keys
+    for t in keys.values():
+        assert t["labelSelector"]["matchLabels"] == POD_LABELS and t["maxSkew"] == 1
+    res = c["resources"]
+    if variant == "gpu":
+        assert res["limits"]["nvidia.com/gpu"] == res["requests"]["nvidia.com/gpu"] == "1"
+        assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+        assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    else:
+        assert "nvidia.com/gpu" not in res["limits"] and "nvidia.com/gpu" not in res.get("requests", {})
+        assert "nodeSelector" not in pod and "tolerations" not in pod
+
+
+def test_base_service_networkpolicy_pdb_servicemonitor(rendered):
+    objs = rendered["base"]
+    ns = one(objs, "Namespace", "rtc")
+    assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    svc = one(objs, "Service", "gpu-media")
+    assert svc["spec"]["selector"] == POD_LABELS
+    assert svc["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]
+    np = one(objs, "NetworkPolicy", "gpu-media")
+    assert np["spec"]["podSelector"]["matchLabels"] == POD_LABELS
+    assert set(np["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+    assert not np["spec"].get("egress"), "the service makes no outbound calls"
+    for rule in np["spec"]["ingress"]:
+        assert rule["ports"] == [{"protocol": "TCP", "port": "http"}]
+    pdb = one(objs, "PodDisruptionBudget", "gpu-media")
+    assert pdb["spec"]["selector"]["matchLabels"] == POD_LABELS
+    if "maxUnavailable" in pdb["spec"]:
+        assert pdb["spec"]["maxUnavailable"] == 1
+    else:
+        assert pdb["spec"]["minAvailable"] < MIN_REPLICAS
+    sm = one(objs, "ServiceMonitor", "gpu-media")
+    assert sm["apiVersion"] == "monitoring.coreos.com/v1"
+    assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
+    assert sm["spec"]["namespaceSelector"] == {"matchNames": ["rtc"]}
+    (ep,) = sm["spec"]["endpoints"]
+    assert ep["port"] == "http" and ep["path"] == "/metrics"
+    assert duration_s(ep["interval"]) <= 15 and duration_s(ep["scrapeTimeout"]) < duration_s(ep["interval"])
+    assert not ep.get("honorLabels"), "the target's namespace/pod/service labels must win"
+
+
+# ---- policy, observability, load ------------------------------------------------------------
+
+
+def test_gatekeeper_template_and_constraint(rendered):
+    objs = rendered["policy"]
+    ct = one(objs, "ConstraintTemplate", "k8sallowedrepos")
+    assert ct["apiVersion"] == "templates.gatekeeper.sh/v1"
+    assert ct["spec"]["crd"]["spec"]["names"]["kind"] == "K8sAllowedRepos"
+    schema = ct["spec"]["crd"]["spec"]["validation"]["openAPIV3Schema"]
+    assert schema["properties"]["repos"] == {**schema["properties"]["repos"], "type": "array", "items": {"type": "string"}}
+    (target,) = ct["spec"]["targets"]
+    assert target["target"] == "admission.k8s.gatekeeper.sh"
+    rego = target["rego"]
+    assert rego.lstrip().startswith("package k8sallowedrepos")
+    assert "violation[{\"msg\": msg}]" in rego
+    for field in ("containers", "initContainers", "ephemeralContainers"):
+        assert f"spec.{field}[_]" in rego, field
+    c = one(objs, "K8sAllowedRepos", "rtc-allowed-repos")
+    assert c["apiVersion"] == "constraints.gatekeeper.sh/v1beta1"
+    assert c["spec"]["match"]["kinds"] == [{"apiGroups": [""], "kinds": ["Pod"]}]
+    assert c["spec"]["match"]["namespaces"] == ["rtc"]
+    assert c["spec"].get("enforcementAction", "deny") == "deny"
+    repos = c["spec"]["parameters"]["repos"]
+    assert repos and all(r.endswith("/") for r in repos)
+    for o in (ct, c):
+        assert "namespace" not in o["metadata"], "cluster-scoped"
+    # Every image that runs in namespace rtc passes the constraint.
+    for d, dobjs in rendered.items():
+        for o in dobjs:
+            tpl = (o.get("spec") or {}).get("template")
+            if o["metadata"].get("namespace") == "rtc" and tpl and "containers" in tpl.get("spec", {}):
+                for ctr in tpl["spec"]["containers"]:
+                    assert any(ctr["image"].startswith(r) for r in repos), (d, ctr["image"])
+
+
+def test_dcgm_exporter(rendered):
+    objs = rendered["observability"]
+    ds = one(objs, "DaemonSet", "dcgm-exporter")
+    assert ds["metadata"]["namespace"] == "gpu-monitoring"
+    pod = ds["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    assert re.fullmatch(r"nvcr\.io/nvidia/k8s/dcgm-exporter:\d+\.\d+\.\d+-\d+\.\d+\.\d+-[a-z0-9.]+", c["image"])
+    assert {"name": "metrics", "containerPort": 9400, "protocol": "TCP"} in c["ports"]
+    env = {e["name"]: e["value"] for e in c["env"]}
+    assert env["DCGM_EXPORTER_KUBERNETES"] == "true"
+    mounts = {m["name"]: m for m in c["volumeMounts"]}
+    assert mounts["pod-resources"]["mountPath"] == "/var/lib/kubelet/pod-resources"
+    assert mounts["pod-resources"]["readOnly"] is True
+    sc = c["securityContext"]
+    assert sc["privileged"] is False and sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]} and sc["readOnlyRootFilesystem"] is True
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    np = one(objs, "NetworkPolicy", "dcgm-exporter")
+    assert np["spec"]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "dcgm-exporter"}
+    assert set(np["spec"]["policyTypes"]) == {"Ingress", "Egress"} and not np["spec"].get("egress")
+    sm = one(objs, "ServiceMonitor", "dcgm-exporter")
+    assert sm["spec"]["endpoints"][0]["honorLabels"] is True
+    assert sm["spec"]["endpoints"][0]["port"] == "metrics"
+
+
+def test_load_job_template_and_rbac(rendered):
+    objs = rendered["load"]
+    cm = one(objs, "ConfigMap", "rtc-demo-load-scenario")
+    assert cm["data"]["scenario.toml"].strip() == "__RTC_SCENARIO_TOML__"
+    job = one(objs, "Job", "rtc-demo-load")
+    assert job["metadata"]["annotations"]["rtc-demo/run-id"] == "__RTC_RUN_ID__"
+    assert job["spec"]["backoffLimit"] == 0 and job["spec"]["activeDeadlineSeconds"] > 0
+    pod = job["spec"]["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    (c,) = pod["containers"]
+    assert c["args"][:3] == ["load", "--scenario", "/etc/rtc-demo/scenario.toml"]
+    (mount,) = c["volumeMounts"]
+    assert mount["mountPath"] == "/etc/rtc-demo" and mount["readOnly"] is True
+    (vol,) = pod["volumes"]
+    assert vol["configMap"]["name"] == cm["metadata"]["name"]
+    assert pod["serviceAccountName"] == "rtc-demo-load"
+    role = one(objs, "Role", "rtc-demo-conductor")
+    for rule in role["rules"]:
+        assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"]
+        assert "secrets" not in rule["resources"] and "pods/exec" not in rule["resources"]
+    granted = {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
+    for need in [("batch", "jobs", "create"), ("batch", "jobs", "delete"), ("", "configmaps", "create"),
+                 ("", "pods/log", "get"), ("", "pods", "watch"), ("autoscaling", "horizontalpodautoscalers", "watch")]:
+        assert need in granted, need
+    rb = one(objs, "RoleBinding", "rtc-demo-conductor")
+    assert rb["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "rtc-demo-conductor"}
+    assert rb["subjects"] == [{"kind": "ServiceAccount", "name": "rtc-demo-conductor", "namespace": "rtc"}]
+    np = one(objs, "NetworkPolicy", "rtc-demo-load")
+    assert np["spec"]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "rtc-demo-load"}
+    assert not np["spec"].get("ingress")
+    targets = [t for rule in np["spec"]["egress"] for t in rule["to"]]
+    assert {"podSelector": {"matchLabels": POD_LABELS}} in targets
