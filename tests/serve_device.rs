@@ -6,7 +6,6 @@ use std::io::{BufRead, BufReader};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-
 fn gpu_present() -> bool {
     std::path::Path::new("/dev/nvidiactl").exists()
 }

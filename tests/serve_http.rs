@@ -23,7 +23,10 @@ fn every_endpoint_answers() {
     let r = server.post("/process?pixels=64x48&iters=2&effects=blur,bgblur,translate,color&seed=5", b"");
     assert_eq!(r.status, 200, "{}", r.text());
     let j = r.json();
-    assert_eq!((j["device"].as_str(), j["pixels"].as_str(), j["iters"].as_u64()), (Some("cpu"), Some("64x48"), Some(2)));
+    assert_eq!(
+        (j["device"].as_str(), j["pixels"].as_str(), j["iters"].as_u64()),
+        (Some("cpu"), Some("64x48"), Some(2))
+    );
     assert_eq!(j["effects"], serde_json::json!(["blur", "bgblur", "translate", "color"]));
     for field in ["queue_ms", "compute_ms", "total_ms"] {
         assert!(j[field].as_f64().unwrap() >= 0.0, "{field}");
@@ -74,7 +77,13 @@ fn raw_frames_come_back_processed_in_their_format() {
     assert!(r.header("x-compute-ms").is_some());
     let device = CpuDevice::new(1).unwrap();
     let plan = ChainPlan::new(vec![Effect::Blur, Effect::Color], EffectParams::default());
-    let job = Job { width: w, height: h, iters: 1, plan: &plan, input: JobInput::Raw { format: RawFormat::Rgba, bytes: &input } };
+    let job = Job {
+        width: w,
+        height: h,
+        iters: 1,
+        plan: &plan,
+        input: JobInput::Raw { format: RawFormat::Rgba, bytes: &input },
+    };
     let JobOutput::Frame(expected) = device.process(&job).unwrap().output else { panic!("raw job gives a frame") };
     assert_eq!(r.body, expected);
 

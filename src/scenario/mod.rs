@@ -1,9 +1,728 @@
-//! Placeholder until this subcommand is built.
+//! Scenario files (`scenarios/*.toml`, SPEC §3) and `rtc-demo check`.
+//!
+//! # Public API (stable; the conductor builds on it)
+//!
+//! - [`Scenario::load`]`(path) -> Result<Scenario, ScenarioError>` and
+//!   [`Scenario::from_toml`]`(text, file_label)`: strict parsing (unknown keys rejected) plus
+//!   semantic checks. [`ScenarioError`]'s Display is `file:line:column: message (expected …)`.
+//! - [`Scenario`]: `name`, `description`, [`Slo`], [`TargetRequest`] (`request`),
+//!   [`LoadSource`] (`load`), [`Manifests`], [`Prometheus`] (queries with NaN-safe defaults),
+//!   [`LocalRehearsal`] (`local`: replica min/max, port base, serve flags),
+//!   `thresholds: Vec<`[`crate::load::Threshold`]`>`, `stages: Vec<`[`Stage`]`>`.
+//! - [`Stage`]: `name`, `duration`, `load:` [`StageLoad`] (`Rate(`[`Rate`]`)` constant or ramp,
+//!   or `Concurrency(n)`), `notes`, `advance:` [`Advance`] (auto | manual), `expect:`
+//!   [`Expect`] (`replicas_at_least`, `replicas_at_most`, `p95_below`, `p95_above`).
+//!   [`Stage::plan`] gives the engine's [`crate::load::RatePlan`].
+//! - [`TargetRequest::path_and_query`] builds `/process?pixels=WxH&iters=N&effects=…`;
+//!   [`TargetRequest::url_for`] joins it to a base URL.
+//!
+//! Durations are written as in flags (`90s`, `2m`, `1m30s`, `500ms`).
+use std::fmt;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+
+use crate::load::{RatePlan, Threshold};
+use rtc_service::duration::{parse_duration, DURATION_FORMS};
+
+/// Effects the media service knows (SPEC §1).
+pub const KNOWN_EFFECTS: &[&str] = &["blur", "bgblur", "translate", "color"];
+
+/// A whole presenter flow.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub slo: Slo,
+    #[serde(default)]
+    pub request: TargetRequest,
+    #[serde(default)]
+    pub load: LoadSource,
+    #[serde(default)]
+    pub manifests: Manifests,
+    #[serde(default)]
+    pub prometheus: Prometheus,
+    #[serde(default)]
+    pub local: LocalRehearsal,
+    /// k6-style criteria checked at the end (`p95<100ms`, `error_rate<1%`).
+    #[serde(default)]
+    pub thresholds: Vec<Threshold>,
+    #[serde(deserialize_with = "de_stages")]
+    pub stages: Vec<Stage>,
+}
+
+/// The service-level objective and the autoscaling rule derived from it (SPEC §5).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(try_from = "SloRaw")]
+pub struct Slo {
+    /// The objective: p95 latency under this.
+    pub p95: Duration,
+    /// Scale up when p95 stays above `scale_up_above` for `scale_up_after`.
+    pub scale_up_above: Duration,
+    pub scale_up_after: Duration,
+    /// Scale down when p95 stays below `scale_down_below` for `scale_down_after`.
+    pub scale_down_below: Duration,
+    pub scale_down_after: Duration,
+    pub min_replicas: u32,
+    pub max_replicas: u32,
+}
+
+impl Default for Slo {
+    fn default() -> Self {
+        Slo {
+            p95: Duration::from_millis(100),
+            scale_up_above: Duration::from_millis(100),
+            scale_up_after: Duration::from_secs(30),
+            scale_down_below: Duration::from_millis(50),
+            scale_down_after: Duration::from_secs(120),
+            min_replicas: 2,
+            max_replicas: 10,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SloRaw {
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    p95: Option<Duration>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    scale_up_above: Option<Duration>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    scale_up_after: Option<Duration>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    scale_down_below: Option<Duration>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    scale_down_after: Option<Duration>,
+    min_replicas: Option<u32>,
+    max_replicas: Option<u32>,
+}
+
+impl TryFrom<SloRaw> for Slo {
+    type Error = String;
+    fn try_from(r: SloRaw) -> Result<Self, String> {
+        let d = Slo::default();
+        let slo = Slo {
+            p95: r.p95.unwrap_or(d.p95),
+            scale_up_above: r.scale_up_above.or(r.p95).unwrap_or(d.scale_up_above),
+            scale_up_after: r.scale_up_after.unwrap_or(d.scale_up_after),
+            scale_down_below: r.scale_down_below.unwrap_or(d.scale_down_below),
+            scale_down_after: r.scale_down_after.unwrap_or(d.scale_down_after),
+            min_replicas: r.min_replicas.unwrap_or(d.min_replicas),
+            max_replicas: r.max_replicas.unwrap_or(d.max_replicas),
+        };
+        if slo.min_replicas == 0 || slo.min_replicas > slo.max_replicas {
+            return Err(format!(
+                "min_replicas = {} and max_replicas = {} (expected 1 <= min_replicas <= max_replicas)",
+                slo.min_replicas, slo.max_replicas
+            ));
+        }
+        if slo.scale_down_below >= slo.scale_up_above {
+            return Err(
+                "scale_down_below must be lower than scale_up_above (expected a dead band, e.g. 50ms and 100ms)".into(),
+            );
+        }
+        Ok(slo)
+    }
+}
+
+/// HTTP method of the target request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum HttpMethod {
+    #[serde(rename = "GET")]
+    Get,
+    #[serde(rename = "POST")]
+    Post,
+}
+
+impl HttpMethod {
+    pub fn as_hyper(self) -> hyper::Method {
+        match self {
+            HttpMethod::Get => hyper::Method::GET,
+            HttpMethod::Post => hyper::Method::POST,
+        }
+    }
+}
+
+/// The request each load request sends (SPEC §1's `/process` API).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TargetRequest {
+    pub method: HttpMethod,
+    pub path: String,
+    /// Frame size, `WxH`.
+    #[serde(deserialize_with = "de_pixels")]
+    pub pixels: (u32, u32),
+    pub iters: u32,
+    #[serde(deserialize_with = "de_effects")]
+    pub effects: Vec<String>,
+    #[serde(deserialize_with = "de_duration")]
+    pub timeout: Duration,
+}
+
+impl Default for TargetRequest {
+    fn default() -> Self {
+        TargetRequest {
+            method: HttpMethod::Post,
+            path: "/process".into(),
+            pixels: (1280, 720),
+            iters: 5,
+            effects: vec!["blur".into(), "translate".into(), "color".into()],
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl TargetRequest {
+    /// `/process?pixels=1280x720&iters=5&effects=blur,translate,color`.
+    pub fn path_and_query(&self) -> String {
+        let mut s = format!("{}?pixels={}x{}&iters={}", self.path, self.pixels.0, self.pixels.1, self.iters);
+        if !self.effects.is_empty() {
+            s.push_str("&effects=");
+            s.push_str(&self.effects.join(","));
+        }
+        s
+    }
+    /// `base` (`http://host:port`, any path dropped) joined with [`Self::path_and_query`].
+    pub fn url_for(&self, base: &str) -> String {
+        let base = base.trim_end_matches('/');
+        let root = match base.find("://") {
+            Some(i) => match base[i + 3..].find('/') {
+                Some(j) => &base[..i + 3 + j],
+                None => base,
+            },
+            None => base,
+        };
+        format!("{root}{}", self.path_and_query())
+    }
+}
+
+/// Where load comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LoadOrigin {
+    /// This machine sends the load (to `url`, or to local replicas in rehearsal).
+    ThisMachine,
+    /// A Job in the cluster runs `rtc-demo load` against the Service.
+    InCluster,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoadSource {
+    pub from: LoadOrigin,
+    /// Base URL of the service when load comes from this machine (port-forward, ingress).
+    pub url: Option<String>,
+    /// Keep-alive connections (open loop) per target.
+    #[serde(deserialize_with = "de_positive_usize")]
+    pub connections: usize,
+    /// Most requests due but unanswered before new ones count as dropped.
+    #[serde(deserialize_with = "de_positive_usize")]
+    pub max_inflight: usize,
+}
+
+impl Default for LoadSource {
+    fn default() -> Self {
+        LoadSource { from: LoadOrigin::ThisMachine, url: None, connections: 64, max_inflight: 10_000 }
+    }
+}
+
+/// Which manifests the conductor applies (kustomize directories under `manifests/`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Manifests {
+    /// The kustomize overlay to apply (exactly one autoscaler in it).
+    pub overlay: String,
+    pub namespace: String,
+    pub deployment: String,
+    pub service: String,
+    /// Extra kustomize directories applied before the overlay (e.g. observability).
+    pub extra: Vec<String>,
+}
+
+impl Default for Manifests {
+    fn default() -> Self {
+        Manifests {
+            overlay: "manifests/overlays/gpu-keda".into(),
+            namespace: "rtc".into(),
+            deployment: "gpu-media".into(),
+            service: "gpu-media".into(),
+            extra: Vec::new(),
+        }
+    }
+}
+
+/// PromQL the console charts. Defaults are NaN-safe (`>= 0` drops the NaN an idle
+/// `histogram_quantile` gives, then `or vector(0)`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Prometheus {
+    /// Prometheus base URL; None = discover / not used.
+    pub url: Option<String>,
+    pub p95: String,
+    pub rps: String,
+    pub errors: String,
+    pub shed: String,
+    pub replicas: String,
+    pub gpu_utilisation: String,
+    #[serde(deserialize_with = "de_duration")]
+    pub interval: Duration,
+}
+
+impl Default for Prometheus {
+    fn default() -> Self {
+        Prometheus {
+            url: None,
+            p95: r#"(histogram_quantile(0.95, sum by (le) (rate(app_request_latency_seconds_bucket{namespace="rtc"}[30s]))) >= 0) or vector(0)"#.into(),
+            // Every /process answer. A ServiceMonitor adds its own `endpoint` label (the port),
+            // which renames the service's to `exported_endpoint`; match either.
+            rps: r#"sum(rate(app_requests_total{namespace="rtc",endpoint="/process"}[30s])) or sum(rate(app_requests_total{namespace="rtc",exported_endpoint="/process"}[30s])) or vector(0)"#.into(),
+            errors: r#"sum(rate(app_requests_total{namespace="rtc",endpoint="/process",code=~"5..",code!="503"}[30s])) or sum(rate(app_requests_total{namespace="rtc",exported_endpoint="/process",code=~"5..",code!="503"}[30s])) or vector(0)"#.into(),
+            shed: r#"sum(rate(app_rejected_total{namespace="rtc"}[30s])) or vector(0)"#.into(),
+            replicas: r#"kube_deployment_status_replicas_ready{namespace="rtc",deployment="gpu-media"}"#.into(),
+            gpu_utilisation: r#"avg(DCGM_FI_DEV_GPU_UTIL{namespace="rtc"})"#.into(),
+            interval: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Rehearsal on one machine: replicas are `rtc-demo serve` child processes on loopback.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(try_from = "LocalRaw")]
+pub struct LocalRehearsal {
+    pub replicas_min: u32,
+    pub replicas_max: u32,
+    /// Replica i listens on `port_base + i`.
+    pub port_base: u16,
+    /// Flags given to every `rtc-demo serve` replica.
+    pub serve_args: Vec<String>,
+}
+
+impl Default for LocalRehearsal {
+    fn default() -> Self {
+        LocalRehearsal {
+            replicas_min: 1,
+            replicas_max: 4,
+            port_base: 18080,
+            serve_args: vec!["--device".into(), "cpu".into()],
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LocalRaw {
+    replicas_min: Option<u32>,
+    replicas_max: Option<u32>,
+    port_base: Option<u16>,
+    serve_args: Option<Vec<String>>,
+}
+
+impl TryFrom<LocalRaw> for LocalRehearsal {
+    type Error = String;
+    fn try_from(r: LocalRaw) -> Result<Self, String> {
+        let d = LocalRehearsal::default();
+        let l = LocalRehearsal {
+            replicas_min: r.replicas_min.unwrap_or(d.replicas_min),
+            replicas_max: r.replicas_max.unwrap_or(d.replicas_max),
+            port_base: r.port_base.unwrap_or(d.port_base),
+            serve_args: r.serve_args.unwrap_or(d.serve_args),
+        };
+        if l.replicas_min == 0 || l.replicas_min > l.replicas_max || l.replicas_max > 64 {
+            return Err(format!(
+                "replicas_min = {} and replicas_max = {} (expected 1 <= replicas_min <= replicas_max <= 64)",
+                l.replicas_min, l.replicas_max
+            ));
+        }
+        if l.port_base < 1024 || l.port_base as u32 + l.replicas_max > 65535 {
+            return Err(format!(
+                "port_base = {} (expected 1024..={} so every replica gets a port)",
+                l.port_base,
+                65535 - l.replicas_max
+            ));
+        }
+        Ok(l)
+    }
+}
+
+/// A stage's offered rate in requests/s: `rate = 40` or `rate = { from = 10, to = 120 }`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Rate {
+    Constant(f64),
+    /// Linear from `from` to `to` over the stage's duration.
+    Ramp {
+        from: f64,
+        to: f64,
+    },
+}
+
+/// What a stage offers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum StageLoad {
+    Rate(Rate),
+    /// Closed loop with this many workers (the old script's behaviour).
+    Concurrency(usize),
+}
+
+/// How a stage ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Advance {
+    /// Move on when `duration` has passed.
+    #[default]
+    Auto,
+    /// Hold the stage's load (its final rate) after `duration` until the presenter moves on.
+    Manual,
+}
+
+/// What should be true by the end of a stage (shown ✓/✗ by the conductor).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    pub replicas_at_least: Option<u32>,
+    pub replicas_at_most: Option<u32>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub p95_below: Option<Duration>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub p95_above: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(try_from = "StageRaw")]
+pub struct Stage {
+    pub name: String,
+    pub duration: Duration,
+    pub load: StageLoad,
+    /// Speaker notes: what to say, what to point at.
+    pub notes: String,
+    pub advance: Advance,
+    pub expect: Expect,
+}
+
+impl Stage {
+    /// The engine plan for this stage (a ramp spans the stage's duration).
+    pub fn plan(&self) -> RatePlan {
+        match self.load {
+            StageLoad::Rate(Rate::Constant(rps)) => RatePlan::Constant { rps },
+            StageLoad::Rate(Rate::Ramp { from, to }) => RatePlan::Ramp { from, to, over: self.duration },
+            StageLoad::Concurrency(workers) => RatePlan::Concurrency { workers },
+        }
+    }
+    /// The rate at the end of the stage (what a manual stage holds); None in closed loop.
+    pub fn final_rate(&self) -> Option<f64> {
+        match self.load {
+            StageLoad::Rate(Rate::Constant(r)) | StageLoad::Rate(Rate::Ramp { to: r, .. }) => Some(r),
+            StageLoad::Concurrency(_) => None,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StageRaw {
+    name: String,
+    #[serde(deserialize_with = "de_duration")]
+    duration: Duration,
+    rate: Option<Rate>,
+    concurrency: Option<u32>,
+    #[serde(default)]
+    notes: String,
+    #[serde(default)]
+    advance: Advance,
+    #[serde(default)]
+    expect: Expect,
+}
+
+impl TryFrom<StageRaw> for Stage {
+    type Error = String;
+    fn try_from(r: StageRaw) -> Result<Self, String> {
+        let load = match (r.rate, r.concurrency) {
+            (Some(rate), None) => StageLoad::Rate(rate),
+            (None, Some(c)) if (1..=100_000).contains(&c) => StageLoad::Concurrency(c as usize),
+            (None, Some(c)) => return Err(format!("stage `{}`: concurrency = {c} (expected 1..=100000)", r.name)),
+            (Some(_), Some(_)) => {
+                return Err(format!("stage `{}` has both `rate` and `concurrency` (expected exactly one of them)", r.name))
+            }
+            (None, None) => {
+                return Err(format!(
+                    "stage `{}` has neither `rate` nor `concurrency` (expected `rate = 40`, `rate = {{ from = 10, to = 120 }}` or `concurrency = 8`; `rate = 0` for idle)",
+                    r.name
+                ))
+            }
+        };
+        if r.name.trim().is_empty() {
+            return Err("a stage with an empty name (expected name = \"...\")".into());
+        }
+        if r.duration.is_zero() {
+            return Err(format!("stage `{}` lasts 0s (expected a positive duration such as 90s)", r.name));
+        }
+        if let (Some(lo), Some(hi)) = (r.expect.replicas_at_least, r.expect.replicas_at_most) {
+            if lo > hi {
+                return Err(format!("stage `{}`: replicas_at_least = {lo} > replicas_at_most = {hi}", r.name));
+            }
+        }
+        Ok(Stage { name: r.name, duration: r.duration, load, notes: r.notes, advance: r.advance, expect: r.expect })
+    }
+}
+
+const RATE_FORMS: &str =
+    "a rate in requests/s: a number >= 0 such as `rate = 40`, or a ramp `rate = { from = 10, to = 120 }`";
+
+fn check_rate(v: f64) -> Result<f64, String> {
+    if v.is_finite() && (0.0..=1_000_000.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("rate {v} is out of range (expected {RATE_FORMS}, at most 1000000)"))
+    }
+}
+
+impl<'de> Deserialize<'de> for Rate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Rate;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(RATE_FORMS)
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Rate, E> {
+                check_rate(v as f64).map(Rate::Constant).map_err(E::custom)
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Rate, E> {
+                check_rate(v as f64).map(Rate::Constant).map_err(E::custom)
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Rate, E> {
+                check_rate(v).map(Rate::Constant).map_err(E::custom)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Rate, A::Error> {
+                let (mut from, mut to) = (None, None);
+                while let Some(key) = map.next_key::<String>()? {
+                    let slot = match key.as_str() {
+                        "from" => &mut from,
+                        "to" => &mut to,
+                        other => {
+                            return Err(de::Error::custom(format!(
+                                "unknown key `{other}` in a ramp (expected `from` and `to`)"
+                            )))
+                        }
+                    };
+                    let v: f64 = map.next_value()?;
+                    *slot = Some(check_rate(v).map_err(de::Error::custom)?);
+                }
+                match (from, to) {
+                    (Some(from), Some(to)) => Ok(Rate::Ramp { from, to }),
+                    (None, _) => {
+                        Err(de::Error::custom("a ramp without `from` (expected `rate = { from = 10, to = 120 }`)"))
+                    }
+                    (_, None) => {
+                        Err(de::Error::custom("a ramp without `to` (expected `rate = { from = 10, to = 120 }`)"))
+                    }
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)
+        .map_err(|_| de::Error::custom(format!("not a string (expected {DURATION_FORMS}, quoted)")))?;
+    parse_duration(&s).map_err(de::Error::custom)
+}
+
+fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    de_duration(d).map(Some)
+}
+
+fn de_positive_usize<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    let v = i64::deserialize(d)?;
+    if (1..=100_000).contains(&v) {
+        Ok(v as usize)
+    } else {
+        Err(de::Error::custom(format!("{v} is out of range (expected an integer in 1..=100000)")))
+    }
+}
+
+fn de_pixels<'de, D: Deserializer<'de>>(d: D) -> Result<(u32, u32), D::Error> {
+    let s = String::deserialize(d)?;
+    let bad = || {
+        de::Error::custom(format!("`{s}` is not a frame size (expected \"WxH\" with W and H in 16..=7680 and W*H <= 7680*4320, e.g. \"1280x720\")"))
+    };
+    let (w, h) = s.split_once(['x', 'X']).ok_or_else(bad)?;
+    let (w, h): (u32, u32) = (w.trim().parse().map_err(|_| bad())?, h.trim().parse().map_err(|_| bad())?);
+    if !(16..=7680).contains(&w) || !(16..=7680).contains(&h) || w as u64 * h as u64 > 7680 * 4320 {
+        return Err(bad());
+    }
+    Ok((w, h))
+}
+
+fn de_effects<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let v = Vec::<String>::deserialize(d)?;
+    for e in &v {
+        if !KNOWN_EFFECTS.contains(&e.as_str()) {
+            return Err(de::Error::custom(format!(
+                "unknown effect `{e}` (expected some of {})",
+                KNOWN_EFFECTS.join(", ")
+            )));
+        }
+    }
+    Ok(v)
+}
+
+fn de_stages<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Stage>, D::Error> {
+    let v = Vec::<Stage>::deserialize(d)?;
+    if v.is_empty() {
+        return Err(de::Error::custom(
+            "no stages (expected at least one [[stages]] table with name, duration and rate)",
+        ));
+    }
+    for (i, s) in v.iter().enumerate() {
+        if v[..i].iter().any(|o| o.name == s.name) {
+            return Err(de::Error::custom(format!("two stages are named `{}` (expected unique stage names)", s.name)));
+        }
+    }
+    Ok(v)
+}
+
+/// A scenario file that could not be read or is not valid.
+/// Display: `file:line:column: message (expected …)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScenarioError {
+    pub file: PathBuf,
+    /// 1-based; 0 when the file could not be read at all.
+    pub line: usize,
+    /// 1-based, in characters; 0 when the file could not be read at all.
+    pub column: usize,
+    pub message: String,
+}
+
+impl fmt::Display for ScenarioError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}: {}", self.file.display(), self.message)
+        } else {
+            write!(f, "{}:{}:{}: {}", self.file.display(), self.line, self.column, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ScenarioError {}
+
+/// 1-based line and column (in characters) of byte `offset` in `text`.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+    (line, col)
+}
+
+impl Scenario {
+    /// Reads and validates a scenario file.
+    pub fn load(path: impl AsRef<Path>) -> Result<Scenario, ScenarioError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| ScenarioError {
+            file: path.to_path_buf(),
+            line: 0,
+            column: 0,
+            message: format!("cannot read the file: {e} (expected a readable UTF-8 TOML scenario file)"),
+        })?;
+        Scenario::from_toml(&text, path)
+    }
+
+    /// Parses scenario text; `file` only labels errors.
+    pub fn from_toml(text: &str, file: impl AsRef<Path>) -> Result<Scenario, ScenarioError> {
+        let file = file.as_ref().to_path_buf();
+        toml::from_str::<Scenario>(text).map_err(|e| {
+            let (line, column) = line_col(text, e.span().map(|s| s.start).unwrap_or(0));
+            let mut message = e.message().trim().replace('\n', " ");
+            if !message.contains("expected") {
+                message
+                    .push_str(" (expected a scenario as in scenarios/keynote.toml: name, [request], [[stages]] ...)");
+            }
+            ScenarioError { file, line, column, message }
+        })
+    }
+
+    /// The stage called `name`, or an error listing the names there are.
+    pub fn stage(&self, name: &str) -> Result<&Stage, String> {
+        self.stages.iter().find(|s| s.name == name).ok_or_else(|| {
+            let names: Vec<&str> = self.stages.iter().map(|s| s.name.as_str()).collect();
+            format!("scenario `{}` has no stage `{name}` (expected one of: {})", self.name, names.join(", "))
+        })
+    }
+
+    /// Sum of the stages' durations.
+    pub fn total_duration(&self) -> Duration {
+        self.stages.iter().map(|s| s.duration).sum()
+    }
+}
+
+/// `rtc-demo check FILE...`
 #[derive(Debug, clap::Args)]
-pub struct CheckArgs {}
+pub struct CheckArgs {
+    /// Scenario files to validate (TOML).
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+}
 
-pub fn main(_args: CheckArgs) -> ExitCode {
-    crate::cli::not_built_yet("check")
+/// Validates every file; prints `ok FILE (name: N stages, total T)` or the error; exit 1
+/// when any is invalid.
+pub fn main(args: CheckArgs) -> ExitCode {
+    let mut failed = 0;
+    for file in &args.files {
+        match Scenario::load(file) {
+            Ok(s) => println!(
+                "ok {} ({}: {} stages, {})",
+                file.display(),
+                s.name,
+                s.stages.len(),
+                rtc_service::duration::format_duration(s.total_duration())
+            ),
+            Err(e) => {
+                eprintln!("{e}");
+                failed += 1;
+            }
+        }
+    }
+    if failed > 0 {
+        eprintln!("{failed} of {} scenario files invalid", args.files.len());
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_col_counts_characters() {
+        let t = "a = 1\nµb = 2\n";
+        assert_eq!(line_col(t, 0), (1, 1));
+        assert_eq!(line_col(t, 6), (2, 1));
+        assert_eq!(line_col(t, 8), (2, 2));
+    }
+
+    #[test]
+    fn request_url() {
+        let r = TargetRequest::default();
+        assert_eq!(
+            r.url_for("http://127.0.0.1:8080/"),
+            "http://127.0.0.1:8080/process?pixels=1280x720&iters=5&effects=blur,translate,color"
+        );
+        assert_eq!(
+            r.url_for("http://h:1/x/y"),
+            "http://h:1/process?pixels=1280x720&iters=5&effects=blur,translate,color"
+        );
+    }
 }

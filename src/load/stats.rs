@@ -1,0 +1,260 @@
+//! What the engine measures: outcome classes, percentile sets, per-second snapshots and the
+//! cumulative summary. Latencies are recorded in microseconds in HdrHistograms (bounded
+//! memory whatever the run length) and reported in milliseconds.
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// Highest latency a histogram records exactly (µs); larger values saturate to it.
+pub(crate) const HIST_MAX_US: u64 = 3_600_000_000;
+pub(crate) const HIST_SIGFIG: u8 = 3;
+
+pub(crate) fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, HIST_MAX_US, HIST_SIGFIG).expect("static histogram bounds are valid")
+}
+
+/// How one request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A response arrived (any status code); the body was read to the end.
+    Status(u16),
+    /// No complete response within `--timeout`.
+    Timeout,
+    /// The TCP connection could not be opened.
+    ConnectError,
+    /// Any other transport or protocol failure (reset, closed mid-response...).
+    OtherError,
+    /// The run was stopped while this request was on the wire.
+    Cancelled,
+}
+
+/// Requests by how they ended. `ok` is 1xx-3xx; `shed_503` is the service shedding load.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct StatusCounts {
+    pub ok: u64,
+    pub client_4xx: u64,
+    pub shed_503: u64,
+    pub other_5xx: u64,
+    pub timeouts: u64,
+    pub connect_errors: u64,
+    pub other_errors: u64,
+    pub cancelled: u64,
+}
+
+impl StatusCounts {
+    pub(crate) fn add(&mut self, o: Outcome) {
+        match o {
+            Outcome::Status(s) if s < 400 => self.ok += 1,
+            Outcome::Status(503) => self.shed_503 += 1,
+            Outcome::Status(s) if s >= 500 => self.other_5xx += 1,
+            Outcome::Status(_) => self.client_4xx += 1,
+            Outcome::Timeout => self.timeouts += 1,
+            Outcome::ConnectError => self.connect_errors += 1,
+            Outcome::OtherError => self.other_errors += 1,
+            Outcome::Cancelled => self.cancelled += 1,
+        }
+    }
+    /// Requests that ended one way or another (cancelled ones included).
+    pub fn total(&self) -> u64 {
+        self.ok
+            + self.client_4xx
+            + self.shed_503
+            + self.other_5xx
+            + self.timeouts
+            + self.connect_errors
+            + self.other_errors
+            + self.cancelled
+    }
+    /// Failures other than shedding: 4xx, other 5xx, timeouts, connect and other errors.
+    pub fn errors(&self) -> u64 {
+        self.client_4xx + self.other_5xx + self.timeouts + self.connect_errors + self.other_errors
+    }
+}
+
+/// Latency percentiles in milliseconds (0 when nothing was recorded).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Percentiles {
+    pub count: u64,
+    pub mean_ms: f64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Percentiles {
+    pub(crate) fn of(h: &Histogram<u64>) -> Self {
+        if h.is_empty() {
+            return Self::default();
+        }
+        let ms = |us: u64| us as f64 / 1000.0;
+        Percentiles {
+            count: h.len(),
+            mean_ms: h.mean() / 1000.0,
+            p50_ms: ms(h.value_at_quantile(0.50)),
+            p90_ms: ms(h.value_at_quantile(0.90)),
+            p95_ms: ms(h.value_at_quantile(0.95)),
+            p99_ms: ms(h.value_at_quantile(0.99)),
+            p999_ms: ms(h.value_at_quantile(0.999)),
+            max_ms: ms(h.max()),
+        }
+    }
+}
+
+/// How the load was generated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LoadMode {
+    /// Requests at intended times from a rate plan, whatever the responses do.
+    OpenLoop,
+    /// A fixed number of workers, each sending its next request when the last one ends.
+    ClosedLoop,
+    /// Nothing scheduled (paused, or a rate of 0).
+    Idle,
+}
+
+/// One second of a run, published by the aggregator once per second.
+///
+/// `planned`, `sent` and `dropped` count requests by the second they were due / put on the
+/// wire; responses and latencies by the second they completed. Over a whole run
+/// planned = sent + dropped.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LoadSecond {
+    /// 0 for the first second of the run.
+    pub second: u64,
+    pub mode: LoadMode,
+    /// Rate asked for at the end of this second (after pause/scale); 0 in closed loop.
+    pub offered_rps: f64,
+    /// Closed-loop worker count (0 in open loop).
+    pub concurrency: u64,
+    pub planned: u64,
+    pub sent: u64,
+    pub dropped: u64,
+    /// Responses (of any status) and failures completed this second.
+    pub completed: u64,
+    /// `completed` per second of wall time.
+    pub achieved_rps: f64,
+    /// Requests due but not finished at the end of the second (waiting + on the wire).
+    pub inflight: u64,
+    pub targets: usize,
+    pub status: StatusCounts,
+    /// Latency from the intended send time (coordinated-omission corrected).
+    pub corrected: Percentiles,
+    /// Latency from the actual send time.
+    pub uncorrected: Percentiles,
+}
+
+/// The cumulative figures of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadSummary {
+    pub elapsed_s: f64,
+    pub planned: u64,
+    pub sent: u64,
+    pub dropped: u64,
+    pub completed: u64,
+    /// planned / elapsed.
+    pub offered_rps: f64,
+    /// completed / elapsed.
+    pub achieved_rps: f64,
+    pub status: StatusCounts,
+    /// Every status code seen, with its count.
+    pub status_codes: BTreeMap<u16, u64>,
+    /// Latency from the intended send time (coordinated-omission corrected).
+    pub corrected: Percentiles,
+    /// Latency from the actual send time.
+    pub uncorrected: Percentiles,
+    #[serde(skip)]
+    pub corrected_histogram: Histogram<u64>,
+    #[serde(skip)]
+    pub uncorrected_histogram: Histogram<u64>,
+}
+
+impl LoadSummary {
+    pub(crate) fn empty() -> Self {
+        LoadSummary {
+            elapsed_s: 0.0,
+            planned: 0,
+            sent: 0,
+            dropped: 0,
+            completed: 0,
+            offered_rps: 0.0,
+            achieved_rps: 0.0,
+            status: StatusCounts::default(),
+            status_codes: BTreeMap::new(),
+            corrected: Percentiles::default(),
+            uncorrected: Percentiles::default(),
+            corrected_histogram: new_histogram(),
+            uncorrected_histogram: new_histogram(),
+        }
+    }
+    /// error_rate as thresholds see it: failures other than shedding / requests sent.
+    pub fn error_rate(&self) -> f64 {
+        ratio(self.status.errors(), self.sent)
+    }
+    /// shed_rate: 503 answers / requests sent.
+    pub fn shed_rate(&self) -> f64 {
+        ratio(self.status.shed_503, self.sent)
+    }
+    /// drop_rate: dropped / planned.
+    pub fn drop_rate(&self) -> f64 {
+        ratio(self.dropped, self.planned)
+    }
+}
+
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 {
+        0.0
+    } else {
+        a as f64 / b as f64
+    }
+}
+
+/// Formats milliseconds compactly: `850µs`, `12.3ms`, `1.25s`.
+pub fn fmt_ms(ms: f64) -> String {
+    if ms < 1.0 {
+        format!("{:.0}µs", ms * 1000.0)
+    } else if ms < 1000.0 {
+        if ms < 10.0 {
+            format!("{ms:.2}ms")
+        } else {
+            format!("{ms:.1}ms")
+        }
+    } else {
+        format!("{:.2}s", ms / 1000.0)
+    }
+}
+
+/// The HdrHistogram percentile distribution text format (as HdrHistogram's
+/// `outputPercentileDistribution` writes it, values in milliseconds), readable by the usual
+/// plotters (hdrhistogram.github.io/HdrHistogram/plotFiles.html).
+pub fn percentile_distribution(h: &Histogram<u64>, title: &str) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "# {title}");
+    let _ = writeln!(out, "{:>12} {:>14} {:>10} {:>14}\n", "Value", "Percentile", "TotalCount", "1/(1-Percentile)");
+    if !h.is_empty() {
+        let mut total = 0u64;
+        for v in h.iter_quantiles(5) {
+            total += v.count_since_last_iteration();
+            let q = v.quantile_iterated_to();
+            let value = h.highest_equivalent(v.value_iterated_to()) as f64 / 1000.0;
+            if q < 1.0 {
+                let _ = writeln!(out, "{value:12.3} {q:2.12} {total:10} {:14.2}", 1.0 / (1.0 - q));
+            } else {
+                let _ = writeln!(out, "{value:12.3} {q:2.12} {total:10}");
+            }
+        }
+    }
+    let _ = writeln!(out, "#[Mean    = {:12.3}, StdDeviation   = {:12.3}]", h.mean() / 1000.0, h.stdev() / 1000.0);
+    let _ = writeln!(out, "#[Max     = {:12.3}, Total count    = {:12}]", h.max() as f64 / 1000.0, h.len());
+    let _ = writeln!(out, "#[Buckets = {:12}, SubBuckets     = {:12}]", h.buckets(), h.distinct_values());
+    out
+}
+
+pub(crate) fn micros(d: Duration) -> u64 {
+    (d.as_micros().min(HIST_MAX_US as u128) as u64).max(1)
+}

@@ -1,0 +1,285 @@
+//! The load engine and `rtc-demo load` against real HTTP servers on loopback.
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rtc_demo::load::testserver::{self, TestServer, TestServerOptions};
+use rtc_demo::load::{LoadConfig, LoadEngine, LoadMode, LoadSecond, RatePlan, Threshold};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_rtc-demo");
+
+async fn server(opts: TestServerOptions) -> TestServer {
+    testserver::spawn("127.0.0.1:0".parse().unwrap(), opts).await.expect("bind loopback")
+}
+
+/// Runs the binary on a blocking thread while the servers keep running on the runtime.
+async fn run_bin(args: Vec<String>) -> Output {
+    tokio::task::spawn_blocking(move || Command::new(BIN).args(&args).output().expect("run rtc-demo")).await.unwrap()
+}
+
+fn args(a: &[&str]) -> Vec<String> {
+    a.iter().map(|s| s.to_string()).collect()
+}
+
+fn json(out: &Output) -> Value {
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(&text).unwrap_or_else(|e| {
+        panic!("stdout is not JSON ({e}): {text}\nstderr: {}", String::from_utf8_lossy(&out.stderr))
+    })
+}
+
+fn u(v: &Value, path: &str) -> u64 {
+    v.pointer(path).and_then(Value::as_u64).unwrap_or_else(|| panic!("no integer at {path}"))
+}
+
+fn f(v: &Value, path: &str) -> f64 {
+    v.pointer(path).and_then(Value::as_f64).unwrap_or_else(|| panic!("no number at {path}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_loop_holds_the_rate_and_json_carries_everything() {
+    let srv = server(TestServerOptions::default()).await;
+    let out = run_bin(args(&["load", "-q", "500", "-z", "10s", "-c", "4", "--json", &srv.url("/")])).await;
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let j = json(&out);
+    let (planned, sent, dropped) = (u(&j, "/summary/planned"), u(&j, "/summary/sent"), u(&j, "/summary/dropped"));
+    assert_eq!(planned, sent + dropped);
+    let achieved = f(&j, "/summary/achieved_rps");
+    assert!((achieved - 500.0).abs() <= 5.0, "achieved {achieved} req/s, want 500 ± 1 %");
+    assert!((u(&j, "/summary/completed") as f64 - 5000.0).abs() <= 50.0);
+    assert_eq!(u(&j, "/summary/status/ok"), u(&j, "/summary/completed"));
+    for key in ["ok", "shed_503", "other_5xx", "client_4xx", "timeouts", "connect_errors", "other_errors"] {
+        assert!(j.pointer(&format!("/summary/status/{key}")).is_some(), "status.{key} missing");
+    }
+    assert!(u(&j, "/summary/status_codes/200") > 4900);
+    for h in ["corrected", "uncorrected"] {
+        for p in ["p50_ms", "p90_ms", "p95_ms", "p99_ms", "p999_ms", "max_ms"] {
+            let v = f(&j, &format!("/summary/{h}/{p}"));
+            assert!(v > 0.0, "{h}.{p} = {v}");
+        }
+        assert!(j.pointer(&format!("/latency_labels/{h}")).and_then(Value::as_str).is_some());
+    }
+    let seconds = j["seconds"].as_array().expect("per-second series");
+    assert!(seconds.len() >= 10, "{} seconds", seconds.len());
+    for s in &seconds[1..9] {
+        assert!((f(s, "/offered_rps") - 500.0).abs() < 1.0);
+        assert!(s.pointer("/corrected/p95_ms").is_some() && s.pointer("/uncorrected/p95_ms").is_some());
+    }
+    let per_second_sent: u64 = seconds.iter().map(|s| u(s, "/sent")).sum();
+    assert_eq!(per_second_sent, sent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_server_shows_in_corrected_latency_only() {
+    // Every response that falls due between 2 s and 3 s after start waits until 3 s.
+    let srv = server(TestServerOptions {
+        stall: Some((Duration::from_secs(2), Duration::from_secs(1))),
+        ..Default::default()
+    })
+    .await;
+    let out = run_bin(args(&["load", "-q", "100", "-z", "5s", "-c", "4", "--json", &srv.url("/")])).await;
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let j = json(&out);
+    let corrected = f(&j, "/summary/corrected/p95_ms");
+    let uncorrected = f(&j, "/summary/uncorrected/p95_ms");
+    eprintln!("stall: corrected p95 {corrected} ms, uncorrected p95 {uncorrected} ms");
+    assert!(corrected >= 500.0, "corrected p95 {corrected} ms");
+    assert!(uncorrected < 100.0, "uncorrected p95 {uncorrected} ms");
+    assert_eq!(u(&j, "/summary/planned"), u(&j, "/summary/sent") + u(&j, "/summary/dropped"));
+    assert!(f(&j, "/summary/corrected/max_ms") >= 900.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_threshold_exits_1_with_the_observed_value() {
+    let srv = server(TestServerOptions::default()).await;
+    let out = run_bin(args(&[
+        "load",
+        "-q",
+        "50",
+        "-z",
+        "1s",
+        "-c",
+        "2",
+        "--threshold",
+        "p95<1us",
+        "--threshold",
+        "error_rate<1%",
+        &srv.url("/"),
+    ]))
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().find(|l| l.contains("p95<1us")).unwrap_or_else(|| panic!("{stdout}"));
+    assert!(line.contains('✗') && line.contains("observed") && (line.contains("ms") || line.contains("µs")), "{line}");
+    assert!(stdout.lines().any(|l| l.contains("✓ error_rate<1%")), "{stdout}");
+
+    let ok = run_bin(args(&["load", "-q", "50", "-z", "1s", "--threshold", "p95<10s", &srv.url("/")])).await;
+    assert!(ok.status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_flags_exit_2_and_say_what_is_allowed() {
+    for (a, want) in [
+        (vec!["load", "--threshold", "p97<5ms", "http://127.0.0.1:9/"], "expected METRIC OP VALUE"),
+        (vec!["load", "-z", "10 parsecs", "http://127.0.0.1:9/"], "expected a duration"),
+        (vec!["load", "-q", "-5", "http://127.0.0.1:9/"], "expected"),
+        (vec!["load", "https://127.0.0.1:9/"], "https is not supported"),
+        (vec!["load"], "no target URL"),
+        (
+            vec!["load", "--scenario", "scenarios/keynote.toml", "--stage", "nope", "http://127.0.0.1:9"],
+            "no stage `nope`",
+        ),
+    ] {
+        let out = run_bin(args(&a)).await;
+        assert_eq!(out.status.code(), Some(2), "{a:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "{a:?}: {err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_loop_with_a_request_count() {
+    let srv = server(TestServerOptions::default()).await;
+    let out = run_bin(args(&["load", "--concurrency", "3", "-n", "200", "--json", &srv.url("/")])).await;
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let j = json(&out);
+    assert_eq!(u(&j, "/summary/planned"), 200);
+    assert_eq!(u(&j, "/summary/sent"), 200);
+    assert_eq!(u(&j, "/summary/status/ok"), 200);
+    assert_eq!(srv.requests(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hgrm_files_hold_both_distributions() {
+    let srv = server(TestServerOptions::default()).await;
+    let dir = std::env::temp_dir().join(format!("rtc-load-hgrm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("lat.hgrm");
+    let out = run_bin(args(&["load", "-q", "100", "-z", "1s", "--hgrm", file.to_str().unwrap(), &srv.url("/")])).await;
+    assert!(out.status.success());
+    for p in [file.clone(), dir.join("lat.uncorrected.hgrm")] {
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(text.contains("Value") && text.contains("Percentile") && text.contains("#[Max"), "{text}");
+        assert!(text.lines().filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit())).count() > 5);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn config(targets: Vec<String>, plan: RatePlan) -> LoadConfig {
+    LoadConfig {
+        targets: targets.iter().map(|t| t.parse().unwrap()).collect(),
+        connections: 4,
+        timeout: Duration::from_millis(300),
+        plan,
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_error_classes_are_counted_apart() {
+    let srv = server(TestServerOptions::default()).await;
+    // A port nobody listens on: bind, note it, close.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let targets = vec![
+        srv.url("/"),
+        srv.url("/status/503"),
+        srv.url("/status/500"),
+        srv.url("/status/404"),
+        srv.url("/delay/2000"),
+        format!("http://{closed}/"),
+    ];
+    let h = LoadEngine::start(config(targets, RatePlan::Constant { rps: 60.0 })).unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let s = h.finish(Duration::from_secs(2)).await;
+    let st = s.status;
+    assert!(
+        st.ok > 0
+            && st.shed_503 > 0
+            && st.other_5xx > 0
+            && st.client_4xx > 0
+            && st.timeouts > 0
+            && st.connect_errors > 0,
+        "{st:?}"
+    );
+    assert_eq!(s.planned, s.sent + s.dropped);
+    assert_eq!(st.total(), s.sent);
+    // Round robin: each class got about a sixth.
+    let spread = [st.ok, st.shed_503, st.other_5xx, st.client_4xx, st.timeouts, st.connect_errors];
+    let (lo, hi) = (spread.iter().min().unwrap(), spread.iter().max().unwrap());
+    assert!(hi - lo <= 2, "{spread:?}");
+    assert!(!Threshold::parse("shed_rate<1%").unwrap().evaluate(&s).passed);
+}
+
+async fn next(rx: &mut tokio::sync::broadcast::Receiver<Arc<LoadSecond>>) -> Arc<LoadSecond> {
+    tokio::time::timeout(Duration::from_secs(3), rx.recv()).await.expect("a second").expect("open")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_while_running_and_stop_cancels() {
+    let a = server(TestServerOptions::default()).await;
+    let b = server(TestServerOptions::default()).await;
+    let h = LoadEngine::start(config(vec![a.url("/")], RatePlan::Constant { rps: 200.0 })).unwrap();
+    let mut rx = h.subscribe();
+    let s0 = next(&mut rx).await;
+    assert_eq!(s0.second, 0);
+    assert_eq!(s0.mode, LoadMode::OpenLoop);
+
+    // Replicas come and go: b joins.
+    h.set_targets(&[a.url("/").parse().unwrap(), b.url("/").parse().unwrap()]).unwrap();
+    h.scale(0.5);
+    let _ = next(&mut rx).await;
+    let s = next(&mut rx).await;
+    assert!((s.offered_rps - 100.0).abs() < 1e-6, "{}", s.offered_rps);
+    assert!(b.requests() > 0);
+
+    h.pause();
+    let _ = next(&mut rx).await;
+    let s = next(&mut rx).await;
+    assert_eq!(s.mode, LoadMode::Idle);
+    assert_eq!(s.planned, 0);
+    h.resume();
+    h.set_scale(1.0);
+    h.set_plan(RatePlan::Concurrency { workers: 2 }).unwrap();
+    let _ = next(&mut rx).await;
+    let s = next(&mut rx).await;
+    assert_eq!((s.mode, s.concurrency), (LoadMode::ClosedLoop, 2));
+    assert!(s.completed > 0);
+
+    // Stop cancels requests stuck on the wire and returns promptly.
+    h.set_targets(&[a.url("/delay/10000").parse().unwrap()]).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await; // requests time out after 300 ms
+    let t = Instant::now();
+    let sum = h.stop().await;
+    assert!(t.elapsed() < Duration::from_secs(3), "stop took {:?}", t.elapsed());
+    assert!(sum.status.cancelled > 0);
+    assert_eq!(sum.planned, sum.sent + sum.dropped);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_when_more_is_due_than_the_bound_allows() {
+    let srv = server(TestServerOptions::default()).await;
+    let mut c = config(vec![srv.url("/delay/1000")], RatePlan::Constant { rps: 200.0 });
+    c.connections = 2;
+    c.max_inflight = 10;
+    c.timeout = Duration::from_secs(5);
+    let h = LoadEngine::start(c).unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let s = h.stop().await;
+    assert!(s.dropped > 100, "{s:?}");
+    assert_eq!(s.planned, s.sent + s.dropped);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ramp_offers_the_integral_of_its_rate() {
+    let srv = server(TestServerOptions::default()).await;
+    let h = LoadEngine::start(config(
+        vec![srv.url("/")],
+        RatePlan::Ramp { from: 0.0, to: 400.0, over: Duration::from_secs(2) },
+    ))
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let s = h.finish(Duration::from_secs(1)).await;
+    // 0 -> 400 req/s over 2 s: 400 requests.
+    assert!((s.planned as i64 - 400).abs() <= 8, "planned {}", s.planned);
+}

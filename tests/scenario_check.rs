@@ -1,0 +1,140 @@
+//! Scenario files: the shipped ones pass `rtc-demo check`; malformed ones fail with
+//! file:line:column and the expected form.
+use std::path::Path;
+use std::process::Command;
+
+use rtc_demo::scenario::{Advance, Rate, Scenario, StageLoad};
+
+const BIN: &str = env!("CARGO_BIN_EXE_rtc-demo");
+const SHIPPED: &[&str] = &["baseline", "moderate", "heavy", "keynote", "rehearsal"];
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn every_shipped_scenario_passes_check() {
+    let files: Vec<String> =
+        SHIPPED.iter().map(|n| root().join(format!("scenarios/{n}.toml")).display().to_string()).collect();
+    let out = Command::new(BIN).arg("check").args(&files).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.lines().filter(|l| l.starts_with("ok ")).count(), SHIPPED.len(), "{stdout}");
+}
+
+#[test]
+fn shipped_scenarios_follow_the_slo_and_have_real_notes() {
+    for name in SHIPPED {
+        let s = Scenario::load(root().join(format!("scenarios/{name}.toml"))).unwrap();
+        assert_eq!(s.name, *name);
+        assert_eq!(s.slo.p95.as_millis(), 100, "{name}");
+        assert_eq!((s.slo.scale_up_above.as_millis(), s.slo.scale_down_below.as_millis()), (100, 50), "{name}");
+        assert_eq!((s.slo.scale_up_after.as_secs(), s.slo.scale_down_after.as_secs()), (30, 120), "{name}");
+        assert_eq!((s.slo.min_replicas, s.slo.max_replicas), (2, 10), "{name}");
+        for st in &s.stages {
+            assert!(st.notes.len() > 80, "{name}/{}: notes too thin", st.name);
+        }
+    }
+    let k = Scenario::load(root().join("scenarios/keynote.toml")).unwrap();
+    let names: Vec<&str> = k.stages.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["idle", "ramp", "peak", "cool-down"]);
+    let total = k.total_duration().as_secs();
+    assert!((200..=300).contains(&total), "keynote lasts {total}s");
+    assert!(matches!(k.stages[1].load, StageLoad::Rate(Rate::Ramp { .. })));
+    assert_eq!(k.stages[3].advance, Advance::Manual);
+    let r = Scenario::load(root().join("scenarios/rehearsal.toml")).unwrap();
+    assert!((120..=180).contains(&r.total_duration().as_secs()));
+    assert!(r.local.replicas_min >= 1 && r.local.replicas_max <= 4);
+    assert!(r.stages.iter().any(|s| s.expect.p95_above.is_some_and(|d| d.as_millis() >= 100)));
+    assert!(r.stages.last().unwrap().expect.p95_below.is_some_and(|d| d.as_millis() <= 50));
+}
+
+/// (fixture, line, column, words the message must contain)
+const MALFORMED: &[(&str, usize, usize, &str)] = &[
+    ("unknown_key", 11, 1, "unknown field `speed`"),
+    ("wrong_type", 10, 8, "invalid type"),
+    ("wrong_type_iters", 5, 9, "invalid type"),
+    ("negative_rate", 10, 8, "rate -20 is out of range"),
+    ("no_stages", 2, 10, "no stages"),
+    ("missing_stages", 1, 1, "missing field `stages`"),
+    ("ramp_without_to", 10, 8, "a ramp without `to`"),
+    ("bad_duration", 9, 12, "`10 parsecs` is not a duration"),
+    ("stage_without_rate", 7, 1, "neither `rate` nor `concurrency`"),
+    ("bad_threshold", 2, 14, "unknown metric `p97`"),
+    ("syntax", 2, 9, "unclosed table"),
+];
+
+#[test]
+fn malformed_scenarios_name_line_column_and_the_expected_form() {
+    for (fixture, line, col, words) in MALFORMED {
+        let path = root().join(format!("tests/fixtures/scenarios/{fixture}.toml"));
+        let err = Scenario::load(&path).expect_err(fixture);
+        assert_eq!((err.line, err.column), (*line, *col), "{fixture}: {err}");
+        let shown = err.to_string();
+        assert!(shown.starts_with(&format!("{}:{line}:{col}: ", path.display())), "{shown}");
+        assert!(shown.contains(words), "{fixture}: {shown}");
+        assert!(shown.contains("expected"), "{fixture}: {shown}");
+    }
+}
+
+#[test]
+fn check_exits_1_and_reports_every_bad_file() {
+    let good = root().join("scenarios/keynote.toml");
+    let bad1 = root().join("tests/fixtures/scenarios/negative_rate.toml");
+    let bad2 = root().join("tests/fixtures/scenarios/bad_duration.toml");
+    let out = Command::new(BIN).arg("check").args([&good, &bad1, &bad2]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("negative_rate.toml:10:8:"), "{err}");
+    assert!(err.contains("bad_duration.toml:9:12:"), "{err}");
+    let missing = Command::new(BIN).args(["check", "/nonexistent/x.toml"]).output().unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read"));
+}
+
+#[test]
+fn unknown_keys_are_rejected_at_every_level() {
+    for (text, key) in [
+        ("name = \"x\"\ncolour = 1\n[[stages]]\nname = \"a\"\nduration = \"1s\"\nrate = 1\n", "colour"),
+        ("name = \"x\"\n[slo]\np96 = \"1s\"\n[[stages]]\nname = \"a\"\nduration = \"1s\"\nrate = 1\n", "p96"),
+        ("name = \"x\"\n[local]\nreplicas = 3\n[[stages]]\nname = \"a\"\nduration = \"1s\"\nrate = 1\n", "replicas"),
+        ("name = \"x\"\n[[stages]]\nname = \"a\"\nduration = \"1s\"\nrate = { from = 1, to = 2, by = 3 }\n", "by"),
+        (
+            "name = \"x\"\n[[stages]]\nname = \"a\"\nduration = \"1s\"\nrate = 1\nexpect = { replicas = 3 }\n",
+            "replicas",
+        ),
+    ] {
+        let e = Scenario::from_toml(text, "inline.toml").unwrap_err();
+        assert!(e.line > 0 && e.column > 0 && e.message.contains(key), "{e}");
+    }
+}
+
+#[test]
+fn a_valid_scenario_parses_to_engine_plans() {
+    let text = r#"
+name = "t"
+[request]
+pixels = "320x180"
+iters = 1
+effects = ["blur"]
+[[stages]]
+name = "up"
+duration = "1m30s"
+rate = { from = 10, to = 40 }
+[[stages]]
+name = "closed"
+duration = "10s"
+concurrency = 4
+advance = "manual"
+expect = { replicas_at_least = 4 }
+"#;
+    let s = Scenario::from_toml(text, "t.toml").unwrap();
+    assert_eq!(s.request.path_and_query(), "/process?pixels=320x180&iters=1&effects=blur");
+    assert_eq!(
+        s.stages[0].plan(),
+        rtc_demo::load::RatePlan::Ramp { from: 10.0, to: 40.0, over: std::time::Duration::from_secs(90) }
+    );
+    assert_eq!(s.stages[1].plan(), rtc_demo::load::RatePlan::Concurrency { workers: 4 });
+    assert_eq!(s.stages[1].expect.replicas_at_least, Some(4));
+    assert!(s.prometheus.p95.contains(">= 0") && s.prometheus.p95.contains("or vector(0)"));
+}
