@@ -4,7 +4,6 @@
 //! - `load`: the open-loop load engine behind `rtc-demo load` (and inside `conduct`).
 //! - `scenario`: scenario files (`scenarios/*.toml`) and `rtc-demo check`.
 //! - `conduct`: the presenter's console.
-//! - `kustomize`: renders the `manifests/` folders (resources + namespace) as `kubectl kustomize` does.
 pub mod cli;
 pub mod conduct;
 pub mod kustomize;

@@ -1,9 +1,94 @@
-//! Placeholder until this subcommand is built.
+//! `rtc-demo conduct`: the presenter's console (SPEC §4).
+//!
+//! - [`model`]: immutable snapshots and the [`model::Backend`] trait every backend implements.
+//! - [`local`]: replicas as `rtc-demo serve` children, scaled by [`hpa`] (HPA v2 algorithm).
+//! - [`replay`]: plays a report folder back, labelled REPLAY.
+//! - [`ui`] + [`keymap`]: the ratatui screen; [`director`]: the stage machine;
+//!   [`report`]: `timeline.csv`, `summary.json`, `timeline.png`; [`run`]: the loops (TUI and
+//!   `--headless`) that tie them together over channels.
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-#[derive(Debug, clap::Args)]
-pub struct ConductArgs {}
+pub mod director;
+pub mod hpa;
+pub mod http;
+pub mod keymap;
+pub mod kube;
+pub mod local;
+pub mod model;
+pub mod prom;
+pub mod replay;
+pub mod report;
+pub mod run;
+pub mod ui;
 
-pub fn main(_args: ConductArgs) -> ExitCode {
-    crate::cli::not_built_yet("conduct")
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendKind {
+    /// Replicas as child processes on this machine (no cluster needed).
+    Local,
+    /// Play back a report folder (needs --replay DIR).
+    Replay,
+    /// A Kubernetes cluster (kubeconfig, --context, --namespace).
+    Kube,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+#[command(after_help = "Keys: space/→ next stage, ← back, p pause/resume load, +/- rate ±10 %, r restart stage, \
+b baseline, n notes, k kubectl panel, s write report, ? help, q quit. \
+Without --backend: replay when --replay is given, else kube when a kubeconfig with a current context exists, else local. \
+Exit status: 0 when the run ends (headless: when every threshold passes), 1 when a threshold fails (headless), \
+2 on bad input.")]
+pub struct ConductArgs {
+    /// Scenario file (default: scenarios/rehearsal.toml when it exists).
+    pub scenario: Option<PathBuf>,
+    /// Which backend runs the scenario.
+    #[arg(long, value_enum)]
+    pub backend: Option<BackendKind>,
+    /// No TUI: one line per second; the thresholds decide the exit code.
+    #[arg(long)]
+    pub headless: bool,
+    /// Where the report goes (default reports/<UTC time>/).
+    #[arg(long, value_name = "DIR")]
+    pub report_dir: Option<PathBuf>,
+    /// Play back a report folder instead of running (labelled REPLAY).
+    #[arg(long, value_name = "DIR")]
+    pub replay: Option<PathBuf>,
+    /// Replay speed: recorded seconds per second.
+    #[arg(long, default_value_t = 1.0, value_name = "X")]
+    pub replay_speed: f64,
+    /// Prometheus base URL for server-side p95 (else the replicas' /metrics).
+    #[arg(long, value_name = "URL")]
+    pub prometheus: Option<String>,
+    /// Frames per second of the console.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=30))]
+    pub fps: u32,
+    /// On exit, remove what was applied (local: the replicas are always stopped).
+    #[arg(long)]
+    pub teardown: bool,
+    /// The HorizontalPodAutoscaler manifest whose settings the local autoscaler uses
+    /// (default manifests/autoscaling/latency-adapter/hpa.yaml when it exists, else the SLO's numbers).
+    #[arg(long, value_name = "FILE")]
+    pub hpa: Option<PathBuf>,
+    /// How often the local autoscaler runs (the HPA sync period).
+    #[arg(long, default_value = "3s", value_parser = rtc_service::duration::duration_arg, value_name = "DUR")]
+    pub sync_period: std::time::Duration,
+    /// kube backend: the kubeconfig file (default $KUBECONFIG, else ~/.kube/config).
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// kube backend: the kubeconfig context (default: its current context).
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
+    /// kube backend: the namespace (default: the scenario's [manifests] namespace).
+    #[arg(long, value_name = "NS")]
+    pub namespace: Option<String>,
+}
+
+pub fn main(args: ConductArgs) -> ExitCode {
+    match run::main(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("rtc-demo conduct: {e}");
+            ExitCode::from(2)
+        }
+    }
 }

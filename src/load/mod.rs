@@ -2,7 +2,7 @@
 //!
 //! # Public API (stable; the conductor builds on it)
 //!
-//! ```ignore
+//! ```text
 //! let handle: LoadHandle = LoadEngine::start(LoadConfig {
 //!     targets: vec!["http://127.0.0.1:18080/process?pixels=320x180&iters=1".parse()?],
 //!     method: hyper::Method::POST, connections: 64, timeout: Duration::from_secs(5),

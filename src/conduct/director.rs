@@ -1,0 +1,283 @@
+//! The stage machine: which stage runs, for how long, paused or not, and what the backend
+//! must be told when a key is pressed or a stage ends. Time is passed in.
+use std::time::{Duration, Instant};
+
+use super::keymap::Action;
+use super::model::{describe_plan, BackendCommand, ClusterSnapshot, RatePlan, StageView};
+use super::ui::Verdict;
+use crate::scenario::{Advance, Expect, Scenario};
+
+#[derive(Debug, Clone)]
+pub struct StageDef {
+    pub name: String,
+    pub duration: Duration,
+    pub manual: bool,
+    pub notes: String,
+    pub plan: RatePlan,
+    pub expect: Expect,
+}
+
+impl StageDef {
+    pub fn from_scenario(s: &Scenario) -> Vec<StageDef> {
+        s.stages
+            .iter()
+            .map(|st| StageDef {
+                name: st.name.clone(),
+                duration: st.duration,
+                manual: st.advance == Advance::Manual,
+                notes: st.notes.trim().to_string(),
+                plan: st.plan(),
+                expect: st.expect,
+            })
+            .collect()
+    }
+}
+
+pub struct Director {
+    pub stages: Vec<StageDef>,
+    pub idx: usize,
+    started: Option<Instant>,
+    paused_since: Option<Instant>,
+    paused_total: Duration,
+    scale: f64,
+    pub finished: bool,
+    /// Headless: manual stages advance by themselves after their duration.
+    pub auto_manual: bool,
+    /// Stage start times in run seconds, for the expectations.
+    stage_start_s: f64,
+    pub verdicts: Vec<Verdict>,
+}
+
+impl Director {
+    pub fn new(stages: Vec<StageDef>, auto_manual: bool) -> Self {
+        Director {
+            stages,
+            idx: 0,
+            started: None,
+            paused_since: None,
+            paused_total: Duration::ZERO,
+            scale: 1.0,
+            finished: false,
+            auto_manual,
+            stage_start_s: 0.0,
+            verdicts: Vec::new(),
+        }
+    }
+
+    pub fn begun(&self) -> bool {
+        self.started.is_some()
+    }
+
+    pub fn paused(&self) -> bool {
+        self.paused_since.is_some()
+    }
+
+    fn enter(&mut self, idx: usize, now: Instant, snap: &ClusterSnapshot) -> Vec<BackendCommand> {
+        self.idx = idx.min(self.stages.len().saturating_sub(1));
+        self.started = Some(now);
+        self.paused_total = Duration::ZERO;
+        self.scale = 1.0;
+        self.stage_start_s = snap.at_s;
+        let mut out = Vec::new();
+        if self.paused_since.take().is_some() {
+            out.push(BackendCommand::Resume);
+        }
+        if let Some(st) = self.stages.get(self.idx) {
+            out.push(BackendCommand::StartStage { index: self.idx, plan: st.plan });
+        }
+        out
+    }
+
+    pub fn begin(&mut self, now: Instant, snap: &ClusterSnapshot) -> Vec<BackendCommand> {
+        if self.stages.is_empty() {
+            self.finished = true;
+            return Vec::new();
+        }
+        self.enter(0, now, snap)
+    }
+
+    /// Time spent in the running stage, pauses excluded.
+    pub fn elapsed(&self, now: Instant) -> Duration {
+        let Some(s) = self.started else { return Duration::ZERO };
+        let paused_now = self.paused_since.map(|p| now.saturating_duration_since(p)).unwrap_or_default();
+        now.saturating_duration_since(s).saturating_sub(self.paused_total + paused_now)
+    }
+
+    fn judge(&mut self, snap: &ClusterSnapshot) {
+        let Some(st) = self.stages.get(self.idx) else { return };
+        let e = st.expect;
+        let during: Vec<_> = snap.series.iter().filter(|s| s.t_s >= self.stage_start_s).collect();
+        let max_ready = during.iter().map(|s| s.pods_ready).max().unwrap_or(0);
+        let last_ready = during.last().map(|s| s.pods_ready).unwrap_or(0);
+        let p95 = during.last().and_then(|s| s.p95_server_s.or(s.p95_client_s));
+        let name = &st.name;
+        if let Some(n) = e.replicas_at_least {
+            self.verdicts.push(Verdict {
+                text: format!("stage {name}: replicas ≥ {n} (reached {max_ready})"),
+                ok: max_ready >= n,
+            });
+        }
+        if let Some(n) = e.replicas_at_most {
+            self.verdicts.push(Verdict {
+                text: format!("stage {name}: replicas ≤ {n} (at end {last_ready})"),
+                ok: last_ready <= n,
+            });
+        }
+        let show = |p: Option<f64>| p.map(|v| format!("{:.0}ms", v * 1000.0)).unwrap_or("no data".into());
+        if let Some(d) = e.p95_below {
+            self.verdicts.push(Verdict {
+                text: format!("stage {name}: p95 < {}ms (at end {})", d.as_millis(), show(p95)),
+                ok: p95.is_some_and(|p| p < d.as_secs_f64()),
+            });
+        }
+        if let Some(d) = e.p95_above {
+            self.verdicts.push(Verdict {
+                text: format!("stage {name}: p95 > {}ms (at end {})", d.as_millis(), show(p95)),
+                ok: p95.is_some_and(|p| p > d.as_secs_f64()),
+            });
+        }
+    }
+
+    fn next(&mut self, now: Instant, snap: &ClusterSnapshot) -> Vec<BackendCommand> {
+        self.judge(snap);
+        if self.idx + 1 >= self.stages.len() {
+            self.finished = true;
+            return vec![BackendCommand::StartStage { index: self.idx, plan: RatePlan::Constant { rps: 0.0 } }];
+        }
+        self.enter(self.idx + 1, now, snap)
+    }
+
+    /// Called every frame/second: auto stages end by themselves.
+    pub fn tick(&mut self, now: Instant, snap: &ClusterSnapshot) -> Vec<BackendCommand> {
+        if self.finished || !self.begun() {
+            return Vec::new();
+        }
+        let Some(st) = self.stages.get(self.idx) else { return Vec::new() };
+        if self.elapsed(now) >= st.duration && (!st.manual || self.auto_manual) && !self.paused() {
+            return self.next(now, snap);
+        }
+        Vec::new()
+    }
+
+    /// A key's action.
+    pub fn act(&mut self, a: Action, now: Instant, snap: &ClusterSnapshot) -> Vec<BackendCommand> {
+        if self.finished || !self.begun() {
+            return Vec::new();
+        }
+        match a {
+            Action::NextStage => self.next(now, snap),
+            Action::PrevStage => self.enter(self.idx.saturating_sub(1), now, snap),
+            Action::RestartStage => self.enter(self.idx, now, snap),
+            Action::Baseline => self.enter(0, now, snap),
+            Action::TogglePause => match self.paused_since.take() {
+                Some(p) => {
+                    self.paused_total += now.saturating_duration_since(p);
+                    vec![BackendCommand::Resume]
+                }
+                None => {
+                    self.paused_since = Some(now);
+                    vec![BackendCommand::Pause]
+                }
+            },
+            Action::RateUp => {
+                self.scale *= 1.1;
+                vec![BackendCommand::ScaleLoad(1.1)]
+            }
+            Action::RateDown => {
+                self.scale /= 1.1;
+                vec![BackendCommand::ScaleLoad(1.0 / 1.1)]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    pub fn view(&self, now: Instant) -> StageView {
+        let Some(st) = self.stages.get(self.idx) else { return StageView::default() };
+        if !self.begun() {
+            return StageView {
+                index: 0,
+                count: self.stages.len(),
+                name: "preflight".into(),
+                notes: "Starting the replicas and waiting for /readyz ...".into(),
+                next_name: Some(st.name.clone()),
+                load_desc: "none yet".into(),
+                ..Default::default()
+            };
+        }
+        StageView {
+            index: self.idx,
+            count: self.stages.len(),
+            name: st.name.clone(),
+            elapsed_s: self.elapsed(now).as_secs_f64(),
+            duration_s: st.duration.as_secs_f64(),
+            manual: st.manual,
+            notes: st.notes.clone(),
+            next_name: self.stages.get(self.idx + 1).map(|s| s.name.clone()),
+            load_desc: if self.paused() { "paused (0 rps)".into() } else { describe_plan(&st.plan, self.scale) },
+            paused: self.paused(),
+            finished: self.finished,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stages() -> Vec<StageDef> {
+        let mk = |name: &str, secs, manual, rps| StageDef {
+            name: name.into(),
+            duration: Duration::from_secs(secs),
+            manual,
+            notes: format!("notes {name}"),
+            plan: RatePlan::Constant { rps },
+            expect: Expect::default(),
+        };
+        vec![mk("idle", 10, false, 5.0), mk("peak", 10, false, 50.0), mk("cool", 10, true, 5.0)]
+    }
+
+    #[test]
+    fn auto_stages_advance_and_manual_waits() {
+        let snap = ClusterSnapshot::default();
+        let t0 = Instant::now();
+        let mut d = Director::new(stages(), false);
+        assert_eq!(
+            d.begin(t0, &snap),
+            vec![BackendCommand::StartStage { index: 0, plan: RatePlan::Constant { rps: 5.0 } }]
+        );
+        assert!(d.tick(t0 + Duration::from_secs(5), &snap).is_empty());
+        assert_eq!(d.tick(t0 + Duration::from_secs(10), &snap).len(), 1);
+        assert_eq!(d.view(t0 + Duration::from_secs(10)).name, "peak");
+        d.tick(t0 + Duration::from_secs(20), &snap);
+        assert_eq!(d.idx, 2);
+        assert!(d.tick(t0 + Duration::from_secs(60), &snap).is_empty(), "manual stage waits");
+        d.act(Action::NextStage, t0 + Duration::from_secs(61), &snap);
+        assert!(d.finished);
+    }
+
+    #[test]
+    fn pause_freezes_stage_time_and_keys_map_to_commands() {
+        let snap = ClusterSnapshot::default();
+        let t0 = Instant::now();
+        let mut d = Director::new(stages(), true);
+        d.begin(t0, &snap);
+        assert_eq!(d.act(Action::TogglePause, t0 + Duration::from_secs(2), &snap), vec![BackendCommand::Pause]);
+        assert!(d.view(t0 + Duration::from_secs(3)).paused);
+        assert!(d.tick(t0 + Duration::from_secs(30), &snap).is_empty(), "paused: no advance");
+        assert_eq!(d.act(Action::TogglePause, t0 + Duration::from_secs(30), &snap), vec![BackendCommand::Resume]);
+        assert_eq!(d.elapsed(t0 + Duration::from_secs(31)).as_secs(), 3);
+        assert_eq!(d.act(Action::RateUp, t0, &snap), vec![BackendCommand::ScaleLoad(1.1)]);
+        assert!(d.view(t0).load_desc.contains("×1.10"));
+        d.act(Action::NextStage, t0 + Duration::from_secs(31), &snap);
+        assert_eq!(d.idx, 1);
+        d.act(Action::PrevStage, t0 + Duration::from_secs(32), &snap);
+        assert_eq!(d.idx, 0);
+        // headless: the manual stage ends by itself
+        let mut d = Director::new(stages(), true);
+        d.begin(t0, &snap);
+        for s in [10, 20, 30] {
+            d.tick(t0 + Duration::from_secs(s), &snap);
+        }
+        assert!(d.finished);
+    }
+}

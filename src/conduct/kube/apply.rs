@@ -1,0 +1,337 @@
+//! Server-side apply of a scenario's manifests (field manager `rtc-demo`), teardown, and
+//! waiting for the rollout with kubectl's own progress messages.
+//!
+//! The kustomize folders are rendered by [`crate::kustomize::render`] (their `resources` and
+//! `namespace`), so what we apply is what `kubectl apply -k` applies. Each object's REST path
+//! comes from API discovery (one request per group/version, cached), so any kind the
+//! manifests hold (CRDs such as KEDA's ScaledObject included) is applied the same way.
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::core::{ApiResource, GroupVersion};
+use kube::discovery::{self, ApiCapabilities, ApiGroup, Scope};
+use kube::runtime::watcher;
+use kube::Client;
+use serde_json::Value;
+
+use super::error_text;
+
+/// The field manager every write of the console uses.
+pub const FIELD_MANAGER: &str = "rtc-demo";
+
+/// One object to apply, with what discovery found for its kind.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ObjectRef {
+    pub api_version: String,
+    pub kind: String,
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+impl ObjectRef {
+    pub fn of(v: &Value) -> Result<ObjectRef, String> {
+        let s = |p: &str| v.pointer(p).and_then(|x| x.as_str()).map(str::to_string);
+        let api_version = s("/apiVersion").ok_or("an object without apiVersion")?;
+        let kind = s("/kind").ok_or_else(|| format!("an object of apiVersion {api_version} without kind"))?;
+        let name = s("/metadata/name").ok_or_else(|| format!("a {kind} without metadata.name"))?;
+        Ok(ObjectRef { api_version, kind, namespace: s("/metadata/namespace"), name })
+    }
+    /// `kind/name` as kubectl prints it (`deployment.apps/gpu-media` style is overkill here).
+    pub fn display(&self) -> String {
+        match &self.namespace {
+            Some(ns) => format!("{}/{} (namespace {ns})", self.kind, self.name),
+            None => format!("{}/{}", self.kind, self.name),
+        }
+    }
+}
+
+/// Renders the scenario's kustomize folders, `extra` first then the overlay, and moves
+/// namespaced objects to `namespace` when it differs from the scenario's (`--namespace`).
+pub fn render_manifests(
+    root: &Path,
+    overlay: &str,
+    extra: &[String],
+    scenario_ns: &str,
+    namespace: &str,
+) -> Result<Vec<Value>, String> {
+    let mut out = Vec::new();
+    for dir in extra.iter().map(String::as_str).chain(std::iter::once(overlay)) {
+        let p = root.join(dir);
+        let objs = crate::kustomize::render(&p).map_err(|e| format!("rendering {dir}: {e}"))?;
+        out.extend(objs);
+    }
+    if namespace != scenario_ns {
+        for o in out.iter_mut() {
+            retarget_namespace(o, scenario_ns, namespace);
+        }
+    }
+    Ok(out)
+}
+
+fn retarget_namespace(o: &mut Value, from: &str, to: &str) {
+    let kind = o.get("kind").and_then(|k| k.as_str()).unwrap_or_default().to_string();
+    let Some(meta) = o.get_mut("metadata").and_then(|m| m.as_object_mut()) else { return };
+    if kind == "Namespace" {
+        if meta.get("name").and_then(|n| n.as_str()) == Some(from) {
+            meta.insert("name".into(), Value::String(to.into()));
+        }
+    } else if meta.get("namespace").and_then(|n| n.as_str()) == Some(from) {
+        meta.insert("namespace".into(), Value::String(to.into()));
+    }
+}
+
+/// Discovery cache: group/version → its resources.
+pub struct Applier {
+    client: Client,
+    groups: HashMap<String, ApiGroup>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("{0}")]
+    Bad(String),
+    #[error("{what}: kind {kind} is not served by the cluster at {api_version} (is its CRD installed? `kubectl api-resources --api-group={group}`)")]
+    UnknownKind { what: String, api_version: String, kind: String, group: String },
+    #[error("{what}: {detail}")]
+    Api { what: String, detail: String },
+}
+
+impl Applier {
+    pub fn new(client: Client) -> Self {
+        Applier { client, groups: HashMap::new() }
+    }
+
+    /// The REST resource and scope for `apiVersion`/`kind`.
+    pub async fn resolve(
+        &mut self,
+        api_version: &str,
+        kind: &str,
+    ) -> Result<(ApiResource, ApiCapabilities), ApplyError> {
+        let what = format!("discovering {api_version} {kind}");
+        if !self.groups.contains_key(api_version) {
+            let gv: GroupVersion =
+                api_version.parse().map_err(|e| ApplyError::Bad(format!("apiVersion {api_version:?}: {e}")))?;
+            let g = discovery::pinned_group(&self.client, &gv)
+                .await
+                .map_err(|e| ApplyError::Api { what: what.clone(), detail: error_text(&e) })?;
+            self.groups.insert(api_version.to_string(), g);
+        }
+        let g = &self.groups[api_version];
+        let ver = api_version.rsplit('/').next().unwrap_or(api_version);
+        g.versioned_resources(ver).into_iter().find(|(ar, _)| ar.kind == kind).ok_or_else(|| ApplyError::UnknownKind {
+            what: format!("applying {kind}"),
+            api_version: api_version.into(),
+            kind: kind.into(),
+            group: api_version.split_once('/').map(|x| x.0).unwrap_or("").into(),
+        })
+    }
+
+    fn api(&self, ar: &ApiResource, caps: &ApiCapabilities, ns: Option<&str>) -> Api<DynamicObject> {
+        match (&caps.scope, ns) {
+            (Scope::Namespaced, Some(ns)) => Api::namespaced_with(self.client.clone(), ns, ar),
+            (Scope::Namespaced, None) => Api::default_namespaced_with(self.client.clone(), ar),
+            (Scope::Cluster, _) => Api::all_with(self.client.clone(), ar),
+        }
+    }
+
+    /// Server-side apply of one object: `PATCH …?fieldManager=rtc-demo&force=true` with
+    /// `Content-Type: application/apply-patch+yaml` (what `kubectl apply --server-side
+    /// --field-manager=rtc-demo --force-conflicts` sends).
+    pub async fn apply(&mut self, obj: &Value) -> Result<ObjectRef, ApplyError> {
+        let r = ObjectRef::of(obj).map_err(ApplyError::Bad)?;
+        let (ar, caps) = self.resolve(&r.api_version, &r.kind).await?;
+        let api = self.api(&ar, &caps, r.namespace.as_deref());
+        let pp = PatchParams::apply(FIELD_MANAGER).force();
+        api.patch(&r.name, &pp, &Patch::Apply(obj))
+            .await
+            .map_err(|e| ApplyError::Api { what: format!("applying {}", r.display()), detail: error_text(&e) })?;
+        Ok(r)
+    }
+
+    /// Applies all objects in order (Namespaces and CRD-free kinds first, as listed),
+    /// calling `progress(i, n, object)` before each.
+    pub async fn apply_all(
+        &mut self,
+        objs: &[Value],
+        mut progress: impl FnMut(usize, usize, &str),
+    ) -> Result<Vec<ObjectRef>, ApplyError> {
+        let mut order: Vec<&Value> = objs.iter().collect();
+        // Namespaces first (what kubectl does too), otherwise the rendered order.
+        order.sort_by_key(|o| o.get("kind").and_then(|k| k.as_str()) != Some("Namespace"));
+        let mut done = Vec::new();
+        for (i, o) in order.iter().enumerate() {
+            let label = ObjectRef::of(o).map(|r| r.display()).unwrap_or_else(|e| e);
+            progress(i, order.len(), &label);
+            done.push(self.apply(o).await?);
+        }
+        Ok(done)
+    }
+
+    /// Deletes one object (absent is fine). Background propagation, as kubectl does.
+    pub async fn delete(&mut self, obj: &Value) -> Result<ObjectRef, ApplyError> {
+        let r = ObjectRef::of(obj).map_err(ApplyError::Bad)?;
+        let (ar, caps) = self.resolve(&r.api_version, &r.kind).await?;
+        let api = self.api(&ar, &caps, r.namespace.as_deref());
+        match api.delete(&r.name, &DeleteParams::background()).await {
+            Ok(_) => Ok(r),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(r),
+            Err(e) => Err(ApplyError::Api { what: format!("deleting {}", r.display()), detail: error_text(&e) }),
+        }
+    }
+
+    /// `--teardown`: deletes in reverse order (the Namespace last); returns the errors.
+    pub async fn delete_all(&mut self, objs: &[Value]) -> Vec<String> {
+        let is_ns = |o: &&Value| o.get("kind").and_then(|k| k.as_str()) == Some("Namespace");
+        let order: Vec<&Value> =
+            objs.iter().rev().filter(|o| !is_ns(o)).chain(objs.iter().filter(|o| is_ns(o))).collect();
+        let mut errs = Vec::new();
+        for o in order {
+            if let Err(e) = self.delete(o).await {
+                errs.push(e.to_string());
+            }
+        }
+        errs
+    }
+}
+
+/// Where a rollout stands, in kubectl's words (`kubectl rollout status`).
+pub fn rollout_progress(d: &Deployment) -> (bool, String) {
+    let name = d.metadata.name.clone().unwrap_or_default();
+    let generation = d.metadata.generation.unwrap_or(0);
+    let Some(st) = &d.status else { return (false, "Waiting for deployment spec update to be observed...".into()) };
+    if st.observed_generation.unwrap_or(0) < generation {
+        return (false, "Waiting for deployment spec update to be observed...".into());
+    }
+    if let Some(c) = st.conditions.iter().flatten().find(|c| c.type_ == "Progressing") {
+        if c.reason.as_deref() == Some("ProgressDeadlineExceeded") {
+            return (false, format!("deployment {name:?} exceeded its progress deadline"));
+        }
+    }
+    let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let updated = st.updated_replicas.unwrap_or(0);
+    let total = st.replicas.unwrap_or(0);
+    let available = st.available_replicas.unwrap_or(0);
+    if updated < want {
+        return (false, format!("Waiting for deployment {name:?} rollout to finish: {updated} out of {want} new replicas have been updated..."));
+    }
+    if total > updated {
+        return (
+            false,
+            format!(
+                "Waiting for deployment {name:?} rollout to finish: {} old replicas are pending termination...",
+                total - updated
+            ),
+        );
+    }
+    if available < updated {
+        return (false, format!("Waiting for deployment {name:?} rollout to finish: {available} of {updated} updated replicas are available..."));
+    }
+    (true, format!("deployment {name:?} successfully rolled out"))
+}
+
+/// Watches the Deployment until it has rolled out, reporting each new progress line; gives up
+/// after `timeout` with the last line.
+pub async fn wait_rollout(
+    client: Client,
+    namespace: &str,
+    name: &str,
+    timeout: Duration,
+    mut progress: impl FnMut(&str),
+) -> Result<(), String> {
+    let api: Api<Deployment> = Api::namespaced(client, namespace);
+    let cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut last = String::from("waiting for the Deployment to appear");
+    let fut = async {
+        let mut stream = watcher(api, cfg).boxed();
+        while let Some(ev) = stream.next().await {
+            match ev {
+                Ok(watcher::Event::Apply(d)) | Ok(watcher::Event::InitApply(d)) => {
+                    let (done, line) = rollout_progress(&d);
+                    if line != last {
+                        progress(&line);
+                        last = line;
+                    }
+                    if done {
+                        return Ok(());
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    let line = format!("watching deployment {name}: {e}");
+                    progress(&line);
+                    last = line;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+        Err("the watch ended".to_string())
+    };
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("rollout of deployment {name} not done after {}s: {last}", timeout.as_secs())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dep(j: Value) -> Deployment {
+        serde_json::from_value(j).unwrap()
+    }
+
+    #[test]
+    fn rollout_messages_follow_kubectl() {
+        let d = dep(
+            serde_json::json!({"metadata":{"name":"gpu-media","generation":2},"spec":{"replicas":2,"selector":{},"template":{}},"status":{"observedGeneration":1}}),
+        );
+        assert_eq!(rollout_progress(&d), (false, "Waiting for deployment spec update to be observed...".into()));
+        let d = dep(
+            serde_json::json!({"metadata":{"name":"gpu-media","generation":2},"spec":{"replicas":2,"selector":{},"template":{}},"status":{"observedGeneration":2,"replicas":2,"updatedReplicas":1}}),
+        );
+        assert!(
+            rollout_progress(&d).1.ends_with("1 out of 2 new replicas have been updated..."),
+            "{:?}",
+            rollout_progress(&d)
+        );
+        let d = dep(
+            serde_json::json!({"metadata":{"name":"gpu-media","generation":2},"spec":{"replicas":2,"selector":{},"template":{}},"status":{"observedGeneration":2,"replicas":3,"updatedReplicas":2}}),
+        );
+        assert!(rollout_progress(&d).1.ends_with("1 old replicas are pending termination..."));
+        let d = dep(
+            serde_json::json!({"metadata":{"name":"gpu-media","generation":2},"spec":{"replicas":2,"selector":{},"template":{}},"status":{"observedGeneration":2,"replicas":2,"updatedReplicas":2,"availableReplicas":1}}),
+        );
+        assert!(rollout_progress(&d).1.ends_with("1 of 2 updated replicas are available..."));
+        let d = dep(
+            serde_json::json!({"metadata":{"name":"gpu-media","generation":2},"spec":{"replicas":2,"selector":{},"template":{}},"status":{"observedGeneration":2,"replicas":2,"updatedReplicas":2,"availableReplicas":2}}),
+        );
+        assert_eq!(rollout_progress(&d), (true, "deployment \"gpu-media\" successfully rolled out".into()));
+    }
+
+    #[test]
+    fn namespace_override_moves_namespaced_objects_and_renames_the_namespace() {
+        let mut ns = serde_json::json!({"apiVersion":"v1","kind":"Namespace","metadata":{"name":"rtc"}});
+        let mut d =
+            serde_json::json!({"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"x","namespace":"rtc"}});
+        let mut other =
+            serde_json::json!({"apiVersion":"v1","kind":"Service","metadata":{"name":"y","namespace":"monitoring"}});
+        retarget_namespace(&mut ns, "rtc", "demo");
+        retarget_namespace(&mut d, "rtc", "demo");
+        retarget_namespace(&mut other, "rtc", "demo");
+        assert_eq!(ns["metadata"]["name"], "demo");
+        assert_eq!(d["metadata"]["namespace"], "demo");
+        assert_eq!(other["metadata"]["namespace"], "monitoring");
+    }
+
+    #[test]
+    fn object_refs_name_what_is_missing() {
+        assert!(ObjectRef::of(&serde_json::json!({"kind":"X"})).unwrap_err().contains("apiVersion"));
+        assert!(ObjectRef::of(&serde_json::json!({"apiVersion":"v1","kind":"Service","metadata":{}}))
+            .unwrap_err()
+            .contains("Service without metadata.name"));
+    }
+}

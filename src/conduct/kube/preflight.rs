@@ -1,0 +1,524 @@
+//! Preflight (SPEC §4): before anything is applied, check the cluster is reachable, that we
+//! are allowed to do what the console will do (SelfSubjectAccessReview per verb/resource),
+//! the namespace, GPU nodes with allocatable `nvidia.com/gpu` (GPU overlays), KEDA's CRD or the
+//! metrics adapter (when the overlay needs them), and Prometheus with the service's metrics.
+//! Every failure carries its reason and the kubectl command that shows the same thing.
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use k8s_openapi::api::authorization::v1::{ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec};
+use k8s_openapi::api::core::v1::{Namespace, Node};
+use kube::api::{Api, ListParams, PostParams};
+use kube::Client;
+use serde_json::Value;
+
+use super::error_text;
+use super::kubectl::Kubectl;
+use super::prometheus::Source;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Ok,
+    /// Not fatal (e.g. no service metrics yet before the first apply).
+    Warn,
+    Fail,
+    /// Not run because an earlier check failed.
+    Skipped,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    pub name: String,
+    pub verdict: Verdict,
+    pub detail: String,
+    /// The kubectl command that shows the same thing.
+    pub kubectl: String,
+}
+
+impl Check {
+    fn new(name: &str, verdict: Verdict, detail: impl Into<String>, kubectl: String) -> Check {
+        Check { name: name.into(), verdict, detail: detail.into(), kubectl }
+    }
+    /// `✓ name: detail` / `✗ name: detail (check: kubectl …)` — marks and words, not colour.
+    pub fn line(&self) -> String {
+        match self.verdict {
+            Verdict::Ok => format!("✓ {}: {}", self.name, self.detail),
+            Verdict::Warn => format!("! {}: {} (see: {})", self.name, self.detail, self.kubectl),
+            Verdict::Fail => format!("✗ {}: {} (see: {})", self.name, self.detail, self.kubectl),
+            Verdict::Skipped => format!("- {}: {}", self.name, self.detail),
+        }
+    }
+}
+
+/// Did every check pass (warnings allowed)?
+pub fn passed(checks: &[Check]) -> bool {
+    checks.iter().all(|c| matches!(c.verdict, Verdict::Ok | Verdict::Warn))
+}
+
+/// One permission the console needs.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Access {
+    pub verb: String,
+    pub group: String,
+    pub resource: String,
+    pub subresource: Option<String>,
+    /// `None` for cluster-scoped resources.
+    pub namespace: Option<String>,
+}
+
+impl Access {
+    fn new(verb: &str, group: &str, resource: &str, namespace: Option<&str>) -> Access {
+        Access {
+            verb: verb.into(),
+            group: group.into(),
+            resource: resource.into(),
+            subresource: None,
+            namespace: namespace.map(str::to_string),
+        }
+    }
+    /// `deployments.apps`, `pods` — kubectl's spelling.
+    pub fn resource_arg(&self) -> String {
+        if self.group.is_empty() {
+            self.resource.clone()
+        } else {
+            format!("{}.{}", self.resource, self.group)
+        }
+    }
+}
+
+/// The REST plural and scope of the kinds our manifests hold; others fall back to the
+/// lower-case plural (namespaced).
+pub fn plural_of(kind: &str) -> (String, bool) {
+    let cluster = matches!(
+        kind,
+        "Namespace"
+            | "Node"
+            | "ClusterRole"
+            | "ClusterRoleBinding"
+            | "CustomResourceDefinition"
+            | "ConstraintTemplate"
+            | "PriorityClass"
+            | "StorageClass"
+            | "K8sAllowedRepos"
+    );
+    let known = match kind {
+        "NetworkPolicy" => Some("networkpolicies"),
+        "PodDisruptionBudget" => Some("poddisruptionbudgets"),
+        "HorizontalPodAutoscaler" => Some("horizontalpodautoscalers"),
+        "PriorityClass" => Some("priorityclasses"),
+        "StorageClass" => Some("storageclasses"),
+        _ => None,
+    };
+    let plural = known.map(str::to_string).unwrap_or_else(|| {
+        let l = kind.to_ascii_lowercase();
+        if l.ends_with('s') || l.ends_with('x') {
+            format!("{l}es")
+        } else if l.ends_with('y') && !l.ends_with("ey") {
+            format!("{}ies", &l[..l.len() - 1])
+        } else {
+            format!("{l}s")
+        }
+    });
+    (plural, cluster)
+}
+
+/// What the console will do, as SelfSubjectAccessReviews: patch (server-side apply) every
+/// object it applies, watch what it charts, and run the in-cluster load when asked.
+pub fn required_access(objects: &[Value], namespace: &str, in_cluster_load: bool, teardown: bool) -> Vec<Access> {
+    let mut set = BTreeSet::new();
+    for o in objects {
+        let (Some(av), Some(kind)) =
+            (o.get("apiVersion").and_then(|v| v.as_str()), o.get("kind").and_then(|v| v.as_str()))
+        else {
+            continue;
+        };
+        let group = av.split_once('/').map(|x| x.0).unwrap_or("");
+        let (plural, cluster) = plural_of(kind);
+        let ns = o
+            .pointer("/metadata/namespace")
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+            .or((!cluster).then(|| namespace.to_string()));
+        let ns = if cluster { None } else { ns };
+        set.insert(Access::new("patch", group, &plural, ns.as_deref()));
+        if teardown {
+            set.insert(Access::new("delete", group, &plural, ns.as_deref()));
+        }
+    }
+    for (group, res) in
+        [("apps", "deployments"), ("", "pods"), ("autoscaling", "horizontalpodautoscalers"), ("", "events")]
+    {
+        set.insert(Access::new("watch", group, res, Some(namespace)));
+    }
+    if in_cluster_load {
+        for (verb, group, res) in [
+            ("create", "", "configmaps"),
+            ("patch", "", "configmaps"),
+            ("patch", "batch", "jobs"),
+            ("delete", "batch", "jobs"),
+        ] {
+            set.insert(Access::new(verb, group, res, Some(namespace)));
+        }
+        let mut log = Access::new("get", "", "pods", Some(namespace));
+        log.subresource = Some("log".into());
+        set.insert(log);
+    }
+    set.into_iter().collect()
+}
+
+/// What the overlay needs from the cluster.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Needs {
+    pub gpu: bool,
+    pub keda: bool,
+    /// Aggregated metrics APIs the HPAs read (`v1beta1.custom.metrics.k8s.io`, …).
+    pub metrics_apis: Vec<String>,
+    /// The Namespace object is part of the manifests (so a missing namespace is fine).
+    pub creates_namespace: bool,
+}
+
+pub fn needs(objects: &[Value], namespace: &str) -> Needs {
+    let mut n = Needs::default();
+    let mut apis = BTreeSet::new();
+    for o in objects {
+        let kind = o.get("kind").and_then(|v| v.as_str()).unwrap_or("");
+        let av = o.get("apiVersion").and_then(|v| v.as_str()).unwrap_or("");
+        if av.starts_with("keda.sh/") {
+            n.keda = true;
+        }
+        if kind == "Namespace" && o.pointer("/metadata/name").and_then(|v| v.as_str()) == Some(namespace) {
+            n.creates_namespace = true;
+        }
+        if kind == "Deployment" && o.to_string().contains("\"nvidia.com/gpu\"") {
+            n.gpu = true;
+        }
+        if kind == "HorizontalPodAutoscaler" {
+            for m in o.pointer("/spec/metrics").and_then(|v| v.as_array()).into_iter().flatten() {
+                match m.get("type").and_then(|t| t.as_str()) {
+                    Some("Pods") | Some("Object") => apis.insert("v1beta1.custom.metrics.k8s.io"),
+                    Some("External") => apis.insert("v1beta1.external.metrics.k8s.io"),
+                    Some("Resource") | Some("ContainerResource") => apis.insert("v1beta1.metrics.k8s.io"),
+                    _ => false,
+                };
+            }
+        }
+    }
+    n.metrics_apis = apis.into_iter().map(str::to_string).collect();
+    n
+}
+
+/// Everything preflight needs to know.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub namespace: String,
+    pub server: String,
+    pub access: Vec<Access>,
+    pub needs: Needs,
+    /// Prometheus to check (None: no Prometheus configured — a warning).
+    pub prometheus: Option<String>,
+    /// The Prometheus namespace/service for the port-forward hint.
+    pub prometheus_service: (String, String, u16),
+}
+
+/// Runs every check in order. A failed reachability check skips the rest.
+pub async fn run(client: &Client, plan: &Plan, k: &Kubectl) -> Vec<Check> {
+    let mut out = Vec::new();
+    let t = Duration::from_secs(5);
+    // 1. reachable
+    match tokio::time::timeout(t, client.apiserver_version()).await {
+        Ok(Ok(v)) => out.push(Check::new(
+            "cluster reachable",
+            Verdict::Ok,
+            format!("{} (Kubernetes {}.{})", plan.server, v.major, v.minor),
+            k.cluster_info(),
+        )),
+        Ok(Err(e)) => {
+            out.push(Check::new(
+                "cluster reachable",
+                Verdict::Fail,
+                format!("API server {}: {}", plan.server, error_text(&e)),
+                k.cluster_info(),
+            ));
+            return skip_rest(out);
+        }
+        Err(_) => {
+            out.push(Check::new(
+                "cluster reachable",
+                Verdict::Fail,
+                format!("API server {}: no answer within {}s", plan.server, t.as_secs()),
+                k.cluster_info(),
+            ));
+            return skip_rest(out);
+        }
+    }
+    // 2. allowed
+    let ssar: Api<SelfSubjectAccessReview> = Api::all(client.clone());
+    let mut denied = Vec::new();
+    let mut first_cmd = None;
+    for a in &plan.access {
+        let review = SelfSubjectAccessReview {
+            spec: SelfSubjectAccessReviewSpec {
+                resource_attributes: Some(ResourceAttributes {
+                    namespace: a.namespace.clone(),
+                    verb: Some(a.verb.clone()),
+                    group: Some(a.group.clone()),
+                    resource: Some(a.resource.clone()),
+                    subresource: a.subresource.clone(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let cmd = k.auth_can_i(&a.verb, &a.resource_arg(), a.subresource.as_deref());
+        match ssar.create(&PostParams::default(), &review).await {
+            Ok(r) => {
+                let st = r.status.unwrap_or_default();
+                if !st.allowed {
+                    let why = st.reason.filter(|r| !r.is_empty()).map(|r| format!(" ({r})")).unwrap_or_default();
+                    denied.push(format!(
+                        "{} {}{}{why}",
+                        a.verb,
+                        a.resource_arg(),
+                        a.subresource.as_ref().map(|s| format!("/{s}")).unwrap_or_default()
+                    ));
+                    first_cmd.get_or_insert(cmd);
+                }
+            }
+            Err(e) => {
+                denied.push(format!("{} {}: cannot ask ({})", a.verb, a.resource_arg(), error_text(&e)));
+                first_cmd.get_or_insert(cmd);
+            }
+        }
+    }
+    if denied.is_empty() {
+        out.push(Check::new(
+            "allowed",
+            Verdict::Ok,
+            format!("{} permissions (SelfSubjectAccessReview)", plan.access.len()),
+            k.auth_can_i_list(),
+        ));
+    } else {
+        out.push(Check::new(
+            "allowed",
+            Verdict::Fail,
+            format!("forbidden in namespace {}: {}", plan.namespace, denied.join(", ")),
+            first_cmd.unwrap_or_else(|| k.auth_can_i_list()),
+        ));
+    }
+    // 3. namespace
+    let nsapi: Api<Namespace> = Api::all(client.clone());
+    match nsapi.get_opt(&plan.namespace).await {
+        Ok(Some(ns)) => {
+            let phase = ns.status.and_then(|s| s.phase).unwrap_or_else(|| "Active".into());
+            let v = if phase == "Active" { Verdict::Ok } else { Verdict::Fail };
+            out.push(Check::new("namespace", v, format!("{} is {phase}", plan.namespace), k.get_namespace()));
+        }
+        Ok(None) if plan.needs.creates_namespace => out.push(Check::new(
+            "namespace",
+            Verdict::Ok,
+            format!("{} does not exist yet; the manifests create it", plan.namespace),
+            k.get_namespace(),
+        )),
+        Ok(None) => out.push(Check::new(
+            "namespace",
+            Verdict::Fail,
+            format!("{} does not exist and the manifests do not create it", plan.namespace),
+            k.get_namespace(),
+        )),
+        Err(e) => out.push(Check::new(
+            "namespace",
+            Verdict::Fail,
+            format!("{}: {}", plan.namespace, error_text(&e)),
+            k.get_namespace(),
+        )),
+    }
+    // 4. GPU nodes
+    if plan.needs.gpu {
+        let nodes: Api<Node> = Api::all(client.clone());
+        match nodes.list(&ListParams::default()).await {
+            Ok(list) => {
+                let gpus: Vec<(String, f64)> = list
+                    .items
+                    .iter()
+                    .filter_map(|n| {
+                        let q = n.status.as_ref()?.allocatable.as_ref()?.get("nvidia.com/gpu")?;
+                        let g = super::watch::parse_quantity(&q.0)?;
+                        (g > 0.0).then(|| (n.metadata.name.clone().unwrap_or_default(), g))
+                    })
+                    .collect();
+                if gpus.is_empty() {
+                    out.push(Check::new(
+                        "GPU nodes",
+                        Verdict::Fail,
+                        format!("none of {} nodes has allocatable nvidia.com/gpu: install the NVIDIA device plugin (GPU Operator) on a GPU node pool, or pick a cpu-* overlay", list.items.len()),
+                        k.get_gpu_nodes(),
+                    ));
+                } else {
+                    let total: f64 = gpus.iter().map(|g| g.1).sum();
+                    out.push(Check::new(
+                        "GPU nodes",
+                        Verdict::Ok,
+                        format!("{} nodes, {total} allocatable nvidia.com/gpu", gpus.len()),
+                        k.get_gpu_nodes(),
+                    ));
+                }
+            }
+            Err(e) => out.push(Check::new(
+                "GPU nodes",
+                Verdict::Fail,
+                format!("cannot list nodes: {}", error_text(&e)),
+                k.get_gpu_nodes(),
+            )),
+        }
+    }
+    // 5. KEDA / metrics adapters (API discovery: allowed to every authenticated user)
+    if plan.needs.keda {
+        out.push(group_check(client, "KEDA", "keda.sh/v1alpha1", "ScaledObject", "KEDA is not installed (no keda.sh/v1alpha1 ScaledObject): `helm install keda kedacore/keda -n keda --create-namespace`, or pick an *-adapter overlay", k.get_crd("scaledobjects.keda.sh")).await);
+    }
+    for apisvc in &plan.needs.metrics_apis {
+        let (ver, group) = apisvc.split_once('.').unwrap_or(("v1beta1", apisvc));
+        let gv = format!("{group}/{ver}");
+        let what = match group {
+            "custom.metrics.k8s.io" => "the Prometheus Adapter (custom metrics API) is not installed: see manifests/observability/prometheus-adapter-values.yaml",
+            "external.metrics.k8s.io" => "no external metrics API (KEDA's metrics server or an adapter) is installed",
+            _ => "metrics-server (resource metrics API) is not installed",
+        };
+        out.push(group_check(client, "metrics API", &gv, "", what, k.get_apiservice(apisvc)).await);
+    }
+    // 6. Prometheus
+    match &plan.prometheus {
+        None => out.push(Check::new(
+            "Prometheus",
+            Verdict::Warn,
+            "no Prometheus URL (scenario [prometheus] url or --prometheus): server-side p95 and GPU charts stay empty",
+            k.port_forward_prometheus(
+                &plan.prometheus_service.0,
+                &plan.prometheus_service.1,
+                plan.prometheus_service.2,
+            ),
+        )),
+        Some(url) => {
+            let pf = k.port_forward_prometheus(
+                &plan.prometheus_service.0,
+                &plan.prometheus_service.1,
+                plan.prometheus_service.2,
+            );
+            match Source::new(url) {
+                Err(e) => out.push(Check::new("Prometheus", Verdict::Fail, e, pf)),
+                Ok(src) => match src.reachable().await {
+                    Err(e) => out.push(Check::new("Prometheus", Verdict::Fail, format!("unreachable: {e}"), pf)),
+                    Ok(()) => {
+                        out.push(Check::new("Prometheus", Verdict::Ok, format!("{url} answers"), pf.clone()));
+                        match src.series_count("app_requests_total", &plan.namespace).await {
+                            Ok(n) if n > 0.0 => out.push(Check::new("service metrics", Verdict::Ok, format!("{n} app_requests_total series in {}", plan.namespace), k.get_pods("app.kubernetes.io/name=gpu-media"))),
+                            Ok(_) => out.push(Check::new(
+                                "service metrics",
+                                Verdict::Warn,
+                                format!("no app_requests_total{{namespace=\"{}\"}} yet: fine before the first apply; afterwards check the ServiceMonitor is selected by Prometheus", plan.namespace),
+                                k.get_servicemonitors(),
+                            )),
+                            Err(e) => out.push(Check::new("service metrics", Verdict::Fail, e, pf.clone())),
+                        }
+                        if plan.needs.gpu {
+                            match src.value("count(DCGM_FI_DEV_GPU_UTIL)").await {
+                                Ok(Some(n)) if n > 0.0 => out.push(Check::new("DCGM metrics", Verdict::Ok, format!("{n} GPUs report DCGM_FI_DEV_GPU_UTIL"), pf.clone())),
+                                Ok(_) => out.push(Check::new("DCGM metrics", Verdict::Warn, "no DCGM_FI_DEV_GPU_UTIL: the GPU chart stays empty (kubectl apply -k manifests/observability)", pf.clone())),
+                                Err(e) => out.push(Check::new("DCGM metrics", Verdict::Warn, e, pf)),
+                            }
+                        }
+                    }
+                },
+            }
+        }
+    }
+    out
+}
+
+fn skip_rest(mut out: Vec<Check>) -> Vec<Check> {
+    out.push(Check::new("the other checks", Verdict::Skipped, "skipped: the cluster is unreachable", String::new()));
+    out
+}
+
+/// Is `group/version` served (and, when `kind` is given, does it hold that kind)?
+async fn group_check(client: &Client, name: &str, gv: &str, kind: &str, missing: &str, kubectl: String) -> Check {
+    let path = format!("/apis/{gv}");
+    let req = match http::Request::get(path.as_str()).body(Vec::new()) {
+        Ok(r) => r,
+        Err(e) => return Check::new(name, Verdict::Fail, e.to_string(), kubectl),
+    };
+    match client.request::<Value>(req).await {
+        Ok(v) => {
+            let has = kind.is_empty()
+                || v.get("resources")
+                    .and_then(|r| r.as_array())
+                    .is_some_and(|rs| rs.iter().any(|r| r.get("kind").and_then(|k| k.as_str()) == Some(kind)));
+            if has {
+                Check::new(name, Verdict::Ok, format!("{gv} is served"), kubectl)
+            } else {
+                Check::new(name, Verdict::Fail, format!("{gv} is served but has no {kind}: {missing}"), kubectl)
+            }
+        }
+        Err(kube::Error::Api(s)) if s.code == 404 => Check::new(name, Verdict::Fail, missing.to_string(), kubectl),
+        Err(e) => Check::new(name, Verdict::Fail, format!("{gv}: {}", error_text(&e)), kubectl),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn plurals() {
+        assert_eq!(plural_of("NetworkPolicy"), ("networkpolicies".into(), false));
+        assert_eq!(plural_of("Deployment"), ("deployments".into(), false));
+        assert_eq!(plural_of("Namespace"), ("namespaces".into(), true));
+        assert_eq!(plural_of("ScaledObject"), ("scaledobjects".into(), false));
+        assert_eq!(plural_of("Ingress"), ("ingresses".into(), false));
+    }
+
+    #[test]
+    fn access_covers_apply_watch_and_load() {
+        let objs = vec![
+            json!({"apiVersion":"v1","kind":"Namespace","metadata":{"name":"rtc"}}),
+            json!({"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"gpu-media","namespace":"rtc"}}),
+            json!({"apiVersion":"keda.sh/v1alpha1","kind":"ScaledObject","metadata":{"name":"gpu-media","namespace":"rtc"}}),
+        ];
+        let a = required_access(&objs, "rtc", true, false);
+        let s: Vec<String> = a
+            .iter()
+            .map(|a| format!("{} {} {:?} {:?}", a.verb, a.resource_arg(), a.subresource, a.namespace))
+            .collect();
+        for want in [
+            "patch namespaces None None",
+            "patch deployments.apps None Some(\"rtc\")",
+            "patch scaledobjects.keda.sh None Some(\"rtc\")",
+            "watch pods None Some(\"rtc\")",
+            "watch horizontalpodautoscalers.autoscaling None Some(\"rtc\")",
+            "watch events None Some(\"rtc\")",
+            "create configmaps None Some(\"rtc\")",
+            "delete jobs.batch None Some(\"rtc\")",
+            "get pods Some(\"log\") Some(\"rtc\")",
+        ] {
+            assert!(s.iter().any(|x| x == want), "missing {want} in {s:#?}");
+        }
+        assert!(!s.iter().any(|x| x.starts_with("delete deployments")), "no delete without --teardown");
+        assert!(required_access(&objs, "rtc", false, true)
+            .iter()
+            .any(|a| a.verb == "delete" && a.resource == "deployments"));
+    }
+
+    #[test]
+    fn needs_from_objects() {
+        let objs = vec![
+            json!({"apiVersion":"v1","kind":"Namespace","metadata":{"name":"rtc"}}),
+            json!({"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"d"},"spec":{"template":{"spec":{"containers":[{"resources":{"limits":{"nvidia.com/gpu":1}}}]}}}}),
+            json!({"apiVersion":"autoscaling/v2","kind":"HorizontalPodAutoscaler","metadata":{"name":"h"},"spec":{"metrics":[{"type":"Pods"}]}}),
+        ];
+        let n = needs(&objs, "rtc");
+        assert!(n.gpu && n.creates_namespace && !n.keda);
+        assert_eq!(n.metrics_apis, vec!["v1beta1.custom.metrics.k8s.io".to_string()]);
+        assert!(!needs(&objs, "other").creates_namespace);
+    }
+}

@@ -1,0 +1,429 @@
+//! Watchers (kube-runtime `watcher`, not polling) on the Deployment, its Pods, the HPA (or
+//! KEDA's `keda-hpa-<name>`) and the namespace's Events, folded into a [`ClusterView`] that
+//! yields the same snapshot parts the local backend produces (`PodInfo`, `AutoscalerState`,
+//! `EventInfo`).
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::{HorizontalPodAutoscaler, MetricStatus, MetricTarget, MetricValueStatus};
+use k8s_openapi::api::core::v1::{Event, Pod};
+use kube::api::Api;
+use kube::runtime::watcher;
+use kube::Client;
+use tokio::task::JoinHandle;
+
+use crate::conduct::model::{AutoscalerState, ConditionInfo, EventInfo, PodInfo};
+
+/// Events kept for the panel.
+pub const MAX_EVENTS: usize = 200;
+
+/// What to watch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchTargets {
+    pub namespace: String,
+    pub deployment: String,
+    /// Label selector of the Deployment's pods (`app.kubernetes.io/name=gpu-media`).
+    pub pod_selector: String,
+    /// The HPA to show: the overlay's HPA, or `keda-hpa-<ScaledObject>` for KEDA.
+    pub hpa: String,
+    /// Names whose events matter (the deployment's pods and ReplicaSets share its prefix).
+    pub event_prefixes: Vec<String>,
+}
+
+/// Unix time in seconds.
+pub fn unix_now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+/// A Kubernetes quantity as a number: `100m` → 0.1, `1.5` → 1.5, `2k` → 2000, `1Ki` → 1024.
+pub fn parse_quantity(q: &str) -> Option<f64> {
+    let q = q.trim();
+    let split = q
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == '+' || c == 'e' || c == 'E'))
+        .unwrap_or(q.len());
+    // `e` may be an exponent (1e3) or nothing else; suffixes never start with e/E except "E" (exa).
+    let (num, suffix) = q.split_at(split);
+    let (num, suffix) = if suffix.is_empty() && (num.ends_with('E') || num.ends_with('e')) && num.len() > 1 {
+        (&num[..num.len() - 1], &q[num.len() - 1..])
+    } else {
+        (num, suffix)
+    };
+    let x: f64 = num.parse().ok()?;
+    let m = match suffix {
+        "" => 1.0,
+        "n" => 1e-9,
+        "u" => 1e-6,
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        "Ki" => 1024.0,
+        "Mi" => 1024.0f64.powi(2),
+        "Gi" => 1024.0f64.powi(3),
+        "Ti" => 1024.0f64.powi(4),
+        _ => return None,
+    };
+    Some(x * m).filter(|v| v.is_finite())
+}
+
+/// One pod as the pods panel shows it. `now` is unix seconds.
+pub fn pod_info(p: &Pod, now: f64) -> PodInfo {
+    let name = p.metadata.name.clone().unwrap_or_default();
+    let st = p.status.as_ref();
+    let terminating = p.metadata.deletion_timestamp.is_some();
+    let phase = if terminating {
+        "Terminating".to_string()
+    } else {
+        st.and_then(|s| s.phase.clone()).unwrap_or_else(|| "Pending".into())
+    };
+    let ready = !terminating
+        && st
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    let restarts = st
+        .and_then(|s| s.container_statuses.as_ref())
+        .map(|cs| cs.iter().map(|c| c.restart_count.max(0) as u32).sum())
+        .unwrap_or(0);
+    let created = p.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second() as f64).unwrap_or(now);
+    PodInfo {
+        name,
+        phase,
+        ready,
+        node: p.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default(),
+        age_s: (now - created).max(0.0) as u64,
+        restarts,
+    }
+}
+
+fn target_value(t: &MetricTarget) -> (f64, &'static str) {
+    if let Some(u) = t.average_utilization {
+        return (u as f64, "%");
+    }
+    let q = t.average_value.as_ref().or(t.value.as_ref()).and_then(|q| parse_quantity(&q.0)).unwrap_or(0.0);
+    (q, "")
+}
+
+fn current_value(v: &MetricValueStatus) -> Option<f64> {
+    if let Some(u) = v.average_utilization {
+        return Some(u as f64);
+    }
+    v.average_value.as_ref().or(v.value.as_ref()).and_then(|q| parse_quantity(&q.0))
+}
+
+fn status_value(m: &MetricStatus) -> Option<f64> {
+    if let Some(p) = &m.pods {
+        return current_value(&p.current);
+    }
+    if let Some(e) = &m.external {
+        return current_value(&e.current);
+    }
+    if let Some(r) = &m.resource {
+        return current_value(&r.current);
+    }
+    if let Some(o) = &m.object {
+        return current_value(&o.current);
+    }
+    m.container_resource.as_ref().and_then(|c| current_value(&c.current))
+}
+
+/// The HPA as the HPA panel shows it (what `kubectl describe hpa` prints).
+pub fn autoscaler_state(h: &HorizontalPodAutoscaler) -> AutoscalerState {
+    let spec = h.spec.as_ref();
+    let st = h.status.as_ref();
+    let metric = spec.and_then(|s| s.metrics.as_ref()).and_then(|m| m.first());
+    let (metric_name, target, unit_hint) = match metric {
+        Some(m) => {
+            if let Some(p) = &m.pods {
+                let (t, u) = target_value(&p.target);
+                (p.metric.name.clone(), t, u)
+            } else if let Some(e) = &m.external {
+                let (t, u) = target_value(&e.target);
+                (e.metric.name.clone(), t, u)
+            } else if let Some(r) = &m.resource {
+                let (t, u) = target_value(&r.target);
+                (format!("{} utilisation", r.name), t, u)
+            } else if let Some(o) = &m.object {
+                let (t, u) = target_value(&o.target);
+                (o.metric.name.clone(), t, u)
+            } else {
+                (m.type_.clone(), 0.0, "")
+            }
+        }
+        None => (String::new(), 0.0, ""),
+    };
+    // Our latency metrics are in seconds: the adapter's rtc_request_latency_p95_seconds and
+    // KEDA's external "s0-prometheus" (the p95 query). Utilisation is a percentage.
+    let unit = if unit_hint == "%" {
+        "%".to_string()
+    } else if metric_name.contains("seconds") || metric_name.contains("latency") || metric_name.contains("prometheus") {
+        "s".to_string()
+    } else {
+        String::new()
+    };
+    let metric_value = st.and_then(|s| s.current_metrics.as_ref()).and_then(|m| m.first()).and_then(status_value);
+    AutoscalerState {
+        name: h.metadata.name.clone().unwrap_or_default(),
+        current: st.and_then(|s| s.current_replicas).unwrap_or(0).max(0) as u32,
+        desired: st.map(|s| s.desired_replicas).unwrap_or(0).max(0) as u32,
+        min: spec.and_then(|s| s.min_replicas).unwrap_or(1).max(0) as u32,
+        max: spec.map(|s| s.max_replicas).unwrap_or(0).max(0) as u32,
+        metric_name,
+        metric_value,
+        target,
+        unit,
+        conditions: st
+            .and_then(|s| s.conditions.as_ref())
+            .map(|cs| {
+                cs.iter()
+                    .map(|c| ConditionInfo {
+                        kind: c.type_.clone(),
+                        status: c.status == "True",
+                        reason: c.reason.clone().unwrap_or_default(),
+                        message: c.message.clone().unwrap_or_default(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
+/// Short kind names as kubectl's resource shortnames (`hpa/gpu-media`, `pod/…`).
+fn short_kind(kind: &str) -> String {
+    match kind {
+        "HorizontalPodAutoscaler" => "hpa".into(),
+        "Deployment" => "deploy".into(),
+        "ReplicaSet" => "rs".into(),
+        "ScaledObject" => "scaledobject".into(),
+        k => k.to_ascii_lowercase(),
+    }
+}
+
+/// When the event last happened (unix seconds): lastTimestamp, else eventTime, else firstTimestamp, else creation.
+pub fn event_time(e: &Event) -> Option<f64> {
+    e.last_timestamp
+        .as_ref()
+        .map(|t| t.0.as_millisecond() as f64 / 1000.0)
+        .or_else(|| e.event_time.as_ref().map(|t| t.0.as_millisecond() as f64 / 1000.0))
+        .or_else(|| e.first_timestamp.as_ref().map(|t| t.0.as_millisecond() as f64 / 1000.0))
+        .or_else(|| e.metadata.creation_timestamp.as_ref().map(|t| t.0.as_millisecond() as f64 / 1000.0))
+}
+
+/// Everything the watchers have seen.
+#[derive(Debug, Default)]
+pub struct ClusterView {
+    pub deployment: Option<Deployment>,
+    pods: BTreeMap<String, Pod>,
+    pods_init: Option<BTreeMap<String, Pod>>,
+    pub hpa: Option<HorizontalPodAutoscaler>,
+    events: VecDeque<EventInfo>,
+    seen: HashSet<String>,
+    /// Watch errors by watcher ("pods: 403 Forbidden …"); cleared when that watcher recovers.
+    pub errors: BTreeMap<&'static str, String>,
+}
+
+impl ClusterView {
+    pub fn on_pod(&mut self, ev: watcher::Event<Pod>) {
+        let key = |p: &Pod| p.metadata.name.clone().unwrap_or_default();
+        match ev {
+            watcher::Event::Apply(p) => {
+                self.pods.insert(key(&p), p);
+            }
+            watcher::Event::Delete(p) => {
+                self.pods.remove(&key(&p));
+            }
+            watcher::Event::Init => self.pods_init = Some(BTreeMap::new()),
+            watcher::Event::InitApply(p) => {
+                self.pods_init.get_or_insert_with(BTreeMap::new).insert(key(&p), p);
+            }
+            watcher::Event::InitDone => {
+                if let Some(m) = self.pods_init.take() {
+                    self.pods = m;
+                }
+            }
+        }
+    }
+
+    pub fn on_hpa(&mut self, ev: watcher::Event<HorizontalPodAutoscaler>) {
+        match ev {
+            watcher::Event::Apply(h) | watcher::Event::InitApply(h) => self.hpa = Some(h),
+            watcher::Event::Delete(_) => self.hpa = None,
+            watcher::Event::Init | watcher::Event::InitDone => {}
+        }
+    }
+
+    pub fn on_deployment(&mut self, ev: watcher::Event<Deployment>) {
+        match ev {
+            watcher::Event::Apply(d) | watcher::Event::InitApply(d) => self.deployment = Some(d),
+            watcher::Event::Delete(_) => self.deployment = None,
+            watcher::Event::Init | watcher::Event::InitDone => {}
+        }
+    }
+
+    /// Events of the demo's objects (names starting with one of `prefixes`) that happened at or
+    /// after `since` (unix seconds), timed relative to `run_start` (unix seconds).
+    pub fn on_event(&mut self, ev: watcher::Event<Event>, prefixes: &[String], since: f64, run_start: f64) {
+        let e = match ev {
+            watcher::Event::Apply(e) | watcher::Event::InitApply(e) => e,
+            _ => return,
+        };
+        let obj = &e.involved_object;
+        let name = obj.name.clone().unwrap_or_default();
+        if !prefixes.iter().any(|p| name.starts_with(p.as_str())) {
+            return;
+        }
+        let Some(t) = event_time(&e) else { return };
+        if t < since {
+            return;
+        }
+        let count = e.count.unwrap_or(1);
+        // One entry per (event, count): a repeated event (count 2, 3 …) shows again.
+        let id = format!("{}#{count}", e.metadata.uid.clone().or(e.metadata.name.clone()).unwrap_or_default());
+        if !self.seen.insert(id) {
+            return;
+        }
+        let info = EventInfo {
+            at_s: (t - run_start).max(0.0),
+            kind: e.type_.clone().unwrap_or_else(|| "Normal".into()),
+            reason: e.reason.clone().unwrap_or_default(),
+            object: format!("{}/{}", short_kind(obj.kind.as_deref().unwrap_or("")), name),
+            message: e.message.clone().unwrap_or_default(),
+        };
+        // Keep them in time order (watch order is not strictly time order).
+        let pos = self.events.iter().rposition(|x| x.at_s <= info.at_s).map(|i| i + 1).unwrap_or(0);
+        self.events.insert(pos, info);
+        while self.events.len() > MAX_EVENTS {
+            self.events.pop_front();
+        }
+    }
+
+    pub fn pods(&self, now: f64) -> Vec<PodInfo> {
+        self.pods.values().map(|p| pod_info(p, now)).collect()
+    }
+
+    pub fn events(&self) -> Vec<EventInfo> {
+        self.events.iter().cloned().collect()
+    }
+
+    pub fn autoscaler(&self) -> Option<AutoscalerState> {
+        self.hpa.as_ref().map(autoscaler_state)
+    }
+
+    /// (ready, total) pods, terminating ones counted in total only.
+    pub fn pod_counts(&self, now: f64) -> (u32, u32) {
+        let pods = self.pods(now);
+        (pods.iter().filter(|p| p.ready).count() as u32, pods.len() as u32)
+    }
+
+    /// Desired replicas: the HPA's, else the Deployment's spec.
+    pub fn desired(&self) -> Option<u32> {
+        if let Some(h) = &self.hpa {
+            return h.status.as_ref().map(|s| s.desired_replicas.max(0) as u32);
+        }
+        self.deployment.as_ref().and_then(|d| d.spec.as_ref()).and_then(|s| s.replicas).map(|r| r.max(0) as u32)
+    }
+
+    /// One line about watch errors, for the status line.
+    pub fn error_line(&self) -> Option<String> {
+        if self.errors.is_empty() {
+            return None;
+        }
+        Some(self.errors.iter().map(|(k, v)| format!("watch {k}: {v}")).collect::<Vec<_>>().join("; "))
+    }
+}
+
+fn lock(v: &Mutex<ClusterView>) -> std::sync::MutexGuard<'_, ClusterView> {
+    v.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+async fn drive<K, F>(name: &'static str, api: Api<K>, cfg: watcher::Config, view: Arc<Mutex<ClusterView>>, mut apply: F)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+    F: FnMut(&mut ClusterView, watcher::Event<K>) + Send,
+{
+    // The watcher re-lists and re-watches by itself; errors come out of the stream and we
+    // back off (1 s doubling to 10 s) before polling it again, so a 403 does not spin.
+    let mut stream = watcher(api, cfg).boxed();
+    let mut backoff = Duration::from_secs(1);
+    while let Some(ev) = stream.next().await {
+        match ev {
+            Ok(e) => {
+                let mut v = lock(&view);
+                v.errors.remove(name);
+                apply(&mut v, e);
+                backoff = Duration::from_secs(1);
+            }
+            Err(e) => {
+                lock(&view).errors.insert(name, super::watcher_error_text(&e));
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+/// Starts the four watchers; they run until aborted.
+pub fn spawn_watchers(
+    client: Client,
+    t: &WatchTargets,
+    view: Arc<Mutex<ClusterView>>,
+    run_start: f64,
+) -> Vec<JoinHandle<()>> {
+    let ns = t.namespace.as_str();
+    let mut hs = Vec::new();
+    let dep_cfg = watcher::Config::default().fields(&format!("metadata.name={}", t.deployment));
+    hs.push(tokio::spawn(drive(
+        "deployment",
+        Api::<Deployment>::namespaced(client.clone(), ns),
+        dep_cfg,
+        view.clone(),
+        |v, e| v.on_deployment(e),
+    )));
+    let pod_cfg = watcher::Config::default().labels(&t.pod_selector);
+    hs.push(tokio::spawn(drive("pods", Api::<Pod>::namespaced(client.clone(), ns), pod_cfg, view.clone(), |v, e| {
+        v.on_pod(e)
+    })));
+    let hpa_cfg = watcher::Config::default().fields(&format!("metadata.name={}", t.hpa));
+    hs.push(tokio::spawn(drive(
+        "hpa",
+        Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), ns),
+        hpa_cfg,
+        view.clone(),
+        |v, e| v.on_hpa(e),
+    )));
+    let prefixes = t.event_prefixes.clone();
+    // Events from a little before the run (the apply) onwards.
+    let since = run_start - 5.0;
+    hs.push(tokio::spawn(drive(
+        "events",
+        Api::<Event>::namespaced(client, ns),
+        watcher::Config::default(),
+        view,
+        move |v, e| v.on_event(e, &prefixes, since, run_start),
+    )));
+    hs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantities() {
+        assert_eq!(parse_quantity("100m"), Some(0.1));
+        assert_eq!(parse_quantity("0.1"), Some(0.1));
+        assert_eq!(parse_quantity("2k"), Some(2000.0));
+        assert_eq!(parse_quantity("1Ki"), Some(1024.0));
+        assert_eq!(parse_quantity("87500u"), Some(0.0875));
+        assert_eq!(parse_quantity("1e3"), Some(1000.0));
+        assert_eq!(parse_quantity("2E"), Some(2e18));
+        assert_eq!(parse_quantity("abc"), None);
+        assert_eq!(parse_quantity("1x"), None);
+        assert_eq!(parse_quantity(""), None);
+    }
+}

@@ -1,0 +1,648 @@
+//! The `local` backend: replicas are `rtc-demo serve` child processes on loopback ports,
+//! scaled by [`HpaController`] with the manifest's settings; load from the load engine spreads
+//! over the ready replicas (round robin). One task owns everything and publishes a snapshot
+//! every second; the console talks to it through channels only.
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio::task::JoinSet;
+
+use super::hpa::{dead_band_p95, HpaController, HpaDecision, HpaInput, HpaSpec, MetricInput, MetricKind, PodSample};
+use super::http::HttpGet;
+use super::model::*;
+use super::prom::{self, PromState};
+use crate::load::{LoadConfig, LoadEngine, LoadHandle, LoadSecond, LoadSummary};
+
+pub mod metrics;
+pub mod replica;
+
+use replica::{Phase, Replica, SpawnSpec};
+
+/// Everything the local backend needs.
+#[derive(Debug, Clone)]
+pub struct LocalConfig {
+    pub spawn: SpawnSpec,
+    pub port_base: u16,
+    /// The autoscaler (min/max already set for this machine).
+    pub hpa: HpaSpec,
+    /// `/process?pixels=…` (path and query of the target request).
+    pub path_and_query: String,
+    pub method: hyper::Method,
+    pub connections: usize,
+    pub max_inflight: usize,
+    pub timeout: Duration,
+    /// `--prometheus URL` and the p95 query.
+    pub prometheus: Option<(String, String)>,
+    /// How often the autoscaler runs (the HPA's sync period).
+    pub sync_period: Duration,
+    pub namespace: String,
+    pub deployment: String,
+    pub overlay: String,
+}
+
+pub struct LocalBackend {
+    handle: BackendHandle,
+}
+
+impl LocalBackend {
+    /// Starts the controller task (nothing is spawned until `Apply`). Needs a tokio runtime.
+    pub fn start(cfg: LocalConfig) -> Self {
+        let (snap_tx, snap) =
+            watch::channel(Arc::new(ClusterSnapshot { backend: BackendLabel::Local, ..Default::default() }));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let ctl = Controller::new(cfg, snap_tx);
+        tokio::spawn(ctl.run(rx));
+        LocalBackend { handle: BackendHandle::new("local", snap, tx) }
+    }
+}
+
+impl Backend for LocalBackend {
+    fn subscribe(&self) -> watch::Receiver<Arc<ClusterSnapshot>> {
+        self.handle.subscribe()
+    }
+    fn command(&self, cmd: BackendCommand) -> Result<(), String> {
+        self.handle.command(cmd)
+    }
+    fn shutdown(&mut self, teardown: bool) -> std::pin::Pin<Box<dyn std::future::Future<Output = Totals> + Send + '_>> {
+        Box::pin(async move {
+            let totals = self.handle.shutdown(teardown).await;
+            replica::kill_all_children();
+            totals
+        })
+    }
+}
+
+impl Drop for LocalBackend {
+    fn drop(&mut self) {
+        // Whatever happened, no replica outlives the backend.
+        replica::kill_all_children();
+    }
+}
+
+struct Scrape {
+    idx: usize,
+    pid: i32,
+    ready: Result<bool, String>,
+    metrics: Result<metrics::ReplicaMetrics, String>,
+}
+
+struct Controller {
+    cfg: LocalConfig,
+    start: Instant,
+    snap_tx: watch::Sender<Arc<ClusterSnapshot>>,
+    replicas: Vec<Replica>,
+    hpa: HpaController,
+    decision: Option<HpaDecision>,
+    last_sync: Option<Instant>,
+    load: Option<LoadHandle>,
+    seconds: Option<broadcast::Receiver<Arc<LoadSecond>>>,
+    last_second: Option<Arc<LoadSecond>>,
+    summary: Option<LoadSummary>,
+    targets: Vec<String>,
+    series: VecDeque<Sample>,
+    events: VecDeque<EventInfo>,
+    stage: usize,
+    plan_line: String,
+    prom: Option<Arc<Mutex<PromState>>>,
+    http: HttpGet,
+    status: Option<String>,
+    applied: bool,
+    metrics_ok_at: Option<Instant>,
+    metrics_error: Option<String>,
+}
+
+impl Controller {
+    fn new(cfg: LocalConfig, snap_tx: watch::Sender<Arc<ClusterSnapshot>>) -> Self {
+        let hpa = HpaController::new(cfg.hpa.clone());
+        Controller {
+            cfg,
+            start: Instant::now(),
+            snap_tx,
+            replicas: Vec::new(),
+            hpa,
+            decision: None,
+            last_sync: None,
+            load: None,
+            seconds: None,
+            last_second: None,
+            summary: None,
+            targets: Vec::new(),
+            series: VecDeque::with_capacity(SERIES_SECONDS),
+            events: VecDeque::new(),
+            stage: 0,
+            plan_line: String::new(),
+            prom: None,
+            http: HttpGet::new(),
+            status: None,
+            applied: false,
+            metrics_ok_at: None,
+            metrics_error: None,
+        }
+    }
+
+    fn now_s(&self) -> f64 {
+        self.start.elapsed().as_secs_f64()
+    }
+
+    fn event(&mut self, kind: &str, reason: &str, object: &str, message: String) {
+        let e =
+            EventInfo { at_s: self.now_s(), kind: kind.into(), reason: reason.into(), object: object.into(), message };
+        self.events.push_back(e);
+        while self.events.len() > 200 {
+            self.events.pop_front();
+        }
+    }
+
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<ControlMsg>) {
+        if let Some((url, q)) = self.cfg.prometheus.clone() {
+            self.prom = Some(prom::spawn(url, q, Duration::from_secs(1)));
+        }
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            // One sample per load-engine second (so none is doubled or skipped); before the
+            // load runs, one per tick.
+            let second = async {
+                match self.seconds.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                s = second => match s {
+                    Ok(s) => {
+                        self.last_second = Some(s);
+                        let (p95, _, _, _, _) = self.server_p95();
+                        self.record(p95);
+                        self.publish();
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => self.seconds = None,
+                },
+                _ = tick.tick() => self.tick().await,
+                m = rx.recv() => match m {
+                    Some(ControlMsg::Cmd(c)) => self.command(c).await,
+                    Some(ControlMsg::Shutdown(teardown, reply)) => {
+                        let t = self.shutdown(teardown).await;
+                        let _ = reply.send(t);
+                        return;
+                    }
+                    None => {
+                        self.shutdown(true).await;
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    fn free_port(&self, slot: u32) -> Option<u16> {
+        let used: Vec<u16> = self.replicas.iter().map(|r| r.port).collect();
+        let want = self.cfg.port_base.checked_add(slot as u16);
+        match want {
+            Some(p) if !used.contains(&p) && replica::port_free(p) => Some(p),
+            _ => replica::ephemeral_port(),
+        }
+    }
+
+    fn spawn_replica(&mut self, slot: u32, restarts: u32) {
+        let Some(port) = self.free_port(slot) else {
+            self.status = Some("no free loopback port for a replica".into());
+            return;
+        };
+        match self.cfg.spawn.spawn(slot, port, restarts) {
+            Ok(r) => {
+                let msg = format!("Started {} on 127.0.0.1:{port} (pid {})", r.name, r.pid);
+                let name = format!("pod/{}", r.name);
+                self.replicas.push(r);
+                self.event("Normal", "Started", &name, msg);
+            }
+            Err(e) => {
+                self.event("Warning", "FailedCreate", "deploy/local", e.clone());
+                self.status = Some(e);
+            }
+        }
+    }
+
+    fn next_slot(&self) -> u32 {
+        let mut s = 1;
+        while self.replicas.iter().any(|r| r.slot == s) {
+            s += 1;
+        }
+        s
+    }
+
+    fn active(&self) -> impl Iterator<Item = &Replica> {
+        self.replicas.iter().filter(|r| r.phase != Phase::Terminating)
+    }
+
+    async fn command(&mut self, c: BackendCommand) {
+        match c {
+            BackendCommand::Apply => {
+                if self.applied {
+                    return;
+                }
+                self.applied = true;
+                let n = self.cfg.hpa.min_replicas;
+                for _ in 0..n {
+                    let slot = self.next_slot();
+                    self.spawn_replica(slot, 0);
+                }
+                let cfg = LoadConfig {
+                    targets: Vec::new(),
+                    method: self.cfg.method.clone(),
+                    connections: self.cfg.connections,
+                    timeout: self.cfg.timeout,
+                    max_inflight: self.cfg.max_inflight,
+                    plan: crate::load::RatePlan::Constant { rps: 0.0 },
+                    ..Default::default()
+                };
+                match LoadEngine::start(cfg) {
+                    Ok(h) => {
+                        self.seconds = Some(h.subscribe());
+                        self.load = Some(h);
+                    }
+                    Err(e) => self.status = Some(format!("load engine: {e}")),
+                }
+            }
+            BackendCommand::StartStage { index, plan } => {
+                self.stage = index;
+                self.plan_line = load_line(&plan, &self.cfg.path_and_query);
+                if let Some(h) = &self.load {
+                    h.set_scale(1.0);
+                    h.resume();
+                    if let Err(e) = h.set_plan(plan) {
+                        self.status = Some(format!("load plan: {e}"));
+                    }
+                }
+            }
+            BackendCommand::Pause => {
+                if let Some(h) = &self.load {
+                    h.pause();
+                }
+            }
+            BackendCommand::Resume => {
+                if let Some(h) = &self.load {
+                    h.resume();
+                }
+            }
+            BackendCommand::ScaleLoad(f) => {
+                if let Some(h) = &self.load {
+                    h.scale(f);
+                }
+            }
+            BackendCommand::Stop => self.stop_load().await,
+            BackendCommand::Teardown => self.kill_replicas(),
+        }
+    }
+
+    async fn stop_load(&mut self) {
+        if let Some(h) = self.load.take() {
+            // Stop within a second whatever: a slow stop is abandoned (dropping stops it too).
+            if let Ok(s) = tokio::time::timeout(Duration::from_millis(800), h.stop()).await {
+                self.summary = Some(s);
+            }
+        }
+    }
+
+    fn kill_replicas(&mut self) {
+        for r in self.replicas.iter_mut() {
+            replica::kill(r);
+        }
+        self.replicas.clear();
+    }
+
+    async fn shutdown(&mut self, _teardown: bool) -> Totals {
+        // Kill replicas first: requests on the wire fail at once, so the load stops fast.
+        self.kill_replicas();
+        self.stop_load().await;
+        self.publish();
+        self.summary.take()
+    }
+
+    async fn scrape(&mut self) {
+        let mut set = JoinSet::new();
+        for (idx, r) in self.replicas.iter().enumerate() {
+            let http = self.http.clone();
+            let base = r.base_url();
+            let pid = r.pid;
+            set.spawn(async move {
+                let t = Duration::from_millis(700);
+                let ready = http.get(&format!("{base}/readyz"), t).await.map(|(c, _)| c == 200);
+                let metrics = match http.get(&format!("{base}/metrics"), t).await {
+                    Ok((200, body)) => Ok(metrics::parse(&body)),
+                    Ok((c, _)) => Err(format!("/metrics answered {c}")),
+                    Err(e) => Err(e),
+                };
+                Scrape { idx, pid, ready, metrics }
+            });
+        }
+        let mut any_ok = false;
+        let mut last_err = None;
+        let mut became_ready = Vec::new();
+        while let Some(Ok(s)) = set.join_next().await {
+            let Some(r) = self.replicas.get_mut(s.idx) else { continue };
+            if r.pid != s.pid {
+                continue;
+            }
+            let ready = matches!(s.ready, Ok(true)) && r.phase != Phase::Terminating;
+            if ready && !r.ready {
+                became_ready.push((r.name.clone(), r.created.elapsed().as_secs_f64()));
+            }
+            r.ready = ready;
+            if ready {
+                r.phase = Phase::Running;
+            }
+            match s.metrics {
+                Ok(m) => {
+                    any_ok = true;
+                    r.weight = match r.last_requests {
+                        Some(prev) => (m.process_requests - prev).max(0.0),
+                        None => 0.0,
+                    };
+                    r.last_requests = Some(m.process_requests);
+                    r.p95_s = m.p95_s;
+                    r.scrape_error = None;
+                }
+                Err(e) => {
+                    r.scrape_error = Some(e.clone());
+                    r.p95_s = None;
+                    last_err = Some(e);
+                }
+            }
+        }
+        for (name, secs) in became_ready {
+            self.event(
+                "Normal",
+                "Ready",
+                &format!("pod/{name}"),
+                format!("{name} ready after {secs:.1}s (/readyz 200)"),
+            );
+        }
+        if any_ok {
+            self.metrics_ok_at = Some(Instant::now());
+            self.metrics_error = None;
+        } else if !self.replicas.is_empty() {
+            self.metrics_error = last_err;
+        }
+    }
+
+    fn reap(&mut self) {
+        let mut died = Vec::new();
+        let mut gone = Vec::new();
+        for (i, r) in self.replicas.iter_mut().enumerate() {
+            if let Some(how) = replica::exited(r) {
+                if r.phase == Phase::Terminating {
+                    gone.push(i);
+                } else {
+                    died.push((i, r.slot, r.restarts, r.name.clone(), how));
+                }
+            } else if r.phase == Phase::Terminating
+                && r.terminating_since.is_some_and(|t| t.elapsed() > Duration::from_secs(15))
+            {
+                replica::kill(r);
+                gone.push(i);
+            }
+        }
+        let mut remove: Vec<usize> = gone.into_iter().chain(died.iter().map(|d| d.0)).collect();
+        remove.sort_unstable();
+        for i in remove.into_iter().rev() {
+            self.replicas.remove(i);
+        }
+        for (_, slot, restarts, name, how) in died {
+            self.event(
+                "Warning",
+                "BackOff",
+                &format!("pod/{name}"),
+                format!("{name} exited ({how}); starting a replacement"),
+            );
+            self.status = Some(format!("{name} died ({how}); replaced"));
+            self.spawn_replica(slot, restarts + 1);
+        }
+    }
+
+    fn server_p95(&self) -> (Option<f64>, bool, String, Option<f64>, Option<String>) {
+        if let Some(p) = &self.prom {
+            let s = p.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let stale = s.stale(Duration::from_secs(5));
+            let url = self.cfg.prometheus.as_ref().map(|x| x.0.clone()).unwrap_or_default();
+            let age = s.last_ok.map(|t| t.elapsed().as_secs_f64());
+            return (if stale { None } else { s.value }, stale, format!("prometheus {url}"), age, s.error);
+        }
+        let parts: Vec<(Option<f64>, f64)> = self.active().filter(|r| r.ready).map(|r| (r.p95_s, r.weight)).collect();
+        let stale =
+            !self.replicas.is_empty() && self.metrics_ok_at.is_none_or(|t| t.elapsed() > Duration::from_secs(5));
+        let age = self.metrics_ok_at.map(|t| t.elapsed().as_secs_f64());
+        (
+            if stale { None } else { metrics::combine_p95(&parts) },
+            stale,
+            "replica /metrics".into(),
+            age,
+            self.metrics_error.clone(),
+        )
+    }
+
+    fn autoscale(&mut self, p95: Option<f64>) {
+        if !self.applied {
+            return;
+        }
+        if self.last_sync.is_some_and(|t| t.elapsed() < self.cfg.sync_period) {
+            return;
+        }
+        self.last_sync = Some(Instant::now());
+        let current = self.active().count() as u32;
+        let ready = self.active().filter(|r| r.ready).count() as u32;
+        let target = self.cfg.hpa.target;
+        // A Pods/AverageValue metric (the latency-adapter manifest) averages each pod's p95,
+        // each through the dead band as the adapter rule does; a Value metric (or a
+        // Prometheus source) takes the one workload-wide p95.
+        let metric = if self.cfg.hpa.metric_kind == MetricKind::AverageValue && self.prom.is_none() {
+            MetricInput::PerPod(
+                self.active()
+                    .map(|r| PodSample {
+                        ready: r.ready,
+                        value: if r.scrape_error.is_some() {
+                            None
+                        } else {
+                            Some(dead_band_p95(r.p95_s.unwrap_or(0.0), target))
+                        },
+                    })
+                    .collect(),
+            )
+        } else {
+            MetricInput::Value(p95.map(|v| dead_band_p95(v, target)))
+        };
+        let input = HpaInput { now_s: self.now_s(), current_replicas: current, ready_replicas: ready, metric };
+        let d = self.hpa.reconcile(&input);
+        if d.desired > current {
+            for _ in current..d.desired {
+                let slot = self.next_slot();
+                self.spawn_replica(slot, 0);
+            }
+        } else if d.desired < current {
+            // Like a ReplicaSet: not-ready pods go first, then the newest.
+            let mut order: Vec<usize> =
+                (0..self.replicas.len()).filter(|&i| self.replicas[i].phase != Phase::Terminating).collect();
+            order.sort_by_key(|&i| (self.replicas[i].ready, std::cmp::Reverse(self.replicas[i].created)));
+            let mut stopped = Vec::new();
+            for &i in order.iter().take((current - d.desired) as usize) {
+                replica::terminate(&mut self.replicas[i]);
+                stopped.push(self.replicas[i].name.clone());
+            }
+            for n in stopped {
+                self.event("Normal", "Killing", &format!("pod/{n}"), format!("Stopping {n} (SIGTERM, draining)"));
+            }
+        }
+        if let Some(reason) = &d.rescale_reason {
+            let msg = format!("New size: {}; reason: {reason}", d.desired);
+            self.event("Normal", "SuccessfulRescale", &format!("hpa/{}", self.cfg.hpa.name), msg);
+        }
+        self.decision = Some(d);
+    }
+
+    fn update_targets(&mut self) {
+        let targets: Vec<String> =
+            self.active().filter(|r| r.ready).map(|r| format!("{}{}", r.base_url(), self.cfg.path_and_query)).collect();
+        if targets != self.targets {
+            if let Some(h) = &self.load {
+                let uris: Vec<hyper::Uri> = targets.iter().filter_map(|t| t.parse().ok()).collect();
+                if let Err(e) = h.set_targets(&uris) {
+                    self.status = Some(format!("load targets: {e}"));
+                }
+            }
+            self.targets = targets;
+        }
+    }
+
+    async fn tick(&mut self) {
+        self.reap();
+        if !self.replicas.is_empty() {
+            self.scrape().await;
+        }
+        self.update_targets();
+        let (p95, _, _, _, _) = self.server_p95();
+        self.autoscale(p95);
+        if self.seconds.is_none() {
+            self.record(p95);
+        }
+        self.publish();
+    }
+
+    fn record(&mut self, p95: Option<f64>) {
+        let ls = self.last_second.as_deref();
+        let pct = |p: &crate::load::Percentiles| if p.count > 0 { Some(p.p95_ms / 1000.0) } else { None };
+        let paused = self.load.as_ref().is_some_and(|h| h.is_paused());
+        let mut t_s = self.now_s().round();
+        if let Some(prev) = self.series.back() {
+            if t_s <= prev.t_s {
+                t_s = prev.t_s + 1.0;
+            }
+        }
+        let sample = Sample {
+            t_s,
+            pods_ready: self.active().filter(|r| r.ready).count() as u32,
+            pods_total: self.replicas.len() as u32,
+            desired: self.decision.as_ref().map(|d| d.desired).unwrap_or(self.cfg.hpa.min_replicas),
+            p95_server_s: p95,
+            p95_client_s: ls.and_then(|s| pct(&s.corrected)),
+            p95_client_uncorrected_s: ls.and_then(|s| pct(&s.uncorrected)),
+            offered_rps: if paused { 0.0 } else { ls.map(|s| s.offered_rps).unwrap_or(0.0) },
+            achieved_rps: ls.map(|s| s.achieved_rps).unwrap_or(0.0),
+            errors: ls.map(|s| s.status.errors()).unwrap_or(0),
+            shed: ls.map(|s| s.status.shed_503).unwrap_or(0),
+            dropped: ls.map(|s| s.dropped).unwrap_or(0),
+            gpu_util: None,
+            stage: self.stage,
+        };
+        if self.series.len() >= SERIES_SECONDS {
+            self.series.pop_front();
+        }
+        self.series.push_back(sample);
+    }
+
+    fn publish(&mut self) {
+        let (_, stale, source, age, err) = self.server_p95();
+        let spec = &self.cfg.hpa;
+        let autoscaler = Some(AutoscalerState {
+            name: spec.name.clone(),
+            current: self.active().count() as u32,
+            desired: self.decision.as_ref().map(|d| d.desired).unwrap_or(spec.min_replicas),
+            min: spec.min_replicas,
+            max: spec.max_replicas,
+            metric_name: spec.metric_name.clone(),
+            metric_value: self.decision.as_ref().and_then(|d| d.metric_value),
+            target: spec.target,
+            unit: "s".into(),
+            conditions: self
+                .decision
+                .as_ref()
+                .map(|d| {
+                    d.conditions
+                        .iter()
+                        .map(|c| ConditionInfo {
+                            kind: c.kind.into(),
+                            status: c.status,
+                            reason: c.reason.into(),
+                            message: c.message.clone(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+        });
+        let pods = self
+            .replicas
+            .iter()
+            .map(|r| PodInfo {
+                name: r.name.clone(),
+                phase: r.phase.as_str().into(),
+                ready: r.ready,
+                node: format!("localhost:{}", r.port),
+                age_s: r.created.elapsed().as_secs(),
+                restarts: r.restarts,
+            })
+            .collect();
+        let ns = &self.cfg.namespace;
+        // Most useful first: what to watch, then the load, then how it was applied.
+        let mut kubectl =
+            vec![format!("kubectl -n {ns} get hpa,pods -w"), format!("kubectl -n {ns} describe hpa {}", spec.name)];
+        if !self.plan_line.is_empty() {
+            kubectl.push(self.plan_line.clone());
+        }
+        kubectl.push(format!("kubectl -n {ns} get events --field-selector reason=SuccessfulRescale"));
+        kubectl.push(format!("kubectl apply --server-side --field-manager=rtc-demo -k {}", self.cfg.overlay));
+        let snap = ClusterSnapshot {
+            at_s: self.now_s(),
+            backend: BackendLabel::Local,
+            pods,
+            autoscaler,
+            events: self.events.iter().cloned().collect(),
+            series: self.series.iter().cloned().collect(),
+            staleness: Staleness {
+                metrics_source: source,
+                metrics_stale: stale,
+                metrics_age_s: age,
+                metrics_error: err,
+                load_stale: false,
+            },
+            kubectl,
+            status: self.status.clone(),
+            stage: None,
+            done: false,
+        };
+        let _ = self.snap_tx.send(Arc::new(snap));
+    }
+}
+
+/// The `rtc-demo load` command equivalent to a stage's plan (shown in the kubectl panel).
+pub fn load_line(plan: &RatePlan, path_and_query: &str) -> String {
+    let url = format!("http://$SERVICE{path_and_query}");
+    match plan {
+        RatePlan::Constant { rps } => format!("rtc-demo load -q {rps:.0} '{url}'"),
+        RatePlan::Ramp { from, to, over } => {
+            format!("rtc-demo load -q {from:.0}..{to:.0} --ramp {}s '{url}'", over.as_secs())
+        }
+        RatePlan::Concurrency { workers } => format!("rtc-demo load --concurrency {workers} '{url}'"),
+    }
+}

@@ -1,0 +1,275 @@
+//! What the console shows, as immutable snapshots, and the interface every backend implements.
+//!
+//! A backend (local child processes, a Kubernetes cluster, a recorded report) publishes an
+//! `Arc<ClusterSnapshot>` through a `tokio::sync::watch` channel about once per second and
+//! takes [`BackendCommand`]s. The UI, the headless printer and the report writer only ever
+//! see snapshots, so none of them knows which backend produced them.
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, watch};
+
+pub use crate::load::RatePlan;
+
+/// How many seconds of series a snapshot carries (the charts show "the last minutes").
+pub const SERIES_SECONDS: usize = 600;
+
+/// Which backend a snapshot comes from; shown in the header.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum BackendLabel {
+    #[default]
+    Local,
+    Replay,
+    Kube {
+        context: String,
+        namespace: String,
+    },
+}
+
+impl BackendLabel {
+    pub fn text(&self) -> String {
+        match self {
+            BackendLabel::Local => "LOCAL".into(),
+            BackendLabel::Replay => "REPLAY".into(),
+            BackendLabel::Kube { context, namespace } => format!("{context}/{namespace}"),
+        }
+    }
+}
+
+/// One pod (a child process for the local backend).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct PodInfo {
+    pub name: String,
+    /// Pending | Running | Terminating | Failed | Succeeded
+    pub phase: String,
+    pub ready: bool,
+    pub node: String,
+    pub age_s: u64,
+    pub restarts: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ConditionInfo {
+    pub kind: String,
+    pub status: bool,
+    pub reason: String,
+    pub message: String,
+}
+
+/// The autoscaler as `kubectl describe hpa` would show it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct AutoscalerState {
+    pub name: String,
+    pub current: u32,
+    pub desired: u32,
+    pub min: u32,
+    pub max: u32,
+    pub metric_name: String,
+    /// Metric value as the autoscaler saw it (after the dead band), in `unit`s.
+    pub metric_value: Option<f64>,
+    pub target: f64,
+    /// "s" for latency metrics (shown in ms).
+    pub unit: String,
+    pub conditions: Vec<ConditionInfo>,
+}
+
+impl AutoscalerState {
+    pub fn pinned_at_max(&self) -> bool {
+        self.max > 0 && self.current >= self.max && self.desired >= self.max
+    }
+}
+
+/// A Kubernetes-style event (SuccessfulRescale, Started, Killing, Unhealthy, ...).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct EventInfo {
+    /// Seconds since the run started.
+    pub at_s: f64,
+    /// Normal | Warning
+    pub kind: String,
+    pub reason: String,
+    pub object: String,
+    pub message: String,
+}
+
+/// One second of the run: every series the charts and the report need.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Sample {
+    /// Seconds since the run started.
+    pub t_s: f64,
+    pub pods_ready: u32,
+    pub pods_total: u32,
+    pub desired: u32,
+    /// Server-side p95 (replica metrics or Prometheus), seconds; None when unknown or stale.
+    pub p95_server_s: Option<f64>,
+    /// Client-side p95, coordinated-omission corrected, seconds.
+    pub p95_client_s: Option<f64>,
+    /// Client-side p95 measured from the actual send time (uncorrected), seconds.
+    pub p95_client_uncorrected_s: Option<f64>,
+    pub offered_rps: f64,
+    pub achieved_rps: f64,
+    /// Errors in this second (timeouts, connect errors, 5xx other than shed).
+    pub errors: u64,
+    /// 503 answers (load shedding) in this second.
+    pub shed: u64,
+    /// Requests the client could not send in time (open-loop shortfall).
+    pub dropped: u64,
+    pub gpu_util: Option<f64>,
+    /// Stage index (0-based) running at this second.
+    pub stage: usize,
+}
+
+/// Data freshness: shown as "stale" on screen when a source stops answering.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Staleness {
+    /// Where server-side latency comes from ("replica /metrics", "prometheus URL").
+    pub metrics_source: String,
+    pub metrics_stale: bool,
+    /// Seconds since the source last answered.
+    pub metrics_age_s: Option<f64>,
+    /// The last error from the source (short).
+    pub metrics_error: Option<String>,
+    pub load_stale: bool,
+}
+
+/// The running stage as the console shows it (from the director, or recorded in a replay).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct StageView {
+    pub index: usize,
+    pub count: usize,
+    pub name: String,
+    pub elapsed_s: f64,
+    pub duration_s: f64,
+    pub manual: bool,
+    pub notes: String,
+    pub next_name: Option<String>,
+    /// Human description of the load plan ("ramp 5→40 rps", "40 rps ×1.1").
+    pub load_desc: String,
+    pub paused: bool,
+    pub finished: bool,
+}
+
+/// Everything a backend knows at one moment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ClusterSnapshot {
+    /// Seconds since the run started.
+    pub at_s: f64,
+    pub backend: BackendLabel,
+    pub pods: Vec<PodInfo>,
+    pub autoscaler: Option<AutoscalerState>,
+    /// Most recent last; bounded.
+    pub events: Vec<EventInfo>,
+    /// One sample per second, oldest first, at most `SERIES_SECONDS`.
+    pub series: Vec<Sample>,
+    pub staleness: Staleness,
+    /// The kubectl commands equivalent to what the backend is doing/showing.
+    pub kubectl: Vec<String>,
+    /// A one-line status (errors from the backend, e.g. "replica 3 died; replacing").
+    pub status: Option<String>,
+    /// Set by backends that carry their own stage (replay); the director's otherwise.
+    pub stage: Option<StageView>,
+    /// The backend has finished (replay at its end, or stopped).
+    pub done: bool,
+}
+
+impl ClusterSnapshot {
+    pub fn last(&self) -> Option<&Sample> {
+        self.series.last()
+    }
+}
+
+/// A human description of a load plan ("ramp 5→150 rps/30s ×1.10").
+pub fn describe_plan(plan: &RatePlan, scale: f64) -> String {
+    let sc = if (scale - 1.0).abs() > 1e-9 { format!(" ×{scale:.2}") } else { String::new() };
+    match plan {
+        RatePlan::Constant { rps } if *rps == 0.0 => "idle (0 rps)".into(),
+        RatePlan::Constant { rps } => format!("{rps:.0} rps{sc}"),
+        RatePlan::Ramp { from, to, over } => format!("ramp {from:.0}→{to:.0} rps/{:.0}s{sc}", over.as_secs_f64()),
+        RatePlan::Concurrency { workers } => format!("{workers} closed-loop workers{sc}"),
+    }
+}
+
+/// What the console asks a backend to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BackendCommand {
+    /// Apply the manifests / start the replicas (idempotent).
+    Apply,
+    /// A new stage starts with this plan (load restarts from the plan's beginning).
+    StartStage {
+        index: usize,
+        plan: RatePlan,
+    },
+    Pause,
+    Resume,
+    /// Multiply the offered rate by this factor (1.1 for "+", 1/1.1 for "-").
+    ScaleLoad(f64),
+    /// Stop the load at once (quitting).
+    Stop,
+    /// Remove what Apply created (only with `--teardown`).
+    Teardown,
+}
+
+/// What a backend hands back when it shuts down: the load engine's cumulative summary
+/// (None when there was no load, or for a replay).
+pub type Totals = Option<crate::load::LoadSummary>;
+
+/// A source of cluster snapshots that takes commands. The UI never knows which one it has.
+pub trait Backend: Send {
+    /// Snapshots, newest wins (about one per second).
+    fn subscribe(&self) -> watch::Receiver<Arc<ClusterSnapshot>>;
+    /// Queue a command; never blocks. Errors say why (e.g. the backend has shut down).
+    fn command(&self, cmd: BackendCommand) -> Result<(), String>;
+    /// Stop everything the backend started (load within 1 s, child processes), and wait for it.
+    /// With `teardown`, also remove applied resources. Idempotent.
+    fn shutdown(&mut self, teardown: bool) -> std::pin::Pin<Box<dyn std::future::Future<Output = Totals> + Send + '_>>;
+}
+
+/// What a backend's controller task receives from its `BackendHandle`.
+pub enum ControlMsg {
+    Cmd(BackendCommand),
+    /// Stop (with teardown or not) and answer with the load totals.
+    Shutdown(bool, oneshot::Sender<Totals>),
+}
+
+/// The `Backend` of a backend that runs as a controller task: snapshots come out through a
+/// watch channel, commands go in through `ControlMsg`s, and shutdown happens once.
+pub struct BackendHandle {
+    name: &'static str,
+    snap: watch::Receiver<Arc<ClusterSnapshot>>,
+    tx: mpsc::UnboundedSender<ControlMsg>,
+    finished: Option<Totals>,
+}
+
+impl BackendHandle {
+    /// `name` appears in errors ("the local backend has shut down").
+    pub fn new(
+        name: &'static str,
+        snap: watch::Receiver<Arc<ClusterSnapshot>>,
+        tx: mpsc::UnboundedSender<ControlMsg>,
+    ) -> Self {
+        BackendHandle { name, snap, tx, finished: None }
+    }
+}
+
+impl Backend for BackendHandle {
+    fn subscribe(&self) -> watch::Receiver<Arc<ClusterSnapshot>> {
+        self.snap.clone()
+    }
+    fn command(&self, cmd: BackendCommand) -> Result<(), String> {
+        self.tx.send(ControlMsg::Cmd(cmd)).map_err(|_| format!("the {} backend has shut down", self.name))
+    }
+    fn shutdown(&mut self, teardown: bool) -> std::pin::Pin<Box<dyn std::future::Future<Output = Totals> + Send + '_>> {
+        Box::pin(async move {
+            if let Some(t) = &self.finished {
+                return t.clone();
+            }
+            let (otx, orx) = oneshot::channel();
+            let totals = if self.tx.send(ControlMsg::Shutdown(teardown, otx)).is_ok() {
+                orx.await.unwrap_or(None)
+            } else {
+                None
+            };
+            self.finished = Some(totals.clone());
+            totals
+        })
+    }
+}

@@ -1,0 +1,663 @@
+//! Ties backend, director, UI/headless printer and report together. The backend publishes
+//! snapshots on a watch channel, key presses arrive from an input thread on an mpsc channel,
+//! and the loop here aggregates them at a fixed frame rate.
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+
+use super::director::{Director, StageDef};
+use super::hpa::HpaSpec;
+use super::keymap::Action;
+use super::local::replica::{self, SpawnSpec};
+use super::local::{LocalBackend, LocalConfig};
+use super::model::*;
+use super::replay::ReplayBackend;
+use super::report::{self, Recorder, Summary};
+use super::ui::{self, App, UiEvent, Verdict};
+use super::{BackendKind, ConductArgs};
+use crate::load::Threshold;
+use crate::scenario::Scenario;
+
+pub const DEFAULT_SCENARIO: &str = "scenarios/rehearsal.toml";
+pub const DEFAULT_HPA: &str = "manifests/autoscaling/latency-adapter/hpa.yaml";
+
+/// UTC `YYYYmmdd-HHMMSS` for report folder names.
+pub fn utc_stamp(unix: u64) -> String {
+    let days = (unix / 86_400) as i64;
+    let rem = unix % 86_400;
+    // civil_from_days (H. Hinnant)
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + (m <= 2) as i64;
+    format!("{y:04}{m:02}{d:02}-{:02}{:02}{:02}", rem / 3600, rem / 60 % 60, rem % 60)
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Everything a run needs besides the backend.
+struct Session {
+    backend: Box<dyn Backend>,
+    director: Option<Director>,
+    recorder: Recorder,
+    report_dir: Option<PathBuf>,
+    scenario: String,
+    slo_s: f64,
+    thresholds: Vec<Threshold>,
+    stages: Vec<report::StageSummary>,
+    hpa: report::HpaSummary,
+    started_unix: u64,
+    started: Instant,
+    min_ready: u32,
+    begin_deadline: Instant,
+    snap: Arc<ClusterSnapshot>,
+    last_printed: f64,
+    /// `--teardown`: remove what was applied when the console ends.
+    teardown: bool,
+}
+
+impl Session {
+    /// A session running `sc` on `backend`; the first replica must be ready within `begin_within`.
+    fn new(
+        backend: Box<dyn Backend>,
+        sc: &Scenario,
+        hpa: &HpaSpec,
+        report_dir: Option<PathBuf>,
+        args: &ConductArgs,
+        started_unix: u64,
+        begin_within: Duration,
+    ) -> Session {
+        Session {
+            snap: backend.subscribe().borrow().clone(),
+            backend,
+            director: Some(Director::new(StageDef::from_scenario(sc), args.headless)),
+            recorder: Recorder::default(),
+            report_dir,
+            scenario: sc.name.clone(),
+            slo_s: sc.slo.p95.as_secs_f64(),
+            thresholds: sc.thresholds.clone(),
+            stages: sc
+                .stages
+                .iter()
+                .map(|s| report::StageSummary {
+                    name: s.name.clone(),
+                    duration_s: s.duration.as_secs_f64(),
+                    manual: s.advance == crate::scenario::Advance::Manual,
+                    notes: s.notes.trim().into(),
+                })
+                .collect(),
+            hpa: report::HpaSummary {
+                name: hpa.name.clone(),
+                min: hpa.min_replicas,
+                max: hpa.max_replicas,
+                metric: hpa.metric_name.clone(),
+                target: hpa.target,
+                scale_up_window_s: hpa.scale_up.stabilization_window_seconds,
+                scale_down_window_s: hpa.scale_down.stabilization_window_seconds,
+            },
+            started_unix,
+            started: Instant::now(),
+            min_ready: hpa.min_replicas,
+            begin_deadline: Instant::now() + begin_within,
+            last_printed: -1.0,
+            teardown: args.teardown,
+        }
+    }
+
+    fn send(&self, cmds: Vec<BackendCommand>) {
+        for c in cmds {
+            if let Err(e) = self.backend.command(c) {
+                eprintln!("rtc-demo conduct: {e}");
+            }
+        }
+    }
+
+    /// Takes the newest snapshot; begins the first stage once the replicas are ready.
+    fn observe(&mut self, snap: Arc<ClusterSnapshot>) {
+        self.snap = snap;
+        if self.director.is_some() {
+            let names: Vec<String> = self.stages.iter().map(|s| s.name.clone()).collect();
+            self.recorder.observe(&self.snap, |i| names.get(i).cloned().unwrap_or_default());
+        }
+        let now = Instant::now();
+        let ready = self.snap.pods.iter().filter(|p| p.ready).count() as u32;
+        let begin = match &self.director {
+            Some(d) if !d.begun() => ready >= self.min_ready || now >= self.begin_deadline,
+            _ => false,
+        };
+        if begin {
+            let cmds = self.director.as_mut().map(|d| d.begin(now, &self.snap)).unwrap_or_default();
+            self.send(cmds);
+        }
+    }
+
+    fn tick(&mut self) {
+        let now = Instant::now();
+        let cmds = match self.director.as_mut() {
+            Some(d) => d.tick(now, &self.snap),
+            None => Vec::new(),
+        };
+        self.send(cmds);
+    }
+
+    fn act(&mut self, a: Action) {
+        let now = Instant::now();
+        match self.director.as_mut() {
+            Some(d) => {
+                let cmds = d.act(a, now, &self.snap);
+                self.send(cmds);
+            }
+            None => {
+                // replay: p pauses playback, space/←/r/b seek by stage
+                let cur = self.snap.stage.as_ref().map(|s| s.index).unwrap_or(0);
+                let paused = self.snap.stage.as_ref().is_some_and(|s| s.paused);
+                let cmd = match a {
+                    Action::TogglePause => Some(if paused { BackendCommand::Resume } else { BackendCommand::Pause }),
+                    Action::NextStage => {
+                        Some(BackendCommand::StartStage { index: cur + 1, plan: RatePlan::Constant { rps: 0.0 } })
+                    }
+                    Action::PrevStage => Some(BackendCommand::StartStage {
+                        index: cur.saturating_sub(1),
+                        plan: RatePlan::Constant { rps: 0.0 },
+                    }),
+                    Action::RestartStage => {
+                        Some(BackendCommand::StartStage { index: cur, plan: RatePlan::Constant { rps: 0.0 } })
+                    }
+                    Action::Baseline => {
+                        Some(BackendCommand::StartStage { index: 0, plan: RatePlan::Constant { rps: 0.0 } })
+                    }
+                    _ => None,
+                };
+                if let Some(c) = cmd {
+                    let _ = self.backend.command(c);
+                }
+            }
+        }
+    }
+
+    fn stage_view(&self) -> StageView {
+        match (&self.snap.stage, &self.director) {
+            (Some(s), _) => s.clone(),
+            (None, Some(d)) => d.view(Instant::now()),
+            _ => StageView::default(),
+        }
+    }
+
+    fn finished(&self) -> bool {
+        match &self.director {
+            Some(d) => d.finished,
+            None => self.snap.done,
+        }
+    }
+
+    /// The one-line-per-second headless output: one line for every second not printed yet.
+    fn headless_lines(&mut self) -> Vec<String> {
+        let view = self.stage_view();
+        let newest = self.snap.series.last().map(|s| s.t_s).unwrap_or(-1.0);
+        let fresh: Vec<Sample> = self.snap.series.iter().filter(|s| s.t_s > self.last_printed).cloned().collect();
+        let mut out = Vec::new();
+        for s in fresh {
+            self.last_printed = s.t_s;
+            let latest = s.t_s >= newest;
+            let (idx, name) = if latest || self.director.is_some() {
+                (view.index, view.name.clone())
+            } else {
+                (s.stage, self.stages.get(s.stage).map(|x| x.name.clone()).unwrap_or_default())
+            };
+            let timing = if latest {
+                format!("{:>5.0}/{:<4.0}s", view.elapsed_s, view.duration_s)
+            } else {
+                format!("{:>11}", "")
+            };
+            out.push(self.line(&s, idx, view.count.max(self.stages.len()), &name, &timing));
+        }
+        out
+    }
+
+    fn line(&self, s: &Sample, idx: usize, count: usize, name: &str, timing: &str) -> String {
+        let ms = |v: Option<f64>| v.map(|x| format!("{:>5.0}ms", x * 1000.0)).unwrap_or_else(|| "    —  ".into());
+        let stale = if self.snap.staleness.metrics_stale { " STALE" } else { "" };
+        let label = self.snap.backend.text();
+        format!(
+            "[{label} {:>4.0}s] stage {}/{} {:<10} {timing} | offered {:>6.1} achieved {:>6.1} rps | p95 server {}{stale} client {} | pods ready {}/{} desired {} | err {} shed {} dropped {}",
+            s.t_s,
+            idx + 1,
+            count.max(1),
+            name,
+            s.offered_rps,
+            s.achieved_rps,
+            ms(s.p95_server_s),
+            ms(s.p95_client_s),
+            s.pods_ready,
+            s.pods_total,
+            s.desired,
+            s.errors,
+            s.shed,
+            s.dropped
+        )
+    }
+
+    fn summary(&self, totals: &Totals, thresholds: &[Verdict], expectations: &[Verdict]) -> Summary {
+        let rows = &self.recorder.rows;
+        Summary {
+            scenario: self.scenario.clone(),
+            backend: self.snap.backend.text(),
+            started_unix_s: self.started_unix,
+            duration_s: self.started.elapsed().as_secs_f64().round(),
+            slo_p95_ms: self.slo_s * 1000.0,
+            hpa: self.hpa.clone(),
+            stages: self.stages.clone(),
+            load: totals.as_ref().and_then(|t| serde_json::to_value(t).ok()),
+            thresholds: thresholds.iter().map(Into::into).collect(),
+            expectations: expectations.iter().map(Into::into).collect(),
+            passed: thresholds.iter().all(|v| v.ok),
+            max_ready: rows.iter().map(|r| r.sample.pods_ready).max().unwrap_or(0),
+            scale_events: self.recorder.all_events.iter().filter(|e| e.reason == "SuccessfulRescale").count(),
+            events: self.recorder.all_events.clone(),
+        }
+    }
+
+    fn verdicts(&self, totals: &Totals) -> Vec<Verdict> {
+        self.thresholds
+            .iter()
+            .map(|t| match totals {
+                Some(s) => {
+                    let r = t.evaluate(s);
+                    Verdict { text: r.to_string(), ok: r.passed }
+                }
+                None => Verdict { text: format!("✗ {} (no load was measured)", t.source), ok: false },
+            })
+            .collect()
+    }
+
+    fn write_report(&self, totals: &Totals) -> Option<Result<PathBuf, String>> {
+        let dir = self.report_dir.as_ref()?;
+        let th = self.verdicts(totals);
+        let ex = self.director.as_ref().map(|d| d.verdicts.clone()).unwrap_or_default();
+        Some(report::write(dir, &self.recorder.rows, &self.summary(totals, &th, &ex)).map(|_| dir.clone()))
+    }
+}
+
+/// Prints a line to stdout; a closed stdout (a pipe whose reader left) is not an error.
+fn out(line: &str) {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    let _ = writeln!(o, "{line}");
+    let _ = o.flush();
+}
+
+fn install_panic_hook() {
+    let prev = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        replica::kill_all_children();
+        prev(info);
+    }));
+}
+
+fn resolve_backend(args: &ConductArgs) -> Result<BackendKind, String> {
+    match (args.backend, &args.replay) {
+        (Some(BackendKind::Replay), None) => Err("--backend replay needs --replay DIR (a report folder)".into()),
+        (Some(BackendKind::Local), Some(_)) => {
+            Err("--replay DIR plays a report back: use it without --backend local".into())
+        }
+        (Some(k), _) => Ok(k),
+        (None, Some(_)) => Ok(BackendKind::Replay),
+        (None, None) => Ok(if super::kube::cluster_configured(args.kubeconfig.as_deref()) {
+            BackendKind::Kube
+        } else {
+            BackendKind::Local
+        }),
+    }
+}
+
+pub fn main(args: ConductArgs) -> Result<ExitCode, String> {
+    let kind = resolve_backend(&args)?;
+    if !(args.replay_speed.is_finite() && args.replay_speed > 0.0) {
+        return Err(format!("--replay-speed {}: expected a number > 0", args.replay_speed));
+    }
+    install_panic_hook();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    let r = rt.block_on(run(args, kind));
+    rt.shutdown_timeout(Duration::from_millis(300));
+    replica::kill_all_children();
+    r
+}
+
+async fn run(args: ConductArgs, kind: BackendKind) -> Result<ExitCode, String> {
+    let started_unix = unix_now();
+    let session = match kind {
+        BackendKind::Replay => {
+            let dir = args.replay.clone().unwrap_or_default();
+            let rep = report::read(&dir)?;
+            let summary = rep.summary.clone();
+            let backend = Box::new(ReplayBackend::start(rep, args.replay_speed));
+            Session {
+                snap: backend.subscribe().borrow().clone(),
+                backend,
+                director: None,
+                recorder: Recorder::default(),
+                report_dir: None,
+                scenario: format!("{} (replay)", summary.scenario),
+                slo_s: summary.slo_p95_ms / 1000.0,
+                thresholds: Vec::new(),
+                stages: summary.stages.clone(),
+                hpa: summary.hpa.clone(),
+                started_unix,
+                started: Instant::now(),
+                min_ready: 0,
+                begin_deadline: Instant::now(),
+                last_printed: -1.0,
+                teardown: false,
+            }
+        }
+        BackendKind::Kube => kube_session(&args, started_unix).await?,
+        _ => local_session(&args, started_unix)?,
+    };
+    if args.headless {
+        headless(session).await
+    } else {
+        tui(session, args.fps).await
+    }
+}
+
+fn local_session(args: &ConductArgs, started_unix: u64) -> Result<Session, String> {
+    let path = scenario_path(args)?;
+    let sc = Scenario::load(&path).map_err(|e| e.to_string())?;
+    let mut hpa = match &args.hpa {
+        Some(p) => HpaSpec::load(p)?,
+        None if Path::new(DEFAULT_HPA).exists() => HpaSpec::load(Path::new(DEFAULT_HPA))?,
+        None => slo_hpa(&sc),
+    };
+    // This machine's replica range (the scenario's [local] section) bounds the manifest's.
+    hpa.min_replicas = sc.local.replicas_min;
+    hpa.max_replicas = sc.local.replicas_max;
+    let report_dir =
+        Some(args.report_dir.clone().unwrap_or_else(|| PathBuf::from("reports").join(utc_stamp(started_unix))));
+    let cfg = LocalConfig {
+        spawn: SpawnSpec {
+            exe: replica::self_exe()?,
+            serve_args: sc.local.serve_args.clone(),
+            log_dir: report_dir.as_ref().map(|d| d.join("logs")),
+        },
+        port_base: sc.local.port_base,
+        hpa: hpa.clone(),
+        path_and_query: sc.request.path_and_query(),
+        method: sc.request.method.as_hyper(),
+        connections: sc.load.connections,
+        max_inflight: sc.load.max_inflight,
+        timeout: sc.request.timeout,
+        prometheus: args.prometheus.clone().or(sc.prometheus.url.clone()).map(|u| (u, sc.prometheus.p95.clone())),
+        sync_period: args.sync_period.max(Duration::from_millis(500)),
+        namespace: sc.manifests.namespace.clone(),
+        deployment: sc.manifests.deployment.clone(),
+        overlay: sc.manifests.overlay.clone(),
+    };
+    let backend = Box::new(LocalBackend::start(cfg));
+    backend.command(BackendCommand::Apply)?;
+    Ok(Session::new(backend, &sc, &hpa, report_dir, args, started_unix, Duration::from_secs(60)))
+}
+
+/// The kube backend (src/conduct/kube): connect (bounded), preflight, apply; then the same loops.
+async fn kube_session(args: &ConductArgs, started_unix: u64) -> Result<Session, String> {
+    let path = scenario_path(args)?;
+    let report_dir = args.report_dir.clone().unwrap_or_else(|| PathBuf::from("reports").join(utc_stamp(started_unix)));
+    let run_id = report_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let flags = super::kube::console::KubeFlags {
+        kubeconfig: args.kubeconfig.clone(),
+        context: args.context.clone(),
+        namespace: args.namespace.clone(),
+        prometheus: args.prometheus.clone(),
+        teardown: args.teardown,
+    };
+    let p = super::kube::console::prepare(&path, &flags, &run_id).await?;
+    let sc = p.scenario;
+    let hpa = slo_hpa(&sc);
+    let backend: Box<dyn Backend> = Box::new(p.backend);
+    // A cluster rollout (image pull, kernel compile) takes longer than local replicas.
+    Ok(Session::new(backend, &sc, &hpa, Some(report_dir), args, started_unix, Duration::from_secs(600)))
+}
+
+fn scenario_path(args: &ConductArgs) -> Result<PathBuf, String> {
+    match &args.scenario {
+        Some(p) => Ok(p.clone()),
+        None if Path::new(DEFAULT_SCENARIO).exists() => Ok(PathBuf::from(DEFAULT_SCENARIO)),
+        None => Err(format!(
+            "no scenario given and {DEFAULT_SCENARIO} does not exist here (expected: rtc-demo conduct SCENARIO.toml)"
+        )),
+    }
+}
+
+/// The HPA settings from the scenario's SLO when no manifest is at hand.
+fn slo_hpa(sc: &Scenario) -> HpaSpec {
+    let mut h = HpaSpec::slo_default();
+    h.target = sc.slo.scale_up_above.as_secs_f64();
+    h.scale_up.stabilization_window_seconds = sc.slo.scale_up_after.as_secs() as u32;
+    h.scale_down.stabilization_window_seconds = sc.slo.scale_down_after.as_secs() as u32;
+    h.min_replicas = sc.slo.min_replicas;
+    h.max_replicas = sc.slo.max_replicas;
+    h
+}
+
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Self, String> {
+        let s = |k| signal(k).map_err(|e| format!("cannot install signal handlers: {e}"));
+        Ok(Signals {
+            term: s(SignalKind::terminate())?,
+            int: s(SignalKind::interrupt())?,
+            hup: s(SignalKind::hangup())?,
+        })
+    }
+    async fn any(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {},
+            _ = self.int.recv() => {},
+            _ = self.hup.recv() => {},
+        }
+    }
+}
+
+async fn finish(mut s: Session, teardown: bool) -> (Session, Totals, Vec<Verdict>) {
+    let _ = s.backend.command(BackendCommand::Stop);
+    let totals = s.backend.shutdown(teardown).await;
+    let mut v = s.verdicts(&totals);
+    if let Some(d) = &s.director {
+        v.extend(d.verdicts.iter().cloned().map(|mut x| {
+            x.text = format!("{} {} (expectation, not a threshold)", if x.ok { "✓" } else { "✗" }, x.text);
+            x
+        }));
+    }
+    (s, totals, v)
+}
+
+async fn headless(mut s: Session) -> Result<ExitCode, String> {
+    let mut rx = s.backend.subscribe();
+    let mut sig = Signals::new()?;
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut interrupted = false;
+    if s.director.is_some() {
+        out(&format!(
+            "rtc-demo conduct: scenario {} on the {} backend; starting replicas …",
+            s.scenario,
+            s.snap.backend.text()
+        ));
+    }
+    let mut open = true;
+    loop {
+        tokio::select! {
+            r = rx.changed(), if open => {
+                if r.is_err() {
+                    open = false;
+                    continue;
+                }
+                let snap = rx.borrow_and_update().clone();
+                s.observe(snap);
+                for line in s.headless_lines() {
+                    out(&line);
+                }
+                if s.finished() {
+                    break;
+                }
+            }
+            _ = tick.tick() => {
+                s.tick();
+                if s.finished() {
+                    break;
+                }
+            }
+            _ = sig.any() => { interrupted = true; break; }
+        }
+    }
+    let teardown = s.teardown;
+    let (s, totals, verdicts) = finish(s, teardown).await;
+    let threshold_ok = s.verdicts(&totals).iter().all(|v| v.ok);
+    out(&format!("── summary: {} ──", s.scenario));
+    for v in &verdicts {
+        out(&v.text);
+    }
+    if let Some(r) = s.write_report(&totals) {
+        match r {
+            Ok(dir) => out(&format!("report: {}/ (timeline.csv, summary.json, timeline.png)", dir.display())),
+            Err(e) => eprintln!("rtc-demo conduct: report: {e}"),
+        }
+    }
+    if interrupted {
+        return Ok(ExitCode::from(130));
+    }
+    Ok(if threshold_ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// Restores the terminal when dropped (every exit path of the TUI loop).
+struct TerminalGuard;
+impl Drop for TerminalGuard {
+    fn drop(&mut self) {
+        ratatui::restore();
+    }
+}
+
+async fn tui(mut s: Session, fps: u32) -> Result<ExitCode, String> {
+    let mut terminal =
+        ratatui::try_init().map_err(|e| format!("cannot set up the terminal: {e} (use --headless without one)"))?;
+    let guard = TerminalGuard;
+    let (key_tx, mut key_rx) = mpsc::unbounded_channel();
+    let stop_input = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop_input.clone();
+    let input = std::thread::spawn(move || {
+        use crossterm::event::{poll, read, Event};
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Ok(true) = poll(Duration::from_millis(50)) {
+                if let Ok(Event::Key(k)) = read() {
+                    if key_tx.send(k).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    let mut app = App::new(s.scenario.clone(), s.slo_s);
+    let mut rx = s.backend.subscribe();
+    let mut sig = Signals::new()?;
+    let mut frame = tokio::time::interval(Duration::from_secs_f64(1.0 / fps as f64));
+    frame.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut ended = false;
+    let mut flash_until: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            _ = frame.tick() => {
+                if rx.has_changed().unwrap_or(false) {
+                    let snap = rx.borrow_and_update().clone();
+                    s.observe(snap.clone());
+                    app.update(UiEvent::Snapshot(snap));
+                }
+                s.tick();
+                app.update(UiEvent::Stage(s.stage_view()));
+                if s.finished() && !ended && s.director.is_some() {
+                    ended = true;
+                    let _ = s.backend.command(BackendCommand::Pause);
+                    let v: Vec<Verdict> = s.director.as_ref().map(|d| d.verdicts.clone()).unwrap_or_default();
+                    let msg = match s.write_report(&None) {
+                        Some(Ok(d)) => format!("run over: report in {}/ — q to quit", d.display()),
+                        Some(Err(e)) => format!("report failed: {e}"),
+                        None => "run over — q to quit".into(),
+                    };
+                    app.update(UiEvent::Summary(v));
+                    app.update(UiEvent::Flash(msg));
+                }
+                if flash_until.is_some_and(|t| Instant::now() > t) {
+                    app.flash = None;
+                    flash_until = None;
+                }
+                if let Err(e) = terminal.draw(|f| ui::view(&app, f)) {
+                    drop(guard);
+                    return Err(format!("cannot draw: {e}"));
+                }
+            }
+            k = key_rx.recv() => {
+                let Some(k) = k else { break };
+                if let Some(a) = app.update(UiEvent::Key(k)) {
+                    match a {
+                        Action::Quit => break,
+                        Action::SaveReport => {
+                            let msg = match s.write_report(&None) {
+                                Some(Ok(d)) => format!("report written to {}/", d.display()),
+                                Some(Err(e)) => format!("report failed: {e}"),
+                                None => "a replay writes no report".into(),
+                            };
+                            app.update(UiEvent::Flash(msg));
+                            flash_until = Some(Instant::now() + Duration::from_secs(5));
+                        }
+                        other => s.act(other),
+                    }
+                }
+                // draw at once so keys feel immediate
+                let _ = terminal.draw(|f| ui::view(&app, f));
+            }
+            _ = sig.any() => break,
+        }
+    }
+    // Quit: load stops and replicas die first, then the terminal comes back, then the report.
+    stop_input.store(true, std::sync::atomic::Ordering::Relaxed);
+    let teardown = s.teardown;
+    let (s, totals, _) = finish(s, teardown).await;
+    drop(guard);
+    let _ = input.join();
+    if let Some(r) = s.write_report(&totals) {
+        match r {
+            Ok(dir) => out(&format!("report: {}/", dir.display())),
+            Err(e) => eprintln!("rtc-demo conduct: report: {e}"),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps_are_utc_dates() {
+        assert_eq!(utc_stamp(0), "19700101-000000");
+        assert_eq!(utc_stamp(1_700_000_000), "20231114-221320");
+        assert_eq!(utc_stamp(951_782_400), "20000229-000000");
+    }
+}

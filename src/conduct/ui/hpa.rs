@@ -1,0 +1,108 @@
+//! HPA panel: current/desired/min/max, metric vs target, conditions with reasons;
+//! highlighted (and labelled "MAX") when pinned at max.
+use ratatui::layout::Rect;
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Paragraph};
+use ratatui::Frame;
+
+use super::{alert_style, dim_style, ms, title_style, App};
+use crate::conduct::model::AutoscalerState;
+
+/// The panel's lines (view model), also used by the headless output.
+pub fn lines(h: Option<&AutoscalerState>, width: u16) -> Vec<Line<'static>> {
+    let narrow = width < 40;
+    let Some(h) = h else {
+        return vec![Line::styled("no autoscaler yet", dim_style())];
+    };
+    let mut out = Vec::new();
+    let mut first = vec![
+        Span::styled(format!("replicas {} → desired {}", h.current, h.desired), title_style()),
+        Span::styled(
+            if narrow { format!(" [{}..{}]", h.min, h.max) } else { format!("  min {} max {}", h.min, h.max) },
+            dim_style(),
+        ),
+    ];
+    if h.pinned_at_max() {
+        first.push(Span::raw(" "));
+        first.push(Span::styled(" MAX ", alert_style()));
+    }
+    out.push(Line::from(first));
+    let metric = if h.unit == "s" {
+        let verdict = match h.metric_value {
+            Some(v) if v > h.target * 1.1 => "▲ above target",
+            Some(v) if v < h.target * 0.9 => "▼ below target",
+            Some(_) => "= at target",
+            None => "? unknown",
+        };
+        format!("p95 {} / target {}  {verdict}", ms(h.metric_value), ms(Some(h.target)))
+    } else {
+        format!("{} {:?} / target {}", h.metric_name, h.metric_value, h.target)
+    };
+    out.push(Line::styled(metric, Style::default().fg(Color::White)));
+    for c in &h.conditions {
+        // ✓ = True, ✗ = False; narrow panels drop the "ToScale"/"Scaling" words.
+        let kind = if narrow {
+            match c.kind.as_str() {
+                "AbleToScale" => "Able".to_string(),
+                "ScalingActive" => "Active".to_string(),
+                "ScalingLimited" => "Limited".to_string(),
+                k => k.to_string(),
+            }
+        } else {
+            format!("{}={}", c.kind, if c.status { "True" } else { "False" })
+        };
+        out.push(Line::from(vec![
+            Span::styled(format!("{} ", if c.status { "✓" } else { "✗" }), title_style()),
+            Span::styled(format!("{kind} "), Style::default().fg(Color::White)),
+            Span::styled(c.reason.clone(), dim_style()),
+        ]));
+    }
+    out
+}
+
+pub fn render(app: &App, f: &mut Frame, area: Rect) {
+    let h = app.snap.autoscaler.as_ref();
+    let pinned = h.is_some_and(|h| h.pinned_at_max());
+    let name = h.map(|h| h.name.clone()).unwrap_or_default();
+    let mut block = Block::bordered().title(Line::from(vec![Span::styled(format!("HPA {name}"), title_style())]));
+    if pinned {
+        block = block
+            .border_style(Style::default().fg(Color::Yellow).add_modifier(Modifier::BOLD))
+            .title(Line::from(Span::styled(" PINNED AT MAX ", alert_style())).right_aligned());
+    }
+    f.render_widget(Paragraph::new(lines(h, area.width.saturating_sub(2))).block(block), area);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures::{app, render as draw};
+    use super::*;
+
+    #[test]
+    fn hpa_panel_shows_counts_metric_conditions_and_max() {
+        let app = app();
+        let s = draw(50, 8, |f| render(&app, f, f.area()));
+        assert!(s.contains("HPA gpu-media"), "{s}");
+        assert!(s.contains("replicas 5 → desired 5"), "{s}");
+        assert!(s.contains("MAX"), "{s}");
+        assert!(s.contains("p95 187 ms / target 100 ms"), "{s}");
+        assert!(s.contains("✓ AbleToScale=True"), "{s}");
+        assert!(s.contains("ScalingLimited=True"), "{s}");
+        // at 100×30 the panel is ~35 wide: short names, reasons still whole
+        let s = draw(35, 8, |f| render(&app, f, f.area()));
+        assert!(s.contains("replicas 5 → desired 5 [2..5]"), "{s}");
+        assert!(s.contains("✓ Able ReadyForNewScale"), "{s}");
+        assert!(s.contains("✓ Limited TooManyReplicas"), "{s}");
+    }
+
+    #[test]
+    fn hpa_panel_without_autoscaler() {
+        let mut app = app();
+        let mut snap = (*app.snap).clone();
+        snap.autoscaler = None;
+        app.snap = std::sync::Arc::new(snap);
+        let s = draw(36, 8, |f| render(&app, f, f.area()));
+        assert!(s.contains("no autoscaler yet"), "{s}");
+    }
+}

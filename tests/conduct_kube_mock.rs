@@ -1,0 +1,741 @@
+//! The kube backend against a MOCKED Kubernetes API server.
+//!
+//! No Kubernetes API server can run on the build machines, so — as kube-rs documents for its
+//! own tests — the client talks to a `tower_test::mock` service that answers with real
+//! Kubernetes JSON (APIResourceLists, object lists, watch event streams, Status errors).
+//! What this proves: the exact requests we send (paths, query, content type, bodies) and how
+//! real API answers turn into snapshots and preflight verdicts. What it cannot prove: that a
+//! real API server, admission, RBAC or the HPA controller behave as our fixtures say.
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http::{Request, Response};
+use kube::client::Body;
+use kube::Client;
+use rtc_demo::conduct::kube::{self as kb, preflight::Verdict, Connected, KubeConfig};
+use rtc_demo::conduct::model::{Backend, BackendCommand, ClusterSnapshot, RatePlan};
+use serde_json::{json, Value};
+
+/// One request the mocked API server received.
+#[derive(Debug, Clone)]
+struct Seen {
+    method: String,
+    /// Path and query, as sent.
+    uri: String,
+    content_type: String,
+    body: Vec<u8>,
+}
+
+impl Seen {
+    fn path(&self) -> &str {
+        self.uri.split('?').next().unwrap_or("")
+    }
+    fn query(&self) -> &str {
+        self.uri.split_once('?').map(|x| x.1).unwrap_or("")
+    }
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+/// What the mock answers: a status and a body, `Hang` (no answer: a watch that stays open), or
+/// a transport error (the server is unreachable).
+enum Answer {
+    Json(u16, String),
+    Hang,
+    Error(&'static str),
+}
+
+type Log = Arc<Mutex<Vec<Seen>>>;
+
+/// A client whose every request goes to `route`; returns the request log.
+fn mock(route: impl Fn(&Seen) -> Answer + Send + Sync + 'static) -> (Client, Log) {
+    let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let log: Log = Arc::new(Mutex::new(Vec::new()));
+    let l = log.clone();
+    tokio::spawn(async move {
+        let mut hung = Vec::new();
+        while let Some((req, send)) = handle.next_request().await {
+            let (parts, body) = req.into_parts();
+            let body = body.collect_bytes().await.map(|b| b.to_vec()).unwrap_or_default();
+            let seen = Seen {
+                method: parts.method.to_string(),
+                uri: parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default(),
+                content_type: parts.headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string(),
+                body,
+            };
+            let answer = route(&seen);
+            l.lock().unwrap().push(seen);
+            match answer {
+                Answer::Json(code, b) => send.send_response(
+                    Response::builder()
+                        .status(code)
+                        .header("content-type", "application/json")
+                        .body(Body::from(b.into_bytes()))
+                        .unwrap(),
+                ),
+                Answer::Hang => hung.push(send),
+                Answer::Error(e) => send.send_error(std::io::Error::new(std::io::ErrorKind::ConnectionRefused, e)),
+            }
+        }
+    });
+    (Client::new(svc, "default"), log)
+}
+
+fn ok(v: Value) -> Answer {
+    Answer::Json(200, v.to_string())
+}
+
+fn status(code: u16, reason: &str, message: &str) -> Answer {
+    Answer::Json(code, json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":message,"reason":reason,"code":code}).to_string())
+}
+
+/// The API groups our manifests use, as a real server's discovery lists them.
+const RESOURCES: &[(&str, &str, &str, bool)] = &[
+    ("v1", "namespaces", "Namespace", false),
+    ("v1", "nodes", "Node", false),
+    ("v1", "serviceaccounts", "ServiceAccount", true),
+    ("v1", "services", "Service", true),
+    ("v1", "configmaps", "ConfigMap", true),
+    ("v1", "pods", "Pod", true),
+    ("v1", "events", "Event", true),
+    ("apps/v1", "deployments", "Deployment", true),
+    ("batch/v1", "jobs", "Job", true),
+    ("autoscaling/v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler", true),
+    ("networking.k8s.io/v1", "networkpolicies", "NetworkPolicy", true),
+    ("policy/v1", "poddisruptionbudgets", "PodDisruptionBudget", true),
+    ("monitoring.coreos.com/v1", "servicemonitors", "ServiceMonitor", true),
+    ("keda.sh/v1alpha1", "scaledobjects", "ScaledObject", true),
+];
+
+/// Discovery answers (`GET /api/v1`, `GET /apis/G/V`); `None` when the path is not discovery.
+fn discovery(s: &Seen, keda: bool) -> Option<Answer> {
+    if s.method != "GET" {
+        return None;
+    }
+    let gv = if s.path() == "/api/v1" { "v1".to_string() } else { s.path().strip_prefix("/apis/")?.to_string() };
+    if gv.matches('/').count() != 1 && gv != "v1" {
+        return None;
+    }
+    if gv == "keda.sh/v1alpha1" && !keda {
+        return Some(status(404, "NotFound", "the server could not find the requested resource"));
+    }
+    let rs: Vec<Value> = RESOURCES
+        .iter()
+        .filter(|r| r.0 == gv)
+        .map(|(_, plural, kind, ns)| json!({"name":plural,"singularName":kind.to_lowercase(),"namespaced":ns,"kind":kind,"verbs":["create","delete","get","list","patch","update","watch"]}))
+        .collect();
+    if rs.is_empty() {
+        return Some(status(404, "NotFound", "the server could not find the requested resource"));
+    }
+    Some(ok(json!({"kind":"APIResourceList","apiVersion":"v1","groupVersion":gv,"resources":rs})))
+}
+
+fn version() -> Answer {
+    ok(
+        json!({"major":"1","minor":"33","gitVersion":"v1.33.2","gitCommit":"x","gitTreeState":"clean","buildDate":"2025-06-17T18:36:53Z","goVersion":"go1.24.4","compiler":"gc","platform":"linux/amd64"}),
+    )
+}
+
+fn overlay(dir: &str) -> Vec<Value> {
+    kb::apply::render_manifests(std::path::Path::new(env!("CARGO_MANIFEST_DIR")), dir, &[], "rtc", "rtc")
+        .expect("render the overlay")
+}
+
+// ---------------------------------------------------------------------------------------
+// apply
+
+#[tokio::test]
+async fn apply_sends_one_server_side_apply_patch_per_object() {
+    let (client, log) = mock(|s| {
+        if let Some(a) = discovery(s, true) {
+            return a;
+        }
+        if s.method == "PATCH" {
+            // A real server answers with the applied object.
+            return Answer::Json(200, String::from_utf8_lossy(&s.body).into_owned());
+        }
+        status(404, "NotFound", "unexpected request")
+    });
+    let objs = overlay("manifests/overlays/gpu-keda");
+    let mut applier = kb::apply::Applier::new(client);
+    let mut progress = Vec::new();
+    let done =
+        applier.apply_all(&objs, |i, n, what| progress.push(format!("{}/{n} {what}", i + 1))).await.expect("apply");
+    assert_eq!(done.len(), objs.len());
+    assert_eq!(progress.len(), objs.len());
+    let log = log.lock().unwrap().clone();
+    let patches: Vec<&Seen> = log.iter().filter(|s| s.method == "PATCH").collect();
+    assert_eq!(
+        patches.len(),
+        objs.len(),
+        "one PATCH per object: {:#?}",
+        log.iter().map(|s| &s.uri).collect::<Vec<_>>()
+    );
+    // The Namespace goes first, at its cluster-scoped path.
+    assert_eq!(patches[0].uri, "/api/v1/namespaces/rtc?&force=true&fieldManager=rtc-demo");
+    for p in &patches {
+        assert_eq!(p.content_type, "application/apply-patch+yaml", "{}", p.uri);
+        assert!(p.query().contains("fieldManager=rtc-demo") && p.query().contains("force=true"), "{}", p.uri);
+        let sent = p.json();
+        let orig = objs
+            .iter()
+            .find(|o| o["kind"] == sent["kind"] && o["metadata"]["name"] == sent["metadata"]["name"])
+            .expect("body is one of the objects");
+        assert_eq!(&sent, orig, "the body is the rendered object, unchanged");
+    }
+    let uris: Vec<&str> = patches.iter().map(|p| p.uri.as_str()).collect();
+    for want in [
+        "/apis/apps/v1/namespaces/rtc/deployments/gpu-media?&force=true&fieldManager=rtc-demo",
+        "/apis/keda.sh/v1alpha1/namespaces/rtc/scaledobjects/gpu-media?&force=true&fieldManager=rtc-demo",
+        "/api/v1/namespaces/rtc/services/gpu-media?&force=true&fieldManager=rtc-demo",
+        "/apis/monitoring.coreos.com/v1/namespaces/rtc/servicemonitors/gpu-media?&force=true&fieldManager=rtc-demo",
+    ] {
+        assert!(uris.contains(&want), "no PATCH {want} in {uris:#?}");
+    }
+    // Discovery once per group/version, not once per object.
+    let disc = log.iter().filter(|s| s.method == "GET").count();
+    let gvs: std::collections::BTreeSet<String> =
+        objs.iter().map(|o| o["apiVersion"].as_str().unwrap().to_string()).collect();
+    assert_eq!(disc, gvs.len());
+}
+
+#[tokio::test]
+async fn apply_without_keda_names_the_missing_kind() {
+    let (client, _log) = mock(|s| {
+        discovery(s, false).unwrap_or_else(|| Answer::Json(200, String::from_utf8_lossy(&s.body).into_owned()))
+    });
+    let objs = overlay("manifests/overlays/gpu-keda");
+    let e = kb::apply::Applier::new(client).apply_all(&objs, |_, _, _| {}).await.unwrap_err().to_string();
+    assert!(e.contains("keda.sh/v1alpha1") && e.contains("ScaledObject"), "{e}");
+}
+
+#[tokio::test]
+async fn apply_error_from_the_server_names_the_object() {
+    let (client, _log) = mock(|s| {
+        discovery(s, true).unwrap_or_else(|| {
+            if s.uri.contains("/deployments/") {
+                status(
+                    422,
+                    "Invalid",
+                    "Deployment.apps \"gpu-media\" is invalid: spec.template.spec.containers[0].image: Required value",
+                )
+            } else {
+                Answer::Json(200, String::from_utf8_lossy(&s.body).into_owned())
+            }
+        })
+    });
+    let e = kb::apply::Applier::new(client)
+        .apply_all(&overlay("manifests/overlays/gpu-keda"), |_, _, _| {})
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("Deployment/gpu-media") && e.contains("422") && e.contains("Required value"), "{e}");
+}
+
+// ---------------------------------------------------------------------------------------
+// watchers → snapshots
+
+fn pod(name: &str, phase: &str, ready: bool, rv: &str) -> Value {
+    json!({
+        "apiVersion":"v1","kind":"Pod",
+        "metadata":{"name":name,"namespace":"rtc","resourceVersion":rv,"uid":format!("uid-{name}"),
+            "creationTimestamp":"2025-01-01T00:00:00Z","labels":{"app.kubernetes.io/name":"gpu-media"}},
+        "spec":{"nodeName":"gpu-node-1","containers":[{"name":"serve","image":"x"}]},
+        "status":{"phase":phase,
+            "conditions":[{"type":"Ready","status":if ready {"True"} else {"False"}}],
+            "containerStatuses":[{"name":"serve","image":"x","imageID":"","ready":ready,"restartCount":1}]}
+    })
+}
+
+fn hpa(desired: i32, current: i32, value: &str, rv: &str) -> Value {
+    json!({
+        "apiVersion":"autoscaling/v2","kind":"HorizontalPodAutoscaler",
+        "metadata":{"name":"keda-hpa-gpu-media","namespace":"rtc","resourceVersion":rv},
+        "spec":{"scaleTargetRef":{"apiVersion":"apps/v1","kind":"Deployment","name":"gpu-media"},"minReplicas":2,"maxReplicas":10,
+            "metrics":[{"type":"External","external":{"metric":{"name":"s0-prometheus","selector":{"matchLabels":{"scaledobject.keda.sh/name":"gpu-media"}}},"target":{"type":"Value","value":"100m"}}}]},
+        "status":{"currentReplicas":current,"desiredReplicas":desired,
+            "currentMetrics":[{"type":"External","external":{"metric":{"name":"s0-prometheus"},"current":{"value":value}}}],
+            "conditions":[
+                {"type":"AbleToScale","status":"True","reason":"SucceededRescale","message":"the HPA controller was able to update the target scale to 4","lastTransitionTime":"2025-01-01T00:00:00Z"},
+                {"type":"ScalingActive","status":"True","reason":"ValidMetricFound","message":"the HPA was able to successfully calculate a replica count from external metric s0-prometheus","lastTransitionTime":"2025-01-01T00:00:00Z"}]}
+    })
+}
+
+fn rescale_event(rv: &str) -> Value {
+    let now = jiff_now();
+    json!({
+        "apiVersion":"v1","kind":"Event",
+        "metadata":{"name":"keda-hpa-gpu-media.1","namespace":"rtc","uid":"ev-1","resourceVersion":rv},
+        "involvedObject":{"kind":"HorizontalPodAutoscaler","name":"keda-hpa-gpu-media","namespace":"rtc","apiVersion":"autoscaling/v2"},
+        "reason":"SuccessfulRescale","message":"New size: 4; reason: external metric s0-prometheus above target",
+        "type":"Normal","count":1,"firstTimestamp":now,"lastTimestamp":now,"source":{"component":"horizontal-pod-autoscaler"}
+    })
+}
+
+fn jiff_now() -> String {
+    // RFC 3339 "now", second precision, as the API server writes timestamps.
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let days = secs.div_euclid(86400);
+    let rem = secs.rem_euclid(86400);
+    // civil-from-days (Howard Hinnant)
+    let z = days + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, (rem % 3600) / 60, rem % 60)
+}
+
+fn list(kind: &str, items: Vec<Value>) -> Answer {
+    ok(json!({"kind":format!("{kind}List"),"apiVersion":"v1","metadata":{"resourceVersion":"100"},"items":items}))
+}
+
+/// A watch stream body: one JSON event per line.
+fn watch_stream(events: Vec<(&str, Value)>) -> Answer {
+    let body: String = events.into_iter().map(|(t, o)| format!("{}\n", json!({"type":t,"object":o}))).collect();
+    Answer::Json(200, body)
+}
+
+/// The cluster as the watchers see it: lists first, then one watch stream each with changes.
+/// Later watch requests (the watcher re-watching after a stream ends) hang, like an idle watch.
+fn cluster_route(served_watch: Arc<Mutex<BTreeMap<String, u32>>>) -> impl Fn(&Seen) -> Answer + Send + Sync + 'static {
+    move |s: &Seen| {
+        if s.path() == "/version" {
+            return version();
+        }
+        let watching = s.query().contains("watch=true");
+        let key = s.path().to_string();
+        if watching {
+            let mut w = served_watch.lock().unwrap();
+            let n = w.entry(key.clone()).or_insert(0);
+            *n += 1;
+            if *n > 1 {
+                return Answer::Hang;
+            }
+        }
+        match (key.as_str(), watching) {
+            ("/apis/apps/v1/namespaces/rtc/deployments", false) => list("Deployment", vec![]),
+            ("/apis/apps/v1/namespaces/rtc/deployments", true) => Answer::Hang,
+            ("/api/v1/namespaces/rtc/pods", false) => {
+                list("Pod", vec![pod("gpu-media-a", "Running", true, "10"), pod("gpu-media-b", "Running", false, "11")])
+            }
+            ("/api/v1/namespaces/rtc/pods", true) => watch_stream(vec![
+                ("MODIFIED", pod("gpu-media-b", "Running", true, "12")),
+                ("ADDED", pod("gpu-media-c", "Pending", false, "13")),
+            ]),
+            ("/apis/autoscaling/v2/namespaces/rtc/horizontalpodautoscalers", false) => {
+                list("HorizontalPodAutoscaler", vec![hpa(2, 2, "40m", "20")])
+            }
+            ("/apis/autoscaling/v2/namespaces/rtc/horizontalpodautoscalers", true) => {
+                watch_stream(vec![("MODIFIED", hpa(4, 3, "150m", "21"))])
+            }
+            ("/api/v1/namespaces/rtc/events", false) => list("Event", vec![]),
+            ("/api/v1/namespaces/rtc/events", true) => watch_stream(vec![("ADDED", rescale_event("30"))]),
+            _ => status(404, "NotFound", &format!("mock: no route for {} {}", s.method, s.uri)),
+        }
+    }
+}
+
+fn scenario() -> rtc_demo::scenario::Scenario {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut s = rtc_demo::scenario::Scenario::load(root.join("scenarios/keynote.toml")).expect("keynote.toml loads");
+    // The test pins the overlay it renders (the scenario's own choice may change).
+    s.manifests.overlay = "manifests/overlays/gpu-keda".into();
+    s
+}
+
+fn kube_config(client: Client, in_cluster: bool) -> KubeConfig {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    KubeConfig {
+        connected: Connected {
+            client,
+            context: "mock".into(),
+            server: "https://mock.invalid".into(),
+            context_flag: Some("mock".into()),
+        },
+        namespace: "rtc".into(),
+        scenario: scenario(),
+        scenario_path: root.join("scenarios/keynote.toml"),
+        root,
+        prometheus: None,
+        load_url: None,
+        in_cluster_load: in_cluster,
+        run_id: "20250101-000000".into(),
+        load_image: None,
+        service_port: 80,
+    }
+}
+
+async fn wait_for(
+    rx: &mut tokio::sync::watch::Receiver<Arc<ClusterSnapshot>>,
+    what: &str,
+    f: impl Fn(&ClusterSnapshot) -> bool,
+) -> Arc<ClusterSnapshot> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = rx.borrow().clone();
+        if f(&s) {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "{what}: not seen within 10 s; last snapshot: {s:#?}");
+        let _ = tokio::time::timeout(Duration::from_millis(500), rx.changed()).await;
+    }
+}
+
+#[tokio::test]
+async fn watchers_turn_pods_hpa_and_events_into_snapshots() {
+    let (client, log) = mock(cluster_route(Arc::new(Mutex::new(BTreeMap::new()))));
+    let mut be = kb::start_backend(kube_config(client, false)).expect("start");
+    let mut rx = be.subscribe();
+    let snap = wait_for(&mut rx, "3 pods, 2 ready; HPA desired 4; a SuccessfulRescale event", |s| {
+        s.pods.len() == 3
+            && s.pods.iter().filter(|p| p.ready).count() == 2
+            && s.autoscaler.as_ref().is_some_and(|a| a.desired == 4)
+            && s.events.iter().any(|e| e.reason == "SuccessfulRescale")
+    })
+    .await;
+    // Pods: b turned ready, c appeared Pending, with node and restarts.
+    let b = snap.pods.iter().find(|p| p.name == "gpu-media-b").unwrap();
+    assert!(b.ready && b.phase == "Running" && b.node == "gpu-node-1" && b.restarts == 1, "{b:?}");
+    let c = snap.pods.iter().find(|p| p.name == "gpu-media-c").unwrap();
+    assert!(!c.ready && c.phase == "Pending", "{c:?}");
+    // The HPA: KEDA's external metric, value vs target in seconds, conditions with reasons.
+    let a = snap.autoscaler.as_ref().unwrap();
+    assert_eq!((a.name.as_str(), a.current, a.desired, a.min, a.max), ("keda-hpa-gpu-media", 3, 4, 2, 10));
+    assert_eq!(a.metric_name, "s0-prometheus");
+    assert_eq!(a.unit, "s");
+    assert!((a.target - 0.1).abs() < 1e-12 && (a.metric_value.unwrap() - 0.15).abs() < 1e-12, "{a:?}");
+    assert!(a.conditions.iter().any(|c| c.kind == "AbleToScale" && c.status && c.reason == "SucceededRescale"));
+    // The event, as the events panel shows it.
+    let e = snap.events.iter().find(|e| e.reason == "SuccessfulRescale").unwrap();
+    assert_eq!((e.kind.as_str(), e.object.as_str()), ("Normal", "hpa/keda-hpa-gpu-media"));
+    assert!(e.message.contains("New size: 4"), "{e:?}");
+    // The series carries the same figures.
+    let last = wait_for(&mut rx, "a sample with the watched counts", |s| {
+        s.last().is_some_and(|x| x.pods_ready == 2 && x.pods_total == 3 && x.desired == 4)
+    })
+    .await;
+    assert!(last.backend.text().contains("mock/rtc"));
+    // The kubectl panel names the KEDA HPA and the pods' real selector.
+    assert!(
+        last.kubectl.contains(&"kubectl --context mock -n rtc get hpa keda-hpa-gpu-media -w".to_string()),
+        "{:#?}",
+        last.kubectl
+    );
+    assert!(
+        last.kubectl.contains(
+            &"kubectl --context mock -n rtc get pods -l app.kubernetes.io/name=gpu-media -o wide -w".to_string()
+        ),
+        "{:#?}",
+        last.kubectl
+    );
+    // Watchers, not polling: each resource was listed once and then watched.
+    let log = log.lock().unwrap().clone();
+    let pod_lists =
+        log.iter().filter(|s| s.path() == "/api/v1/namespaces/rtc/pods" && !s.query().contains("watch=true")).count();
+    let pod_watches: Vec<&Seen> =
+        log.iter().filter(|s| s.path() == "/api/v1/namespaces/rtc/pods" && s.query().contains("watch=true")).collect();
+    assert_eq!(pod_lists, 1, "{:#?}", log.iter().map(|s| &s.uri).collect::<Vec<_>>());
+    assert!(!pod_watches.is_empty());
+    assert!(
+        pod_watches[0].query().contains("labelSelector=app.kubernetes.io%2Fname%3Dgpu-media"),
+        "{}",
+        pod_watches[0].uri
+    );
+    let hpa_w = log
+        .iter()
+        .find(|s| s.path().ends_with("/horizontalpodautoscalers") && s.query().contains("watch=true"))
+        .unwrap();
+    assert!(hpa_w.query().contains("fieldSelector=metadata.name%3Dkeda-hpa-gpu-media"), "{}", hpa_w.uri);
+    be.shutdown(false).await;
+}
+
+#[tokio::test]
+async fn a_forbidden_watch_shows_in_the_status_line_with_the_kubectl_check() {
+    let (client, _log) = mock(|s| {
+        if s.path() == "/api/v1/namespaces/rtc/pods" {
+            return status(403, "Forbidden", "pods is forbidden: User \"dev\" cannot list resource \"pods\" in API group \"\" in the namespace \"rtc\"");
+        }
+        if s.query().contains("watch=true") {
+            return Answer::Hang;
+        }
+        list("X", vec![])
+    });
+    let mut be = kb::start_backend(kube_config(client, false)).unwrap();
+    let mut rx = be.subscribe();
+    let s = wait_for(&mut rx, "a status line about pods", |s| {
+        s.status.as_deref().is_some_and(|x| x.contains("watch pods"))
+    })
+    .await;
+    let st = s.status.clone().unwrap();
+    assert!(st.contains("403 Forbidden") && st.contains("cannot list resource"), "{st}");
+    assert!(st.contains("kubectl --context mock -n rtc auth can-i --list"), "{st}");
+    be.shutdown(false).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// preflight
+
+fn plan(objs: &[Value]) -> kb::preflight::Plan {
+    kb::preflight::Plan {
+        namespace: "rtc".into(),
+        server: "https://10.0.0.1:6443".into(),
+        access: kb::preflight::required_access(objs, "rtc", true, false),
+        needs: kb::preflight::needs(objs, "rtc"),
+        prometheus: None,
+        prometheus_service: ("monitoring".into(), "prometheus-operated".into(), 9090),
+    }
+}
+
+fn k() -> kb::kubectl::Kubectl {
+    kb::kubectl::Kubectl::new(Some("demo"), "rtc")
+}
+
+fn node(name: &str, gpus: Option<&str>) -> Value {
+    let mut alloc = json!({"cpu":"8","memory":"32Gi","pods":"110"});
+    if let Some(g) = gpus {
+        alloc["nvidia.com/gpu"] = json!(g);
+    }
+    json!({"apiVersion":"v1","kind":"Node","metadata":{"name":name},"status":{"allocatable":alloc}})
+}
+
+/// A cluster for preflight: `deny` lists "verb resource" pairs the user may not do.
+fn preflight_route(
+    deny: &'static [&'static str],
+    gpus: bool,
+    keda: bool,
+) -> impl Fn(&Seen) -> Answer + Send + Sync + 'static {
+    move |s: &Seen| {
+        if s.path() == "/version" {
+            return version();
+        }
+        if s.method == "POST" && s.path() == "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews" {
+            let mut r = s.json();
+            let ra = &r["spec"]["resourceAttributes"];
+            let key = format!("{} {}", ra["verb"].as_str().unwrap_or(""), ra["resource"].as_str().unwrap_or(""));
+            let allowed = !deny.contains(&key.as_str());
+            r["status"] = if allowed {
+                json!({"allowed":true,"reason":"RBAC: allowed by RoleBinding \"rtc-demo-conductor/rtc\""})
+            } else {
+                json!({"allowed":false,"reason":""})
+            };
+            return ok(r);
+        }
+        if s.path() == "/api/v1/namespaces/rtc" {
+            return status(404, "NotFound", "namespaces \"rtc\" not found");
+        }
+        if s.path() == "/api/v1/nodes" {
+            let items = if gpus {
+                vec![node("cpu-1", None), node("gpu-1", Some("1")), node("gpu-2", Some("2"))]
+            } else {
+                vec![node("cpu-1", None), node("cpu-2", Some("0"))]
+            };
+            return list("Node", items);
+        }
+        if let Some(a) = discovery(s, keda) {
+            return a;
+        }
+        status(404, "NotFound", "mock: no route")
+    }
+}
+
+fn find<'a>(checks: &'a [kb::preflight::Check], name: &str) -> &'a kb::preflight::Check {
+    checks.iter().find(|c| c.name == name).unwrap_or_else(|| panic!("no check {name:?} in {checks:#?}"))
+}
+
+#[tokio::test]
+async fn preflight_passes_on_a_ready_cluster() {
+    let (client, log) = mock(preflight_route(&[], true, true));
+    let objs = overlay("manifests/overlays/gpu-keda");
+    let checks = kb::preflight::run(&client, &plan(&objs), &k()).await;
+    assert!(kb::preflight::passed(&checks), "{checks:#?}");
+    assert_eq!(find(&checks, "cluster reachable").verdict, Verdict::Ok);
+    assert!(find(&checks, "GPU nodes").detail.contains("2 nodes, 3 allocatable"), "{checks:#?}");
+    assert!(find(&checks, "namespace").detail.contains("the manifests create it"));
+    assert_eq!(find(&checks, "KEDA").verdict, Verdict::Ok);
+    assert_eq!(find(&checks, "Prometheus").verdict, Verdict::Warn, "no Prometheus configured is a warning");
+    // One SelfSubjectAccessReview per permission, each a real review object.
+    let log = log.lock().unwrap().clone();
+    let reviews: Vec<Value> =
+        log.iter().filter(|s| s.path().ends_with("/selfsubjectaccessreviews")).map(|s| s.json()).collect();
+    assert_eq!(reviews.len(), plan(&objs).access.len());
+    assert!(reviews
+        .iter()
+        .all(|r| r["kind"] == "SelfSubjectAccessReview" && r["apiVersion"] == "authorization.k8s.io/v1"));
+    assert!(
+        reviews.iter().any(|r| r["spec"]["resourceAttributes"]
+            == json!({"namespace":"rtc","verb":"patch","group":"apps","resource":"deployments"})),
+        "{reviews:#?}"
+    );
+    assert!(reviews.iter().any(|r| r["spec"]["resourceAttributes"]["subresource"] == "log"));
+}
+
+#[tokio::test]
+async fn preflight_unreachable_names_the_server_and_skips_the_rest() {
+    let (client, _log) = mock(|_| Answer::Error("connection refused"));
+    let checks = kb::preflight::run(&client, &plan(&overlay("manifests/overlays/gpu-keda")), &k()).await;
+    assert!(!kb::preflight::passed(&checks));
+    let c = find(&checks, "cluster reachable");
+    assert_eq!(c.verdict, Verdict::Fail);
+    assert!(c.detail.contains("https://10.0.0.1:6443") && c.detail.contains("connection refused"), "{c:?}");
+    assert_eq!(c.kubectl, "kubectl --context demo cluster-info");
+    assert_eq!(checks.len(), 2, "{checks:#?}");
+    assert_eq!(checks[1].verdict, Verdict::Skipped);
+}
+
+#[tokio::test]
+async fn preflight_forbidden_lists_what_is_denied_with_kubectl_auth_can_i() {
+    let (client, _log) = mock(preflight_route(&["patch deployments", "create configmaps"], true, true));
+    let checks = kb::preflight::run(&client, &plan(&overlay("manifests/overlays/gpu-keda")), &k()).await;
+    let c = find(&checks, "allowed");
+    assert_eq!(c.verdict, Verdict::Fail);
+    assert!(c.detail.contains("patch deployments.apps") && c.detail.contains("create configmaps"), "{c:?}");
+    assert!(!c.detail.contains("watch pods"), "{c:?}");
+    assert!(c.kubectl.starts_with("kubectl --context demo -n rtc auth can-i "), "{c:?}");
+    assert!(!kb::preflight::passed(&checks));
+}
+
+#[tokio::test]
+async fn preflight_without_gpu_nodes_says_so() {
+    let (client, _log) = mock(preflight_route(&[], false, true));
+    let checks = kb::preflight::run(&client, &plan(&overlay("manifests/overlays/gpu-keda")), &k()).await;
+    let c = find(&checks, "GPU nodes");
+    assert_eq!(c.verdict, Verdict::Fail);
+    assert!(c.detail.contains("none of 2 nodes") && c.detail.contains("cpu-* overlay"), "{c:?}");
+    assert_eq!(
+        c.kubectl,
+        r"kubectl --context demo get nodes -o custom-columns=NAME:.metadata.name,GPU:.status.allocatable.nvidia\.com/gpu"
+    );
+    // A CPU overlay does not ask for GPU nodes at all.
+    let (client, _log) = mock(preflight_route(&[], false, true));
+    let checks = kb::preflight::run(&client, &plan(&overlay("manifests/overlays/cpu-keda")), &k()).await;
+    assert!(checks.iter().all(|c| c.name != "GPU nodes"), "{checks:#?}");
+}
+
+#[tokio::test]
+async fn preflight_without_keda_crd_fails_with_the_crd_command() {
+    let (client, _log) = mock(preflight_route(&[], true, false));
+    let checks = kb::preflight::run(&client, &plan(&overlay("manifests/overlays/gpu-keda")), &k()).await;
+    let c = find(&checks, "KEDA");
+    assert_eq!(c.verdict, Verdict::Fail);
+    assert!(c.detail.contains("KEDA is not installed"), "{c:?}");
+    assert_eq!(c.kubectl, "kubectl --context demo get crd scaledobjects.keda.sh");
+    // The adapter overlay asks for the custom metrics API instead.
+    let (client, _log) = mock(preflight_route(&[], true, false));
+    let checks = kb::preflight::run(&client, &plan(&overlay("manifests/overlays/gpu-adapter")), &k()).await;
+    let c = find(&checks, "metrics API");
+    assert_eq!(c.verdict, Verdict::Fail);
+    assert!(c.detail.contains("Prometheus Adapter"), "{c:?}");
+    assert_eq!(c.kubectl, "kubectl --context demo get apiservice v1beta1.custom.metrics.k8s.io");
+    assert!(checks.iter().all(|c| c.name != "KEDA"));
+}
+
+// ---------------------------------------------------------------------------------------
+// in-cluster load
+
+#[tokio::test]
+async fn in_cluster_load_applies_configmap_and_job_and_reads_the_pods_log() {
+    let line1 = "[   1s] offered     5/s  sent      5  done      5 (     5.0/s)  corrected p50   12.0ms p95   20.5ms p99   22.0ms max   25.0ms | uncorrected p95   19.0ms  ok 5 shed 0 5xx 0 4xx 0 timeout 0 conn-err 0 err 0 dropped 0 inflight 0";
+    let line2 = "[   2s] offered     5/s  sent      5  done      5 (     5.0/s)  corrected p50   12.0ms p95   31.0ms p99   33.0ms max   35.0ms | uncorrected p95   30.0ms  ok 4 shed 1 5xx 0 4xx 0 timeout 0 conn-err 0 err 0 dropped 0 inflight 0";
+    let logbody = format!("-- stage 1/1: idle (5 rps)\n{line1}\n{line2}\n");
+    let served = Arc::new(Mutex::new(BTreeMap::new()));
+    let base = cluster_route(served);
+    let job_gone = Arc::new(Mutex::new(false));
+    let (client, log) = mock(move |s| {
+        if s.path() == "/apis/batch/v1/namespaces/rtc/jobs/rtc-demo-load" {
+            return match s.method.as_str() {
+                "DELETE" => {
+                    *job_gone.lock().unwrap() = true;
+                    status(404, "NotFound", "jobs.batch \"rtc-demo-load\" not found")
+                }
+                "GET" => status(404, "NotFound", "jobs.batch \"rtc-demo-load\" not found"),
+                _ => Answer::Json(200, String::from_utf8_lossy(&s.body).into_owned()),
+            };
+        }
+        if s.method == "PATCH" {
+            return Answer::Json(200, String::from_utf8_lossy(&s.body).into_owned());
+        }
+        if s.path() == "/api/v1/namespaces/rtc/pods" && s.query().contains("job-name%3Drtc-demo-load") {
+            let mut p = pod("rtc-demo-load-x7k2p", "Running", true, "50");
+            p["metadata"]["labels"] = json!({"job-name":"rtc-demo-load"});
+            return list("Pod", vec![p]);
+        }
+        if s.path() == "/api/v1/namespaces/rtc/pods/rtc-demo-load-x7k2p/log" {
+            return Answer::Json(200, logbody.clone());
+        }
+        if let Some(a) = discovery(s, true) {
+            return a;
+        }
+        base(s)
+    });
+    let mut be = kb::start_backend(kube_config(client, true)).unwrap();
+    let mut rx = be.subscribe();
+    be.command(BackendCommand::StartStage { index: 0, plan: RatePlan::Constant { rps: 5.0 } }).unwrap();
+    let snap = wait_for(&mut rx, "the load pod's figures in a sample", |s| {
+        s.last().is_some_and(|x| x.p95_client_s == Some(0.031))
+    })
+    .await;
+    let x = snap.last().unwrap();
+    assert_eq!((x.offered_rps, x.achieved_rps, x.shed, x.errors), (5.0, 5.0, 1, 0));
+    assert_eq!(x.p95_client_uncorrected_s, Some(0.030));
+    let log = log.lock().unwrap().clone();
+    let uris: Vec<String> = log.iter().map(|s| format!("{} {}", s.method, s.uri)).collect();
+    // The old Job is deleted first (background propagation), then ConfigMap + Job applied.
+    let del =
+        log.iter().position(|s| s.method == "DELETE" && s.path().ends_with("/jobs/rtc-demo-load")).expect("DELETE job");
+    assert_eq!(log[del].json()["propagationPolicy"], "Background", "{uris:#?}");
+    let cm = log
+        .iter()
+        .find(|s| s.method == "PATCH" && s.path() == "/api/v1/namespaces/rtc/configmaps/rtc-demo-load-scenario")
+        .expect("PATCH configmap");
+    let job = log
+        .iter()
+        .position(|s| s.method == "PATCH" && s.path() == "/apis/batch/v1/namespaces/rtc/jobs/rtc-demo-load")
+        .expect("PATCH job");
+    assert!(del < job, "delete before apply: {uris:#?}");
+    assert_eq!(cm.content_type, "application/apply-patch+yaml");
+    assert!(cm.query().contains("fieldManager=rtc-demo"));
+    let toml = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/keynote.toml")).unwrap();
+    assert_eq!(cm.json()["data"]["scenario.toml"], Value::String(toml), "the scenario goes in verbatim");
+    let j = log[job].json();
+    assert_eq!(j["metadata"]["annotations"]["rtc-demo/run-id"], "20250101-000000");
+    assert_eq!(j["metadata"]["namespace"], "rtc");
+    let args: Vec<&str> = j["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        args,
+        vec![
+            "load",
+            "--scenario",
+            "/etc/rtc-demo/scenario.toml",
+            "--json",
+            "--stage",
+            "idle",
+            "http://gpu-media.rtc.svc:80"
+        ]
+    );
+    assert!(!j.to_string().contains("__RTC_"), "no placeholder left: {j}");
+    // The ServiceAccount the Job runs as is applied too.
+    assert!(
+        log.iter().any(|s| s.method == "PATCH" && s.path() == "/api/v1/namespaces/rtc/serviceaccounts/rtc-demo-load"),
+        "{uris:#?}"
+    );
+    // The log is followed through the API server.
+    let lg = log.iter().find(|s| s.path().ends_with("/pods/rtc-demo-load-x7k2p/log")).unwrap();
+    assert!(lg.query().contains("follow=true"), "{}", lg.uri);
+    // The kubectl panel names the file the console wrote and the Job's log.
+    assert!(snap.kubectl.iter().any(|c| c.starts_with("kubectl --context mock -n rtc delete job rtc-demo-load --ignore-not-found --wait=false && kubectl --context mock apply --server-side --field-manager=rtc-demo --force-conflicts -f ")), "{:#?}", snap.kubectl);
+    assert!(snap.kubectl.contains(&"kubectl --context mock -n rtc logs -f job/rtc-demo-load".to_string()));
+    be.shutdown(false).await;
+}

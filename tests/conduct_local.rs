@@ -1,0 +1,196 @@
+//! The local backend with real `rtc-demo serve` children: a killed replica is noticed and
+//! replaced; a dead `--prometheus` is marked stale without a crash; replay runs headless.
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_rtc-demo");
+
+/// Kills the conductor (and so, through it, its replicas) when the test ends, however it ends.
+struct Conductor {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Conductor {
+    fn start(args: &[&str]) -> Conductor {
+        let mut child = Command::new(BIN)
+            .arg("conduct")
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        });
+        Conductor { child, lines, seen: Vec::new() }
+    }
+    /// Waits for a stdout line matching `ok`.
+    fn wait_line(&mut self, what: &str, timeout: Duration, ok: impl Fn(&str) -> bool) -> String {
+        let t0 = Instant::now();
+        loop {
+            match self.lines.recv_timeout(Duration::from_millis(200)) {
+                Ok(l) => {
+                    self.seen.push(l.clone());
+                    if ok(&l) {
+                        return l;
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    panic!("conductor exited while waiting for {what}; output:\n{}", self.seen.join("\n"))
+                }
+                Err(_) => {}
+            }
+            if t0.elapsed() > timeout {
+                panic!("timed out waiting for {what}; output:\n{}", self.seen.join("\n"));
+            }
+        }
+    }
+    fn serve_children(&self) -> Vec<i32> {
+        let me = self.child.id() as i32;
+        let mut out = Vec::new();
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+            let after = &stat[stat.rfind(')').unwrap_or(0) + 1..];
+            let f: Vec<&str> = after.split_whitespace().collect();
+            if f.first() == Some(&"Z") {
+                continue;
+            }
+            if f.get(1).and_then(|p| p.parse::<i32>().ok()) == Some(me) {
+                out.push(pid);
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Conductor {
+    fn drop(&mut self) {
+        let kids = self.serve_children();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for k in kids {
+            let _ = Command::new("kill").args(["-9", &k.to_string()]).stderr(Stdio::null()).status();
+        }
+    }
+}
+
+fn ready_count(line: &str) -> Option<u32> {
+    let i = line.find("pods ready ")?;
+    line[i + 11..].split('/').next()?.parse().ok()
+}
+
+#[test]
+fn killed_replica_is_replaced() {
+    let report = std::env::temp_dir().join(format!("rtc-conduct-kill-{}", std::process::id()));
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/conduct/e2e-28150.toml");
+    let mut c = Conductor::start(&[
+        "--backend",
+        "local",
+        fixture.to_str().unwrap(),
+        "--headless",
+        "--report-dir",
+        report.to_str().unwrap(),
+    ]);
+    c.wait_line("a ready replica", Duration::from_secs(60), |l| l.contains("stage 1/3") && ready_count(l) == Some(1));
+    let before = c.serve_children();
+    assert_eq!(before.len(), 1, "one replica expected, found {before:?}");
+    // SIGKILL the replica behind the console's back.
+    assert!(Command::new("kill").args(["-9", &before[0].to_string()]).status().unwrap().success());
+    c.wait_line("the replica to be seen dead", Duration::from_secs(10), |l| ready_count(l) == Some(0));
+    c.wait_line("a replacement to be ready", Duration::from_secs(30), |l| ready_count(l) == Some(1));
+    let after = c.serve_children();
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_ne!(after, before, "the replacement is a new process");
+    // SIGTERM to the console: it stops, kills its replicas and writes the report.
+    let _ = Command::new("kill").args(["-TERM", &c.child.id().to_string()]).status();
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = c.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "console did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success(), "interrupted runs do not count as passed");
+    for p in after {
+        assert!(
+            !Path::new(&format!("/proc/{p}")).exists()
+                || std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default().contains(") Z"),
+            "replica {p} outlived the console"
+        );
+    }
+    let summary = std::fs::read_to_string(report.join("summary.json")).unwrap();
+    assert!(summary.contains("BackOff") && summary.contains("starting a replacement"), "{summary}");
+    let _ = std::fs::remove_dir_all(&report);
+}
+
+#[test]
+fn replay_runs_headless_labelled_replay() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/conduct/report");
+    let out = Command::new(BIN)
+        .args(["conduct", "--replay", dir.to_str().unwrap(), "--headless", "--replay-speed", "200"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("[REPLAY")).collect();
+    assert!(lines.len() > 30, "{text}");
+    assert!(lines.iter().any(|l| l.contains("stage 3/4")), "{text}");
+}
+
+#[test]
+fn bad_input_is_refused_clearly() {
+    let out = Command::new(BIN).args(["conduct", "--replay", "/nonexistent-report", "--headless"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("timeline.csv: cannot read"));
+    // the kube backend without a reachable kubeconfig: exit 2 with a reason, never a panic
+    let out = Command::new(BIN)
+        .args(["conduct", "--backend", "kube", "--headless"])
+        .env("KUBECONFIG", "/nonexistent-kubeconfig")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("kube") && !err.contains("panicked"), "{err}");
+    let out = Command::new(BIN).args(["conduct", "/nonexistent.toml", "--headless"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nonexistent.toml"));
+}
+
+#[test]
+fn replicas_die_with_a_sigkilled_console() {
+    let report = std::env::temp_dir().join(format!("rtc-conduct-sigkill-{}", std::process::id()));
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/conduct/e2e-28150.toml");
+    let mut c = Conductor::start(&[
+        "--backend",
+        "local",
+        fixture.to_str().unwrap(),
+        "--headless",
+        "--report-dir",
+        report.to_str().unwrap(),
+    ]);
+    c.wait_line("a ready replica", Duration::from_secs(60), |l| ready_count(l) == Some(1));
+    let kids = c.serve_children();
+    assert!(!kids.is_empty());
+    // SIGKILL: no Drop, no hook runs; PR_SET_PDEATHSIG must take the replicas down.
+    let _ = c.child.kill();
+    let _ = c.child.wait();
+    let t0 = Instant::now();
+    let gone = |p: &i32| std::fs::read_to_string(format!("/proc/{p}/stat")).map(|s| s.contains(") Z")).unwrap_or(true);
+    while !kids.iter().all(gone) {
+        assert!(t0.elapsed() < Duration::from_secs(5), "replicas {kids:?} outlived a SIGKILLed console");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = std::fs::remove_dir_all(&report);
+}
