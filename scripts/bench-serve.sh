@@ -21,13 +21,14 @@ SERVER=$!
 trap 'kill "$SERVER" 2>/dev/null || true' EXIT
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/readyz" > /dev/null && break; sleep 0.1; done
 
-stats() {
-  python3 -c '
+read -r -d '' STATS_PY <<'PY' || true
 import json, sys
-d = json.load(sys.stdin); s = d["summary"]; p = d["latencyPercentiles"]
+d = json.load(sys.stdin)
+s, p = d["summary"], d["latencyPercentiles"]
 codes = d.get("statusCodeDistribution", {})
-print(f"{s[\"requestsPerSec\"]:9.0f} req/s  p50 {p[\"p50\"]*1e3:7.2f} ms  p99 {p[\"p99\"]*1e3:7.2f} ms  statuses {codes}")'
-}
+print("%9.0f req/s  p50 %7.2f ms  p99 %7.2f ms  statuses %s" % (s["requestsPerSec"], p["p50"] * 1e3, p["p99"] * 1e3, codes))
+PY
+stats() { python3 -c "$STATS_PY"; }
 run() {  # label, old figure, connections, path, [extra oha flags]
   printf '%-40s old FastAPI: %-24s rtc-demo: ' "$1" "$2"
   "$OHA" -z "$DURATION" -c "$3" ${5:-} --no-tui --output-format json "http://127.0.0.1:$PORT$4" | stats

@@ -56,7 +56,7 @@ pub fn synth_pixel(x: u32, y: u32, width: u32, height: u32, seed: u32) -> [u8; 4
 /// Fill `frame` with the synthetic test frame for `seed`.
 pub fn synthesize(frame: &mut Frame, seed: u32) {
     let (w, h) = (frame.width as u32, frame.height as u32);
-    frame.data.par_chunks_mut(frame.width * 4).enumerate().for_each(|(y, row)| {
+    crate::effects::rows::for_each_row(&mut frame.data, frame.width * 4, |y, row| {
         for (x, px) in row.chunks_exact_mut(4).enumerate() {
             px.copy_from_slice(&synth_pixel(x as u32, y as u32, w, h, seed));
         }
@@ -69,21 +69,24 @@ pub fn checksum(bytes: &[u8], row_len: usize) -> String {
     const PRIME: u64 = 0x0000_0100_0000_01b3;
     const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
     let row_len = row_len.max(1);
-    let row_hashes: Vec<u64> = bytes
-        .par_chunks(row_len)
-        .map(|row| {
-            let mut h = OFFSET;
-            let mut words = row.chunks_exact(8);
-            for w in &mut words {
-                h = (h ^ u64::from_le_bytes(w.try_into().unwrap())).wrapping_mul(PRIME);
-            }
-            for &b in words.remainder() {
-                h = (h ^ b as u64).wrapping_mul(PRIME);
-            }
-            h
-        })
-        .collect();
-    let combined = row_hashes.iter().fold(OFFSET, |acc, h| (acc ^ h).wrapping_mul(PRIME));
+    let hash_row = |row: &[u8]| {
+        let mut h = OFFSET;
+        let mut words = row.chunks_exact(8);
+        for w in &mut words {
+            h = (h ^ u64::from_le_bytes(w.try_into().unwrap())).wrapping_mul(PRIME);
+        }
+        for &b in words.remainder() {
+            h = (h ^ b as u64).wrapping_mul(PRIME);
+        }
+        h
+    };
+    let fold = |acc: u64, h: u64| (acc ^ h).wrapping_mul(PRIME);
+    // Thumbnails hash on this thread: a fork/join costs more than the hashing.
+    let combined = if bytes.len() / 4 < crate::effects::rows::PARALLEL_MIN_PIXELS {
+        bytes.chunks(row_len).map(hash_row).fold(OFFSET, fold)
+    } else {
+        bytes.par_chunks(row_len).map(hash_row).collect::<Vec<u64>>().into_iter().fold(OFFSET, fold)
+    };
     format!("{combined:016x}")
 }
 

@@ -2,6 +2,7 @@
 use std::sync::Mutex;
 
 use super::{Device, DeviceError, DeviceInfo, Job, JobInput, JobOutput, JobResult, RawFormat};
+use crate::effects::rows::PARALLEL_MIN_PIXELS;
 use crate::effects::{apply_chain, CpuScratch};
 use crate::frame::{checksum, synthesize, Frame};
 use crate::i420::{i420_to_rgba, rgba_to_i420};
@@ -49,7 +50,7 @@ impl Device for CpuDevice {
 
     fn process(&self, job: &Job<'_>) -> Result<JobResult, DeviceError> {
         let mut ws = self.workspaces.lock().unwrap_or_else(|p| p.into_inner()).pop().unwrap_or_default();
-        let result = self.pool.install(|| {
+        let mut work = || {
             let frame = &mut ws.frame;
             match job.input {
                 JobInput::Synthetic { seed } => {
@@ -73,7 +74,10 @@ impl Device for CpuDevice {
                 }
             };
             JobResult { output, timings }
-        });
+        };
+        // Small frames run on the calling thread: handing them to the pool costs more than
+        // the work (the effects take their sequential path for them anyway).
+        let result = if job.width * job.height < PARALLEL_MIN_PIXELS { work() } else { self.pool.install(work) };
         if ws.bytes() <= KEEP_SCRATCH_BYTES {
             self.workspaces.lock().unwrap_or_else(|p| p.into_inner()).push(ws);
         }

@@ -22,7 +22,7 @@
 pub(crate) mod bgblur;
 mod blur;
 mod color;
-mod rows;
+pub(crate) mod rows;
 mod translate;
 
 #[cfg(test)]
@@ -111,8 +111,12 @@ pub struct ChainPlan {
 
 impl ChainPlan {
     pub fn new(effects: Vec<Effect>, params: EffectParams) -> Self {
-        let blur_weights = gaussian_weights(params.sigma);
-        let luts = params.grade.luts();
+        // Most requests use the default sigma and grade: their tables are computed once.
+        static DEFAULTS: std::sync::OnceLock<(Vec<f32>, [[u8; 256]; 3])> = std::sync::OnceLock::new();
+        let defaults = DEFAULTS.get_or_init(|| (gaussian_weights(DEFAULT_SIGMA), ColorGrade::default().luts()));
+        let blur_weights =
+            if params.sigma == DEFAULT_SIGMA { defaults.0.clone() } else { gaussian_weights(params.sigma) };
+        let luts = if params.grade == ColorGrade::default() { defaults.1 } else { params.grade.luts() };
         ChainPlan { effects, params, blur_weights, luts }
     }
 }

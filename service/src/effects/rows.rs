@@ -6,7 +6,7 @@ use rayon::prelude::*;
 
 /// Below this many pixels a frame is processed on the calling thread: rayon's fork/join
 /// costs more than it saves on thumbnails.
-const PARALLEL_MIN_PIXELS: usize = 64 * 1024;
+pub(crate) const PARALLEL_MIN_PIXELS: usize = 64 * 1024;
 
 /// Run `f(y, row)` over the rows of `data` (each `row_len` long), in parallel for big frames.
 pub(crate) fn for_each_row<T: Send>(data: &mut [T], row_len: usize, f: impl Fn(usize, &mut [T]) + Sync + Send) {

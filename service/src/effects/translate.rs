@@ -1,7 +1,15 @@
 //! Sub-pixel translation with bilinear sampling; outside the source is transparent black.
-use super::round_u8;
 use super::rows::for_each_row_with;
 use crate::frame::Frame;
+
+/// Fixed-point one: bilinear weights are in units of 2^-14.
+const WEIGHT_ONE: i32 = 1 << 14;
+
+/// A weighted sum in 2^-14 units, rounded half up to a byte.
+#[inline(always)]
+fn round_weighted(v: i32) -> u8 {
+    ((v + WEIGHT_ONE / 2) >> 14).clamp(0, 255) as u8
+}
 
 pub(crate) fn translate(src: &Frame, dst: &mut Frame, dx: f32, dy: f32) {
     let (w, h) = (src.width, src.height);
@@ -12,7 +20,11 @@ pub(crate) fn translate(src: &Frame, dst: &mut Frame, dx: f32, dy: f32) {
     let (ix, iy) = (sx0.floor(), sy0.floor());
     let (fx, fy) = (sx0 - ix, sy0 - iy);
     let (ix, iy) = (ix as isize, iy as isize);
-    let weights = [(1.0 - fx) * (1.0 - fy), fx * (1.0 - fy), (1.0 - fx) * fy, fx * fy];
+    // Integer weights summing to exactly 2^14: at most ~0.03 levels from the f32 weights,
+    // far inside the 1-level parity budget, and twice as fast as f32 on bytes.
+    let q = |w: f32| (w * WEIGHT_ONE as f32).round() as i32;
+    let (w0, w1, w2) = (q((1.0 - fx) * (1.0 - fy)), q(fx * (1.0 - fy)), q((1.0 - fx) * fy));
+    let weights = [w0, w1, w2, WEIGHT_ONE - w0 - w1 - w2];
     let row_len = w * 4;
     let src_row = |y: isize| -> Option<&[u8]> {
         (0..h as isize).contains(&y).then(|| &src.data[y as usize * row_len..(y as usize + 1) * row_len])
@@ -40,19 +52,19 @@ pub(crate) fn translate(src: &Frame, dst: &mut Frame, dx: f32, dy: f32) {
                 let (t0, t1) = (&t[off..off + n], &t[off + 4..off + 4 + n]);
                 let (b0, b1) = (&b[off..off + n], &b[off + 4..off + 4 + n]);
                 for (i, o) in out[lo..hi].iter_mut().enumerate() {
-                    let v = weights[0] * t0[i] as f32
-                        + weights[1] * t1[i] as f32
-                        + weights[2] * b0[i] as f32
-                        + weights[3] * b1[i] as f32;
-                    *o = round_u8(v);
+                    let v = weights[0] * t0[i] as i32
+                        + weights[1] * t1[i] as i32
+                        + weights[2] * b0[i] as i32
+                        + weights[3] * b1[i] as i32;
+                    *o = round_weighted(v);
                 }
             }
             // Edges: some of the four neighbours are outside and count as transparent black.
-            let fetch = |row: &[u8], xs: isize, c: usize| -> f32 {
+            let fetch = |row: &[u8], xs: isize, c: usize| -> i32 {
                 if (0..w as isize).contains(&xs) {
-                    row[xs as usize * 4 + c] as f32
+                    row[xs as usize * 4 + c] as i32
                 } else {
-                    0.0
+                    0
                 }
             };
             for x in (0..inner_start).chain(inner_end.max(inner_start)..w) {
@@ -62,7 +74,7 @@ pub(crate) fn translate(src: &Frame, dst: &mut Frame, dx: f32, dy: f32) {
                         + weights[1] * fetch(t, x0 + 1, c)
                         + weights[2] * fetch(b, x0, c)
                         + weights[3] * fetch(b, x0 + 1, c);
-                    out[x * 4 + c] = round_u8(v);
+                    out[x * 4 + c] = round_weighted(v);
                 }
             }
         },
