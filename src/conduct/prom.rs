@@ -5,20 +5,62 @@ use std::time::{Duration, Instant};
 
 use super::http::{urlencode, HttpGet};
 
+/// The latest answer of a polled source, and how healthy the polling is.
 #[derive(Debug, Clone, Default)]
-pub struct PromState {
-    pub value: Option<f64>,
+pub struct Polled<T> {
+    pub value: T,
     pub last_ok: Option<Instant>,
     pub error: Option<String>,
     pub failures: u32,
 }
 
-impl PromState {
-    /// Stale: never answered, or the last answer is older than `max_age`.
+impl<T> Polled<T> {
+    /// Stale: never answered, the last poll failed, or the last answer is older than `max_age`.
     pub fn stale(&self, max_age: Duration) -> bool {
-        self.last_ok.is_none_or(|t| t.elapsed() > max_age) || self.failures > 0
+        self.failures > 0 || self.last_ok.is_none_or(|t| t.elapsed() > max_age)
+    }
+
+    /// Takes one poll's outcome; returns how long to wait before the next poll.
+    fn record(&mut self, outcome: Result<T, String>, interval: Duration) -> Duration {
+        match outcome {
+            Ok(v) => {
+                self.value = v;
+                self.last_ok = Some(Instant::now());
+                self.error = None;
+                self.failures = 0;
+                interval
+            }
+            Err(e) => {
+                self.failures = self.failures.saturating_add(1);
+                self.error = Some(e);
+                backoff(self.failures)
+            }
+        }
     }
 }
+
+/// Polls `fetch` every `interval`, backing off while it fails; the state is shared with
+/// whoever reads it (the backends' loops).
+pub fn spawn_poller<T, F, Fut>(interval: Duration, mut fetch: F) -> (Arc<Mutex<Polled<T>>>, tokio::task::JoinHandle<()>)
+where
+    T: Default + Send + 'static,
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<T, String>> + Send,
+{
+    let state = Arc::new(Mutex::new(Polled::<T>::default()));
+    let st = state.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let outcome = fetch().await;
+            let wait = st.lock().unwrap_or_else(|e| e.into_inner()).record(outcome, interval);
+            tokio::time::sleep(wait).await;
+        }
+    });
+    (state, task)
+}
+
+/// Server-side p95 as the local backend reads it.
+pub type PromState = Polled<Option<f64>>;
 
 /// Parses an instant-query answer: `{"status":"success","data":{"result":[{"value":[t,"0.12"]}]}}`.
 /// An empty result is 0 (the queries are written to give 0 when idle); NaN counts as 0.
@@ -35,37 +77,18 @@ pub fn parse_instant(body: &str) -> Result<f64, String> {
     Ok(if x.is_finite() { x } else { 0.0 })
 }
 
-/// Starts the polling task; the state is shared with the backend's loop.
+/// Starts polling `query` at `base`; the task ends with the runtime.
 pub fn spawn(base: String, query: String, interval: Duration) -> Arc<Mutex<PromState>> {
-    let state = Arc::new(Mutex::new(PromState::default()));
-    let st = state.clone();
-    let url = format!("{}/api/v1/query?query={}", base.trim_end_matches('/'), urlencode(&query));
-    tokio::spawn(async move {
-        let http = HttpGet::new();
-        loop {
-            let r = match http.get(&url, Duration::from_millis(1500)).await {
-                Ok((200, body)) => parse_instant(&body),
+    let url = Arc::new(format!("{}/api/v1/query?query={}", base.trim_end_matches('/'), urlencode(&query)));
+    let http = HttpGet::new();
+    let (state, _task) = spawn_poller(interval, move || {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            match http.get(&url, Duration::from_millis(1500)).await {
+                Ok((200, body)) => parse_instant(&body).map(Some),
                 Ok((code, body)) => Err(format!("HTTP {code}: {}", body.chars().take(80).collect::<String>())),
                 Err(e) => Err(e),
-            };
-            let wait = {
-                let mut s = st.lock().unwrap_or_else(|e| e.into_inner());
-                match r {
-                    Ok(v) => {
-                        s.value = Some(v);
-                        s.last_ok = Some(Instant::now());
-                        s.error = None;
-                        s.failures = 0;
-                        interval
-                    }
-                    Err(e) => {
-                        s.failures = s.failures.saturating_add(1);
-                        s.error = Some(e);
-                        backoff(s.failures)
-                    }
-                }
-            };
-            tokio::time::sleep(wait).await;
+            }
         }
     });
     state

@@ -51,7 +51,7 @@ pub fn error_text(e: &kube::Error) -> String {
             let reason = if s.reason.is_empty() { String::new() } else { format!(" {}", s.reason) };
             format!("{}{reason}: {}", s.code, s.message)
         }
-        other => chain(other),
+        other => error_chain(other),
     }
 }
 
@@ -60,11 +60,12 @@ pub fn watcher_error_text(e: &kube::runtime::watcher::Error) -> String {
     use kube::runtime::watcher::Error as W;
     match e {
         W::InitialListFailed(k) | W::WatchStartFailed(k) | W::WatchFailed(k) => error_text(k),
-        other => chain(other),
+        other => error_chain(other),
     }
 }
 
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+/// An error and its sources, each said once.
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(inner) = src {
@@ -745,7 +746,7 @@ impl Controller {
         };
         let prom = self.prom_state();
         let fresh = prom.as_ref().filter(|p| !p.stale(Duration::from_secs(10)));
-        let reading = fresh.map(|p| p.reading.clone()).unwrap_or_default();
+        let reading = fresh.map(|p| p.value.clone()).unwrap_or_default();
         let pct = |p: &crate::load::Percentiles| if p.count > 0 { Some(p.p95_ms / 1000.0) } else { None };
         let paused = self.load.as_ref().is_some_and(|h| h.is_paused());
         let mut s = Sample {

@@ -4,7 +4,7 @@
 //! backoff (1 s, 2 s, 4 s, 8 s, then every 10 s); the last good values are kept but not shown
 //! as current (the snapshot carries `None` while stale).
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use prometheus_http_query::Client;
 
@@ -56,21 +56,8 @@ pub struct Reading {
     pub gpu_util: Option<f64>,
 }
 
-/// Shared state between the polling task and the backend.
-#[derive(Debug, Clone, Default)]
-pub struct PromState {
-    pub reading: Reading,
-    pub last_ok: Option<Instant>,
-    pub error: Option<String>,
-    pub failures: u32,
-}
-
-impl PromState {
-    /// Stale: never answered, the last poll failed, or the last answer is older than `max_age`.
-    pub fn stale(&self, max_age: Duration) -> bool {
-        self.failures > 0 || self.last_ok.is_none_or(|t| t.elapsed() > max_age)
-    }
-}
+/// The readings as the kube backend sees them.
+pub type PromState = crate::conduct::prom::Polled<Reading>;
 
 /// Backoff after `failures` consecutive failures: 1, 2, 4, 8, 10, 10 … seconds.
 pub use crate::conduct::prom::backoff;
@@ -99,7 +86,7 @@ impl Source {
         let fut = self.client.query(query).timeout(QUERY_TIMEOUT.as_millis() as i64).get();
         let r = match tokio::time::timeout(QUERY_TIMEOUT + Duration::from_millis(500), fut).await {
             Err(_) => return Err(format!("{}: no answer within {}ms", self.url, QUERY_TIMEOUT.as_millis())),
-            Ok(Err(e)) => return Err(format!("{}: {}", self.url, error_chain(&e))),
+            Ok(Err(e)) => return Err(format!("{}: {}", self.url, super::error_chain(&e))),
             Ok(Ok(r)) => r,
         };
         let data = r.data();
@@ -140,56 +127,23 @@ impl Source {
     }
 }
 
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        let t = inner.to_string();
-        if !s.contains(&t) {
-            s = format!("{s}: {t}");
-        }
-        src = inner.source();
-    }
-    s
-}
-
 /// Starts polling every `interval` (backing off on failures); the state is shared.
 pub fn spawn(
     src: Source,
     queries: Queries,
     interval: Duration,
 ) -> (Arc<Mutex<PromState>>, tokio::task::JoinHandle<()>) {
-    let state = Arc::new(Mutex::new(PromState::default()));
-    let st = state.clone();
-    let h = tokio::spawn(async move {
-        loop {
-            let r = src.poll(&queries).await;
-            let wait = {
-                let mut s = st.lock().unwrap_or_else(|e| e.into_inner());
-                match r {
-                    Ok(v) => {
-                        s.reading = v;
-                        s.last_ok = Some(Instant::now());
-                        s.error = None;
-                        s.failures = 0;
-                        interval
-                    }
-                    Err(e) => {
-                        s.failures = s.failures.saturating_add(1);
-                        s.error = Some(e);
-                        backoff(s.failures)
-                    }
-                }
-            };
-            tokio::time::sleep(wait).await;
-        }
-    });
-    (state, h)
+    let (src, queries) = (Arc::new(src), Arc::new(queries));
+    crate::conduct::prom::spawn_poller(interval, move || {
+        let (src, queries) = (src.clone(), queries.clone());
+        async move { src.poll(&queries).await }
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     #[test]
     fn backoff_doubles_to_ten_seconds() {
