@@ -209,6 +209,51 @@ async fn status_and_error_classes_are_counted_apart() {
     let (lo, hi) = (spread.iter().min().unwrap(), spread.iter().max().unwrap());
     assert!(hi - lo <= 2, "{spread:?}");
     assert!(!Threshold::parse("shed_rate<1%").unwrap().evaluate(&s).passed);
+    // Every class but 2xx is a failure (k6's http_req_failed); latency of successes apart.
+    assert_eq!(st.failed(), st.total() - st.ok);
+    assert!((s.error_rate() - st.failed() as f64 / st.total() as f64).abs() < 1e-12);
+    assert!(s.error_rate() > 0.7, "{}", s.error_rate());
+    assert!(!Threshold::parse("timeout_rate<1%").unwrap().evaluate(&s).passed);
+    assert_eq!(s.corrected.count, st.ok);
+    assert_eq!(s.all_corrected.count, st.total() - st.cancelled);
+    assert!(s.all_corrected.max_ms >= s.corrected.max_ms);
+}
+
+/// A service shedding most requests cannot pass `error_rate<2%` (it did before: shed 503s
+/// were left out of error_rate), and its instant 503s stay out of the 2xx latency.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn most_requests_shed_fail_error_rate() {
+    let srv = server(TestServerOptions::default()).await;
+    let shed = srv.url("/status/503");
+    let out = run_bin(args(&[
+        "load",
+        "-q",
+        "100",
+        "-z",
+        "2s",
+        "--json",
+        "--threshold",
+        "error_rate<2%",
+        "--threshold",
+        "shed_rate<2%",
+        &srv.url("/delay/20"),
+        &shed,
+        &shed,
+        &shed,
+    ]))
+    .await;
+    assert_eq!(out.status.code(), Some(1), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let j = json(&out);
+    let results = j["thresholds"].as_array().unwrap_or_else(|| panic!("{j}"));
+    for r in results {
+        assert_eq!(r["passed"], false, "{r}");
+        let observed = r["observed"].as_f64().unwrap();
+        assert!((0.7..0.8).contains(&observed), "{r}");
+    }
+    let ok = u(&j, "/summary/status/ok");
+    assert_eq!(u(&j, "/summary/corrected/count"), ok);
+    assert!(f(&j, "/summary/corrected/p50_ms") >= 20.0, "2xx latency holds the 20 ms answers only: {j}");
+    assert!(f(&j, "/summary/all_corrected/p50_ms") < 20.0, "all-request latency has the instant 503s: {j}");
 }
 
 async fn next(rx: &mut tokio::sync::broadcast::Receiver<Arc<LoadSecond>>) -> Arc<LoadSecond> {

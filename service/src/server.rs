@@ -27,6 +27,15 @@ pub struct ServeArgs {
     #[arg(long, env = "RTC_DEVICE", value_enum, default_value = "auto")]
     pub device: DeviceChoice,
 
+    /// emulated device: effective memory bandwidth of the modelled GPU, GB/s (service time =
+    /// the bytes the CUDA kernels move / this). Default: an H100 SXM's 3,350 GB/s.
+    #[arg(long, env = "RTC_EMULATED_BANDWIDTH", default_value_t = device::emulated::DEFAULT_BANDWIDTH_GBPS, value_name = "GBPS")]
+    pub emulated_bandwidth: f64,
+
+    /// emulated device: the same service time for every frame instead of the bandwidth model.
+    #[arg(long, env = "RTC_EMULATED_FRAME_TIME", value_parser = duration_arg, value_name = "DUR")]
+    pub emulated_frame_time: Option<Duration>,
+
     /// Requests computed at once (a GPU stream each); the rest wait in the queue.
     #[arg(long, env = "RTC_WORKERS", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub workers: u32,
@@ -94,7 +103,8 @@ pub fn main(args: ServeArgs) -> ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let device = device::open(args.device, args.workers as usize, args.threads as usize)?;
+    let emulated = device::ServiceTimeModel::from_flags(args.emulated_bandwidth, args.emulated_frame_time);
+    let device = device::open(args.device, args.workers as usize, args.threads as usize, emulated)?;
     tracing::info!(device = device.info().kind, name = %device.info().name, "device opened");
     let state = AppState::new(
         device,

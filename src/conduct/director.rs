@@ -4,6 +4,7 @@ use std::time::{Duration, Instant};
 
 use super::keymap::Action;
 use super::model::{describe_plan, BackendCommand, ClusterSnapshot, RatePlan, StageView};
+use super::story::{judged_p95, RESTORED_HOLD_S};
 use super::ui::Verdict;
 use crate::scenario::{Advance, Expect, Scenario};
 
@@ -129,6 +130,21 @@ impl Director {
                 text: format!("stage {name}: p95 < {}ms (at end {})", d.as_millis(), show(p95)),
                 ok: p95.is_some_and(|p| p < d.as_secs_f64()),
             });
+        }
+        if let Some(d) = e.p95_recovers_below {
+            let limit = d.as_secs_f64();
+            let end_t = during.last().map(|s| s.t_s).unwrap_or(self.stage_start_s);
+            // The last second over the limit, anywhere in the run so far.
+            let last_over = snap.series.iter().rev().find(|s| judged_p95(s).is_some_and(|p| p >= limit));
+            let held = last_over.map(|s| end_t - s.t_s);
+            let (ok, how) = match (last_over, held) {
+                (None, _) => (false, "never over it".to_string()),
+                (Some(_), Some(h)) if h >= RESTORED_HOLD_S => (true, format!("held the last {h:.0} s")),
+                (Some(_), Some(h)) => (false, format!("under it only the last {h:.0} s")),
+                (Some(_), None) => (false, "no data".to_string()),
+            };
+            self.verdicts
+                .push(Verdict { text: format!("stage {name}: p95 back under {}ms ({how})", d.as_millis()), ok });
         }
         if let Some(d) = e.p95_above {
             self.verdicts.push(Verdict {

@@ -20,6 +20,7 @@ pub mod prom;
 pub mod replay;
 pub mod report;
 pub mod run;
+pub mod story;
 pub mod ui;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -69,6 +70,11 @@ pub struct ConductArgs {
     /// (default manifests/autoscaling/latency-adapter/hpa.yaml when it exists, else the SLO's numbers).
     #[arg(long, value_name = "FILE")]
     pub hpa: Option<PathBuf>,
+    /// local backend: what the replicas compute on (default: the scenario's [local] device,
+    /// emulated). `emulated` models a GPU pod's own capacity, so scale-out adds capacity on any
+    /// laptop; `cpu` runs the real effects and needs many more cores than replicas to show it.
+    #[arg(long, value_enum, value_name = "DEVICE")]
+    pub local_device: Option<crate::scenario::LocalDevice>,
     /// How often the local autoscaler runs (the HPA sync period).
     #[arg(long, default_value = "3s", value_parser = rtc_service::duration::duration_arg, value_name = "DUR")]
     pub sync_period: std::time::Duration,

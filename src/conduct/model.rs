@@ -15,10 +15,12 @@ pub use crate::load::RatePlan;
 pub const SERIES_SECONDS: usize = 600;
 
 /// Which backend a snapshot comes from; shown in the header.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum BackendLabel {
-    #[default]
-    Local,
+    /// `device`: what the replicas compute on, as shown ("emulated GPU", "CPU").
+    Local {
+        device: String,
+    },
     Replay,
     Kube {
         context: String,
@@ -26,10 +28,16 @@ pub enum BackendLabel {
     },
 }
 
+impl Default for BackendLabel {
+    fn default() -> Self {
+        BackendLabel::Local { device: crate::scenario::LocalDevice::Emulated.label().into() }
+    }
+}
+
 impl BackendLabel {
     pub fn text(&self) -> String {
         match self {
-            BackendLabel::Local => "LOCAL".into(),
+            BackendLabel::Local { device } => format!("LOCAL · {device}"),
             BackendLabel::Replay => "REPLAY".into(),
             BackendLabel::Kube { context, namespace } => format!("{context}/{namespace}"),
         }

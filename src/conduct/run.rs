@@ -17,6 +17,7 @@ use super::local::{LocalBackend, LocalConfig};
 use super::model::*;
 use super::replay::ReplayBackend;
 use super::report::{self, Recorder, Summary};
+use super::story::TalkFigures;
 use super::ui::{self, App, UiEvent, Verdict};
 use super::{BackendKind, ConductArgs};
 use crate::load::Threshold;
@@ -261,11 +262,16 @@ impl Session {
             load: totals.as_ref().and_then(|t| serde_json::to_value(t).ok()),
             thresholds: thresholds.iter().map(Into::into).collect(),
             expectations: expectations.iter().map(Into::into).collect(),
+            talk: self.talk(),
             passed: thresholds.iter().all(|v| v.ok),
             max_ready: rows.iter().map(|r| r.sample.pods_ready).max().unwrap_or(0),
             scale_events: self.recorder.all_events.iter().filter(|e| e.reason == "SuccessfulRescale").count(),
             events: self.recorder.all_events.clone(),
         }
+    }
+
+    fn talk(&self) -> TalkFigures {
+        TalkFigures::from_samples(self.recorder.rows.iter().map(|r| &r.sample), self.slo_s)
     }
 
     fn verdicts(&self, totals: &Totals) -> Vec<Verdict> {
@@ -287,6 +293,21 @@ impl Session {
         let ex = self.director.as_ref().map(|d| d.verdicts.clone()).unwrap_or_default();
         Some(report::write(dir, &self.recorder.rows, &self.summary(totals, &th, &ex)).map(|_| dir.clone()))
     }
+}
+
+/// Requests, failures and both latency views, as the summary prints them.
+fn load_figures(t: &crate::load::LoadSummary) -> String {
+    let st = &t.status;
+    format!(
+        "requests {}: failed {} ({:.2}%, every request without a 2xx answer), shed {}, timeouts {} · p95 of 2xx {:.1} ms, of all {:.1} ms",
+        st.total(),
+        st.failed(),
+        t.error_rate() * 100.0,
+        st.shed_503,
+        st.timeouts,
+        t.corrected.p95_ms,
+        t.all_corrected.p95_ms
+    )
 }
 
 /// Prints a line to stdout; a closed stdout (a pipe whose reader left) is not an error.
@@ -391,6 +412,7 @@ fn local_session(args: &ConductArgs, started_unix: u64) -> Result<Session, Strin
     let cfg = LocalConfig {
         spawn: SpawnSpec {
             exe: replica::self_exe()?,
+            device: args.local_device.unwrap_or(sc.local.device),
             serve_args: sc.local.serve_args.clone(),
             log_dir: report_dir.as_ref().map(|d| d.join("logs")),
         },
@@ -532,6 +554,10 @@ async fn headless(mut s: Session) -> Result<ExitCode, String> {
     let (s, totals, verdicts) = finish(s, teardown).await;
     let threshold_ok = s.verdicts(&totals).iter().all(|v| v.ok);
     out(&format!("── summary: {} ──", s.scenario));
+    if let Some(t) = &totals {
+        out(&load_figures(t));
+    }
+    out(&s.talk().headline());
     for v in &verdicts {
         out(&v.text);
     }

@@ -771,14 +771,25 @@ struct Aggregator {
 struct Window {
     corrected: hdrhistogram::Histogram<u64>,
     uncorrected: hdrhistogram::Histogram<u64>,
+    all_corrected: hdrhistogram::Histogram<u64>,
     status: StatusCounts,
+}
+
+impl Window {
+    fn new() -> Self {
+        Window {
+            corrected: new_histogram(),
+            uncorrected: new_histogram(),
+            all_corrected: new_histogram(),
+            status: StatusCounts::default(),
+        }
+    }
 }
 
 impl Aggregator {
     async fn run(self, mut rx: mpsc::UnboundedReceiver<Vec<Sample>>) -> LoadSummary {
         let mut total = LoadSummary::empty();
-        let mut win =
-            Window { corrected: new_histogram(), uncorrected: new_histogram(), status: StatusCounts::default() };
+        let mut win = Window::new();
         let mut second = 0u64;
         let mut last = (0u64, 0u64, 0u64);
         let start = self.shared.start;
@@ -826,6 +837,8 @@ impl Aggregator {
         total.achieved_rps = total.completed as f64 / elapsed;
         total.corrected = Percentiles::of(&total.corrected_histogram);
         total.uncorrected = Percentiles::of(&total.uncorrected_histogram);
+        total.all_corrected = Percentiles::of(&total.all_corrected_histogram);
+        total.all_uncorrected = Percentiles::of(&total.all_uncorrected_histogram);
         total
     }
 
@@ -866,11 +879,10 @@ impl Aggregator {
             status: win.status,
             corrected: Percentiles::of(&win.corrected),
             uncorrected: Percentiles::of(&win.uncorrected),
+            all_corrected: Percentiles::of(&win.all_corrected),
         };
         *last = (planned, sent, dropped);
-        win.corrected.reset();
-        win.uncorrected.reset();
-        win.status = StatusCounts::default();
+        *win = Window::new();
         let snap = Arc::new(snap);
         let _ = self.seconds.send(snap.clone());
         let _ = self.latest.send(Some(snap));
@@ -888,8 +900,14 @@ fn record(total: &mut LoadSummary, win: &mut Window, s: &Sample) {
     total.completed += 1;
     let corrected = micros(s.done.saturating_duration_since(s.intended));
     let uncorrected = micros(s.done.saturating_duration_since(s.started));
-    total.corrected_histogram.saturating_record(corrected);
-    total.uncorrected_histogram.saturating_record(uncorrected);
-    win.corrected.saturating_record(corrected);
-    win.uncorrected.saturating_record(uncorrected);
+    total.all_corrected_histogram.saturating_record(corrected);
+    total.all_uncorrected_histogram.saturating_record(uncorrected);
+    win.all_corrected.saturating_record(corrected);
+    // The SLO is about answers: an instant 503 must not make the latency look better.
+    if matches!(s.outcome, Outcome::Status(200..=299)) {
+        total.corrected_histogram.saturating_record(corrected);
+        total.uncorrected_histogram.saturating_record(uncorrected);
+        win.corrected.saturating_record(corrected);
+        win.uncorrected.saturating_record(uncorrected);
+    }
 }

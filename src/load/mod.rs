@@ -390,7 +390,7 @@ pub fn second_line(s: &LoadSecond) -> String {
     };
     let st = &s.status;
     format!(
-        "[{:>4}s] offered {offered:>9}  sent {:>6}  done {:>6} ({:>8.1}/s)  corrected p50 {:>8} p95 {:>8} p99 {:>8} max {:>8} | uncorrected p95 {:>8}  ok {} shed {} 5xx {} 4xx {} timeout {} conn-err {} err {} dropped {} inflight {}",
+        "[{:>4}s] offered {offered:>9}  sent {:>6}  done {:>6} ({:>8.1}/s)  corrected p50 {:>8} p95 {:>8} p99 {:>8} max {:>8} | uncorrected p95 {:>8}  ok {} shed {} 5xx {} 4xx {} 1xx/3xx {} timeout {} conn-err {} err {} dropped {} inflight {} | all p95 {}",
         s.second + 1,
         s.sent,
         s.completed,
@@ -404,11 +404,13 @@ pub fn second_line(s: &LoadSecond) -> String {
         st.shed_503,
         st.other_5xx,
         st.client_4xx,
+        st.other_status,
         st.timeouts,
         st.connect_errors,
         st.other_errors,
         s.dropped,
         s.inflight,
+        fmt_ms(s.all_corrected.p95_ms),
     )
 }
 
@@ -428,8 +430,25 @@ pub fn human_summary(
     let st = &s.status;
     let _ = writeln!(
         o,
-        "  outcomes   ok {}  4xx {}  shed 503 {}  other 5xx {}  timeouts {}  connect errors {}  other errors {}  cancelled {}",
-        st.ok, st.client_4xx, st.shed_503, st.other_5xx, st.timeouts, st.connect_errors, st.other_errors, st.cancelled
+        "  outcomes   ok (2xx) {}  shed 503 {}  other 5xx {}  4xx {}  1xx/3xx {}  timeouts {}  connect errors {}  other errors {}  cancelled {}",
+        st.ok,
+        st.shed_503,
+        st.other_5xx,
+        st.client_4xx,
+        st.other_status,
+        st.timeouts,
+        st.connect_errors,
+        st.other_errors,
+        st.cancelled
+    );
+    let _ = writeln!(
+        o,
+        "  failed     {} of {} ({:.2}%): every request without a 2xx answer (error_rate); shed {:.2}%, timeouts {:.2}%",
+        st.failed(),
+        st.total(),
+        s.error_rate() * 100.0,
+        s.shed_rate() * 100.0,
+        s.timeout_rate() * 100.0
     );
     if !s.status_codes.is_empty() {
         let codes: Vec<String> = s.status_codes.iter().map(|(c, n)| format!("{c}: {n}")).collect();
@@ -440,7 +459,12 @@ pub fn human_summary(
         "  latency          {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
         "p50", "p90", "p95", "p99", "p99.9", "max", "mean"
     );
-    for (name, p) in [("corrected", &s.corrected), ("uncorrected", &s.uncorrected)] {
+    for (name, p) in [
+        ("2xx corrected", &s.corrected),
+        ("2xx uncorrected", &s.uncorrected),
+        ("all corrected", &s.all_corrected),
+        ("all uncorrected", &s.all_uncorrected),
+    ] {
         let _ = writeln!(
             o,
             "  {name:<15} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
@@ -453,7 +477,8 @@ pub fn human_summary(
             fmt_ms(p.mean_ms)
         );
     }
-    let _ = writeln!(o, "  (corrected: {CORRECTED_LABEL}; uncorrected: {UNCORRECTED_LABEL})");
+    let _ = writeln!(o, "  (corrected: {CORRECTED_LABEL}; uncorrected: {UNCORRECTED_LABEL};");
+    let _ = writeln!(o, "   2xx: successful requests, what p95/p99 thresholds judge; all: every request, shed and failed included)");
     if !results.is_empty() {
         let _ = writeln!(o, "Thresholds");
         for r in results {

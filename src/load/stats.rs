@@ -31,10 +31,13 @@ pub enum Outcome {
     Cancelled,
 }
 
-/// Requests by how they ended. `ok` is 1xx-3xx; `shed_503` is the service shedding load.
+/// Requests by how they ended. `ok` is 2xx only: as k6's `http_req_failed` counts, a request
+/// without a 2xx answer is a failure whatever the reason (`other_status` is 1xx and 3xx);
+/// `shed_503` is the service shedding load.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct StatusCounts {
     pub ok: u64,
+    pub other_status: u64,
     pub client_4xx: u64,
     pub shed_503: u64,
     pub other_5xx: u64,
@@ -47,7 +50,8 @@ pub struct StatusCounts {
 impl StatusCounts {
     pub(crate) fn add(&mut self, o: Outcome) {
         match o {
-            Outcome::Status(s) if s < 400 => self.ok += 1,
+            Outcome::Status(200..=299) => self.ok += 1,
+            Outcome::Status(s) if s < 400 => self.other_status += 1,
             Outcome::Status(503) => self.shed_503 += 1,
             Outcome::Status(s) if s >= 500 => self.other_5xx += 1,
             Outcome::Status(_) => self.client_4xx += 1,
@@ -60,6 +64,7 @@ impl StatusCounts {
     /// Requests that ended one way or another (cancelled ones included).
     pub fn total(&self) -> u64 {
         self.ok
+            + self.other_status
             + self.client_4xx
             + self.shed_503
             + self.other_5xx
@@ -68,9 +73,15 @@ impl StatusCounts {
             + self.other_errors
             + self.cancelled
     }
-    /// Failures other than shedding: 4xx, other 5xx, timeouts, connect and other errors.
+    /// Every request without a 2xx answer: shed 503s, other 5xx, 4xx, 1xx/3xx, timeouts,
+    /// connect and other errors, and requests still on the wire when the run stopped
+    /// (cancelled: they got no answer either). What `error_rate` counts.
+    pub fn failed(&self) -> u64 {
+        self.total() - self.ok
+    }
+    /// Failures other than shedding (the charts show shed requests on their own line).
     pub fn errors(&self) -> u64 {
-        self.client_4xx + self.other_5xx + self.timeouts + self.connect_errors + self.other_errors
+        self.failed() - self.shed_503
     }
 }
 
@@ -143,10 +154,13 @@ pub struct LoadSecond {
     pub inflight: u64,
     pub targets: usize,
     pub status: StatusCounts,
-    /// Latency from the intended send time (coordinated-omission corrected).
+    /// Latency of successful (2xx) requests from the intended send time
+    /// (coordinated-omission corrected): what an SLO is about.
     pub corrected: Percentiles,
-    /// Latency from the actual send time.
+    /// Latency of successful (2xx) requests from the actual send time.
     pub uncorrected: Percentiles,
+    /// Latency of every answered or failed request (shed 503s and errors included), corrected.
+    pub all_corrected: Percentiles,
 }
 
 /// The cumulative figures of a run.
@@ -164,14 +178,22 @@ pub struct LoadSummary {
     pub status: StatusCounts,
     /// Every status code seen, with its count.
     pub status_codes: BTreeMap<u16, u64>,
-    /// Latency from the intended send time (coordinated-omission corrected).
+    /// Latency of successful (2xx) requests from the intended send time (corrected).
     pub corrected: Percentiles,
-    /// Latency from the actual send time.
+    /// Latency of successful (2xx) requests from the actual send time.
     pub uncorrected: Percentiles,
+    /// Latency of every request that ended (shed 503s and errors included), corrected.
+    pub all_corrected: Percentiles,
+    /// Latency of every request that ended, from the actual send time.
+    pub all_uncorrected: Percentiles,
     #[serde(skip)]
     pub corrected_histogram: Histogram<u64>,
     #[serde(skip)]
     pub uncorrected_histogram: Histogram<u64>,
+    #[serde(skip)]
+    pub all_corrected_histogram: Histogram<u64>,
+    #[serde(skip)]
+    pub all_uncorrected_histogram: Histogram<u64>,
 }
 
 impl LoadSummary {
@@ -188,17 +210,26 @@ impl LoadSummary {
             status_codes: BTreeMap::new(),
             corrected: Percentiles::default(),
             uncorrected: Percentiles::default(),
+            all_corrected: Percentiles::default(),
+            all_uncorrected: Percentiles::default(),
             corrected_histogram: new_histogram(),
             uncorrected_histogram: new_histogram(),
+            all_corrected_histogram: new_histogram(),
+            all_uncorrected_histogram: new_histogram(),
         }
     }
-    /// error_rate as thresholds see it: failures other than shedding / requests sent.
+    /// error_rate as k6's `http_req_failed`: requests without a 2xx answer / requests that
+    /// ended (see [`StatusCounts::failed`]).
     pub fn error_rate(&self) -> f64 {
-        ratio(self.status.errors(), self.sent)
+        ratio(self.status.failed(), self.status.total())
     }
-    /// shed_rate: 503 answers / requests sent.
+    /// shed_rate: 503 answers / requests that ended.
     pub fn shed_rate(&self) -> f64 {
-        ratio(self.status.shed_503, self.sent)
+        ratio(self.status.shed_503, self.status.total())
+    }
+    /// timeout_rate: requests with no complete answer within the timeout / requests that ended.
+    pub fn timeout_rate(&self) -> f64 {
+        ratio(self.status.timeouts, self.status.total())
     }
     /// drop_rate: dropped / planned.
     pub fn drop_rate(&self) -> f64 {

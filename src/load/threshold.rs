@@ -9,8 +9,10 @@ use super::stats::{fmt_ms, LoadSummary, Percentiles};
 
 /// The forms a threshold may take, quoted in every parse error.
 pub const THRESHOLD_FORMS: &str = "METRIC OP VALUE, e.g. `p95<100ms`, `p99.9<=1s`, `uncorrected_p95<50ms`, \
-`error_rate<1%`, `shed_rate<5%`, `drop_rate<1%`, `rps>=400` (latency metrics: p50 p90 p95 p99 p99.9 max mean, \
-corrected unless prefixed `uncorrected_`; ops: < <= > >=; latency units us ms s, a bare number is ms; rates as % or a fraction)";
+`all_p95<200ms`, `error_rate<1%`, `shed_rate<5%`, `timeout_rate<1%`, `drop_rate<1%`, `rps>=400` (latency metrics: \
+p50 p90 p95 p99 p99.9 max mean of successful requests, corrected unless prefixed `uncorrected_`, of every request \
+when prefixed `all_`; error_rate counts every request without a 2xx answer; ops: < <= > >=; latency units us ms s, \
+a bare number is ms; rates as % or a fraction)";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -27,12 +29,15 @@ pub enum LatencyStat {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Metric {
-    /// Latency in milliseconds; `corrected` = measured from the intended send time.
-    Latency { stat: LatencyStat, corrected: bool },
-    /// (4xx + other 5xx + timeouts + connect and other errors) / sent.
+    /// Latency in milliseconds; `corrected` = measured from the intended send time;
+    /// `all_requests` = of every request that ended, else of the successful (2xx) ones.
+    Latency { stat: LatencyStat, corrected: bool, all_requests: bool },
+    /// Requests without a 2xx answer (shed, 5xx, 4xx, timeouts, connect errors...) / requests.
     ErrorRate,
-    /// 503 answers / sent.
+    /// 503 answers / requests.
     ShedRate,
+    /// Timeouts / requests.
+    TimeoutRate,
     /// dropped / planned.
     DropRate,
     /// Completed requests per second over the run.
@@ -128,9 +133,13 @@ impl Threshold {
         if value.is_empty() {
             return Err(fail("no value after the operator"));
         }
-        let (corrected, stat_name) = match name.strip_prefix("uncorrected_") {
+        let (all_requests, scoped) = match name.strip_prefix("all_") {
+            Some(rest) => (true, rest),
+            None => (false, name.as_str()),
+        };
+        let (corrected, stat_name) = match scoped.strip_prefix("uncorrected_") {
             Some(rest) => (false, rest),
-            None => (true, name.strip_prefix("corrected_").unwrap_or(&name)),
+            None => (true, scoped.strip_prefix("corrected_").unwrap_or(scoped)),
         };
         let stat = match stat_name {
             "p50" | "p(50)" | "med" | "median" => Some(LatencyStat::P50),
@@ -144,13 +153,14 @@ impl Threshold {
         };
         let (metric, limit) = if let Some(stat) = stat {
             (
-                Metric::Latency { stat, corrected },
+                Metric::Latency { stat, corrected, all_requests },
                 parse_latency_ms(value).ok_or_else(|| fail("the value is not a latency"))?,
             )
         } else {
             let metric = match name.as_str() {
                 "error_rate" | "errors" => Metric::ErrorRate,
                 "shed_rate" | "shed" => Metric::ShedRate,
+                "timeout_rate" | "timeouts" => Metric::TimeoutRate,
                 "drop_rate" | "dropped_rate" => Metric::DropRate,
                 "rps" | "throughput" => Metric::Rps,
                 _ => return Err(fail(&format!("unknown metric `{name}`"))),
@@ -174,8 +184,13 @@ impl Threshold {
     /// The observed value of this threshold's metric in `summary`.
     pub fn observe(&self, summary: &LoadSummary) -> f64 {
         match self.metric {
-            Metric::Latency { stat, corrected } => {
-                let p: &Percentiles = if corrected { &summary.corrected } else { &summary.uncorrected };
+            Metric::Latency { stat, corrected, all_requests } => {
+                let p: &Percentiles = match (all_requests, corrected) {
+                    (false, true) => &summary.corrected,
+                    (false, false) => &summary.uncorrected,
+                    (true, true) => &summary.all_corrected,
+                    (true, false) => &summary.all_uncorrected,
+                };
                 match stat {
                     LatencyStat::P50 => p.p50_ms,
                     LatencyStat::P90 => p.p90_ms,
@@ -188,6 +203,7 @@ impl Threshold {
             }
             Metric::ErrorRate => summary.error_rate(),
             Metric::ShedRate => summary.shed_rate(),
+            Metric::TimeoutRate => summary.timeout_rate(),
             Metric::DropRate => summary.drop_rate(),
             Metric::Rps => summary.achieved_rps,
         }
@@ -265,11 +281,14 @@ mod tests {
     #[test]
     fn parses_the_documented_forms() {
         let t = Threshold::parse("p95<100ms").unwrap();
-        assert_eq!(t.metric, Metric::Latency { stat: LatencyStat::P95, corrected: true });
+        assert_eq!(t.metric, Metric::Latency { stat: LatencyStat::P95, corrected: true, all_requests: false });
         assert_eq!((t.op, t.limit), (Op::Lt, 100.0));
         let t = Threshold::parse(" uncorrected_p99.9 <= 1.5s ").unwrap();
-        assert_eq!(t.metric, Metric::Latency { stat: LatencyStat::P999, corrected: false });
+        assert_eq!(t.metric, Metric::Latency { stat: LatencyStat::P999, corrected: false, all_requests: false });
         assert_eq!((t.op, t.limit), (Op::Le, 1500.0));
+        let t = Threshold::parse("all_uncorrected_p50<9ms").unwrap();
+        assert_eq!(t.metric, Metric::Latency { stat: LatencyStat::P50, corrected: false, all_requests: true });
+        assert_eq!(Threshold::parse("timeout_rate<0.5%").unwrap().metric, Metric::TimeoutRate);
         assert_eq!(Threshold::parse("p95<1us").unwrap().limit, 0.001);
         assert_eq!(Threshold::parse("error_rate<1%").unwrap().limit, 0.01);
         assert_eq!(Threshold::parse("shed_rate<=0.05").unwrap().limit, 0.05);
@@ -279,7 +298,7 @@ mod tests {
 
     #[test]
     fn rejects_nonsense_with_the_expected_form() {
-        for bad in ["", "p95", "p95<", "<5ms", "p97<5ms", "p95<5 parsecs", "error_rate<150%", "rps>-3", "latency<5ms"] {
+        for bad in ["", "p95", "p95<", "<5ms", "p97<5ms", "all_rps>3", "all_error_rate<1%", "p95<5 parsecs", "error_rate<150%", "rps>-3", "latency<5ms"] {
             let e = Threshold::parse(bad).unwrap_err().to_string();
             assert!(e.contains("expected METRIC OP VALUE"), "{bad}: {e}");
         }

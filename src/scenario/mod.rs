@@ -11,7 +11,8 @@
 //!   `thresholds: Vec<`[`crate::load::Threshold`]`>`, `stages: Vec<`[`Stage`]`>`.
 //! - [`Stage`]: `name`, `duration`, `load:` [`StageLoad`] (`Rate(`[`Rate`]`)` constant or ramp,
 //!   or `Concurrency(n)`), `notes`, `advance:` [`Advance`] (auto | manual), `expect:`
-//!   [`Expect`] (`replicas_at_least`, `replicas_at_most`, `p95_below`, `p95_above`).
+//!   [`Expect`] (`replicas_at_least`, `replicas_at_most`, `p95_below`, `p95_above`,
+//!   `p95_recovers_below`).
 //!   [`Stage::plan`] gives the engine's [`crate::load::RatePlan`].
 //! - [`TargetRequest::path_and_query`] builds `/process?pixels=WxH&iters=N&effects=…`;
 //!   [`TargetRequest::url_for`] joins it to a base URL.
@@ -300,8 +301,39 @@ pub struct LocalRehearsal {
     pub replicas_max: u32,
     /// Replica i listens on `port_base + i`.
     pub port_base: u16,
-    /// Flags given to every `rtc-demo serve` replica.
+    /// What the replicas compute on.
+    pub device: LocalDevice,
+    /// Flags given to every `rtc-demo serve` replica (not `--device`: that is `device`).
     pub serve_args: Vec<String>,
+}
+
+/// The device of the local replicas (`[local] device`, or `conduct --local-device`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LocalDevice {
+    /// Each replica models a GPU pod's own fixed capacity (`serve --device emulated`):
+    /// adding a replica adds capacity, as on a cluster, whatever this machine's core count.
+    Emulated,
+    /// Real CPU effects: every replica shares this machine's cores, so scale-out only adds
+    /// capacity on a machine with many more cores than replicas.
+    Cpu,
+}
+
+impl LocalDevice {
+    /// The `serve --device` value.
+    pub fn serve_flag(self) -> &'static str {
+        match self {
+            LocalDevice::Emulated => "emulated",
+            LocalDevice::Cpu => "cpu",
+        }
+    }
+    /// How the console labels it ("LOCAL · emulated GPU").
+    pub fn label(self) -> &'static str {
+        match self {
+            LocalDevice::Emulated => "emulated GPU",
+            LocalDevice::Cpu => "CPU",
+        }
+    }
 }
 
 impl Default for LocalRehearsal {
@@ -310,7 +342,8 @@ impl Default for LocalRehearsal {
             replicas_min: 1,
             replicas_max: 4,
             port_base: 18080,
-            serve_args: vec!["--device".into(), "cpu".into()],
+            device: LocalDevice::Emulated,
+            serve_args: Vec::new(),
         }
     }
 }
@@ -321,6 +354,7 @@ struct LocalRaw {
     replicas_min: Option<u32>,
     replicas_max: Option<u32>,
     port_base: Option<u16>,
+    device: Option<LocalDevice>,
     serve_args: Option<Vec<String>>,
 }
 
@@ -332,8 +366,14 @@ impl TryFrom<LocalRaw> for LocalRehearsal {
             replicas_min: r.replicas_min.unwrap_or(d.replicas_min),
             replicas_max: r.replicas_max.unwrap_or(d.replicas_max),
             port_base: r.port_base.unwrap_or(d.port_base),
+            device: r.device.unwrap_or(d.device),
             serve_args: r.serve_args.unwrap_or(d.serve_args),
         };
+        if l.serve_args.iter().any(|a| a == "--device" || a.starts_with("--device=")) {
+            return Err("serve_args sets `--device` (expected `device = \"emulated\"` or `device = \"cpu\"` in [local] \
+instead)"
+                .into());
+        }
         if l.replicas_min == 0 || l.replicas_min > l.replicas_max || l.replicas_max > 64 {
             return Err(format!(
                 "replicas_min = {} and replicas_max = {} (expected 1 <= replicas_min <= replicas_max <= 64)",
@@ -391,6 +431,10 @@ pub struct Expect {
     pub p95_below: Option<Duration>,
     #[serde(default, deserialize_with = "de_opt_duration")]
     pub p95_above: Option<Duration>,
+    /// p95 was over this earlier in the run, and is back under it for at least the last
+    /// 10 s of the stage, without going over again: the SLO restored under the same load.
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub p95_recovers_below: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

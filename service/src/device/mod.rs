@@ -2,10 +2,12 @@
 //! back ends plug in without touching it.
 mod cpu;
 pub mod cuda;
+pub mod emulated;
 
 use std::sync::Arc;
 
 pub use cpu::CpuDevice;
+pub use emulated::{EmulatedDevice, ServiceTimeModel};
 
 use crate::effects::{ChainPlan, EffectTimings};
 
@@ -17,11 +19,15 @@ pub enum DeviceChoice {
     Cuda,
     /// Multi-threaded CPU implementation.
     Cpu,
+    /// No compute: each worker is a stream that holds a frame for a modelled service time
+    /// (see --emulated-bandwidth), so each replica has its own fixed capacity as a GPU pod
+    /// does. For rehearsals on one machine; its figures are labelled emulated.
+    Emulated,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceInfo {
-    /// `cpu` or `cuda`: the `device` label in metrics and JSON.
+    /// `cpu`, `cuda` or `emulated`: the `device` label in metrics and JSON.
     pub kind: &'static str,
     /// Human name: the GPU model, or the CPU's thread count.
     pub name: String,
@@ -93,9 +99,15 @@ pub trait Device: Send + Sync + 'static {
 }
 
 /// Open the device the flags ask for. `auto` falls back to the CPU and logs why.
-pub fn open(choice: DeviceChoice, workers: usize, threads: usize) -> anyhow::Result<Arc<dyn Device>> {
+pub fn open(
+    choice: DeviceChoice,
+    workers: usize,
+    threads: usize,
+    emulated: ServiceTimeModel,
+) -> anyhow::Result<Arc<dyn Device>> {
     match choice {
         DeviceChoice::Cpu => Ok(Arc::new(CpuDevice::new(threads)?)),
+        DeviceChoice::Emulated => Ok(Arc::new(EmulatedDevice::new(emulated)?)),
         DeviceChoice::Cuda => {
             let dev = cuda::CudaDevice::open(workers).map_err(|e| anyhow::anyhow!("--device cuda: {e}"))?;
             Ok(Arc::new(dev))

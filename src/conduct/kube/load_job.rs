@@ -197,7 +197,7 @@ pub fn parse_line(line: &str) -> Option<LoadLine> {
     let num = |key: &str| after(key, unc).and_then(|(_, v)| v.parse::<u64>().ok()).unwrap_or(0);
     l.ok = num("ok");
     l.shed = num("shed");
-    l.errors = num("5xx") + num("timeout") + num("conn-err") + num("err");
+    l.errors = num("5xx") + num("4xx") + num("1xx/3xx") + num("timeout") + num("conn-err") + num("err");
     l.dropped = num("dropped");
     if l.ok + l.shed + l.errors == 0 {
         // "no requests": keep the percentiles unknown rather than 0.
@@ -221,9 +221,10 @@ mod tests {
             sent: 200,
             completed: 198,
             achieved_rps: 198.0,
-            status: StatusCounts { ok: 190, shed_503: 5, other_5xx: 1, timeouts: 2, ..Default::default() },
+            status: StatusCounts { ok: 190, shed_503: 5, other_5xx: 1, client_4xx: 1, timeouts: 2, ..Default::default() },
             corrected: Percentiles { count: 198, p95_ms: 123.4, ..Default::default() },
             uncorrected: Percentiles { count: 198, p95_ms: 87.65, ..Default::default() },
+            all_corrected: Percentiles { count: 199, p95_ms: 120.0, ..Default::default() },
             dropped: 3,
             concurrency: 0,
             planned: 203,
@@ -237,7 +238,7 @@ mod tests {
         assert_eq!(l.achieved_rps, 198.0);
         assert!((l.p95_corrected_s.unwrap() - 0.1234).abs() < 1e-9, "{line}");
         assert!((l.p95_uncorrected_s.unwrap() - 0.08765).abs() < 1e-4, "{line}");
-        assert_eq!((l.ok, l.shed, l.errors, l.dropped), (190, 5, 3, 3), "{line}");
+        assert_eq!((l.ok, l.shed, l.errors, l.dropped), (190, 5, 4, 3), "{line}");
     }
 
     #[test]

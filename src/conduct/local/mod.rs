@@ -42,6 +42,12 @@ pub struct LocalConfig {
     pub overlay: String,
 }
 
+impl LocalConfig {
+    fn label(&self) -> BackendLabel {
+        BackendLabel::Local { device: self.spawn.device.label().into() }
+    }
+}
+
 pub struct LocalBackend {
     handle: BackendHandle,
 }
@@ -50,7 +56,7 @@ impl LocalBackend {
     /// Starts the controller task (nothing is spawned until `Apply`). Needs a tokio runtime.
     pub fn start(cfg: LocalConfig) -> Self {
         let (snap_tx, snap) =
-            watch::channel(Arc::new(ClusterSnapshot { backend: BackendLabel::Local, ..Default::default() }));
+            watch::channel(Arc::new(ClusterSnapshot { backend: cfg.label(), ..Default::default() }));
         let (tx, rx) = mpsc::unbounded_channel();
         let ctl = Controller::new(cfg, snap_tx);
         tokio::spawn(ctl.run(rx));
@@ -614,7 +620,7 @@ impl Controller {
         kubectl.push(format!("kubectl apply --server-side --field-manager=rtc-demo -k {}", self.cfg.overlay));
         let snap = ClusterSnapshot {
             at_s: self.now_s(),
-            backend: BackendLabel::Local,
+            backend: self.cfg.label(),
             pods,
             autoscaler,
             events: self.events.iter().cloned().collect(),

@@ -89,6 +89,8 @@ impl Replica {
 #[derive(Debug, Clone)]
 pub struct SpawnSpec {
     pub exe: PathBuf,
+    /// What the replicas compute on (`serve --device`).
+    pub device: crate::scenario::LocalDevice,
     /// Flags for every replica (from the scenario), before the console's own.
     pub serve_args: Vec<String>,
     pub log_dir: Option<PathBuf>,
@@ -100,9 +102,7 @@ impl SpawnSpec {
         cmd.arg("serve").arg("--listen").arg(format!("127.0.0.1:{port}"));
         let has = |flag: &str| self.serve_args.iter().any(|a| a == flag || a.starts_with(&format!("{flag}=")));
         cmd.args(&self.serve_args);
-        if !has("--device") {
-            cmd.args(["--device", "cpu"]);
-        }
+        cmd.args(["--device", self.device.serve_flag()]);
         if !has("--p95-window") {
             // A short window makes the rehearsal react (and recover) within seconds.
             cmd.args(["--p95-window", "10s"]);

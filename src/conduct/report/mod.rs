@@ -73,6 +73,9 @@ pub struct Summary {
     /// All thresholds passed (the exit code follows this).
     pub passed: bool,
     pub max_ready: u32,
+    /// The talk's figures (over the SLO → scale-up → SLO restored), from the recorded seconds.
+    #[serde(default)]
+    pub talk: super::story::TalkFigures,
     pub scale_events: usize,
     pub events: Vec<EventInfo>,
 }

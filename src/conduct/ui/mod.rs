@@ -260,7 +260,7 @@ pub(crate) mod fixtures {
             .collect();
         ClusterSnapshot {
             at_s: 119.0,
-            backend: BackendLabel::Local,
+            backend: BackendLabel::default(),
             pods: (1..=5)
                 .map(|i| PodInfo {
                     name: format!("serve-{i}"),
