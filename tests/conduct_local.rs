@@ -135,6 +135,52 @@ fn killed_replica_is_replaced() {
     let _ = std::fs::remove_dir_all(&report);
 }
 
+/// A run whose requests were mostly shed cannot pass `error_rate<2%` (before, shed 503s were
+/// left out of error_rate and the summary said `observed 0.00%`, exit 0).
+#[test]
+fn a_mostly_shed_run_fails_its_verdict() {
+    let report = std::env::temp_dir().join(format!("rtc-conduct-shed-{}", std::process::id()));
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/conduct/e2e-28170.toml");
+    let mut c = Conductor::start(&[
+        "--backend",
+        "local",
+        fixture.to_str().unwrap(),
+        "--headless",
+        "--report-dir",
+        report.to_str().unwrap(),
+    ]);
+    let line = c.wait_line("the error_rate verdict", Duration::from_secs(90), |l| l.contains("error_rate<2%"));
+    assert!(line.starts_with('✗'), "{line}");
+    let observed: f64 = line
+        .split("observed ")
+        .nth(1)
+        .and_then(|r| r.split('%').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no observed figure: {line}"));
+    assert!(observed > 50.0, "two requests in three are shed: {line}");
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = c.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(20), "console did not end");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(1), "a failed threshold exits 1; output:\n{}", c.seen.join("\n"));
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["passed"], false, "{summary}");
+    assert!(
+        summary["load"]["status"]["shed_503"].as_u64().unwrap() > summary["load"]["status"]["ok"].as_u64().unwrap()
+    );
+    // Latency of answers and of all requests are both kept; the instant 503s are in `all` only.
+    let load = &summary["load"];
+    assert_eq!(load["corrected"]["count"].as_u64().unwrap(), load["status"]["ok"].as_u64().unwrap(), "{summary}");
+    let p50 = |k: &str| load[k]["p50_ms"].as_f64().unwrap_or_else(|| panic!("no {k}.p50_ms: {summary}"));
+    assert!(p50("all_corrected") < p50("corrected"), "{summary}");
+    let _ = std::fs::remove_dir_all(&report);
+}
+
 #[test]
 fn replay_runs_headless_labelled_replay() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/conduct/report");

@@ -136,7 +136,7 @@ fn console_at_100x30_keys_and_clean_quit() {
     let s = t.wait_for("stage 1 to start", Duration::from_secs(60), |s| s.contains("Stage 1/3: warm"));
     for want in [
         "e2e",
-        "LOCAL",
+        "LOCAL · emulated GPU",
         "SLO p95 < 100 ms",
         "Pods ready",
         "p95 ms SLO 100",

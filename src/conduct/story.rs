@@ -76,7 +76,11 @@ impl TalkFigures {
                         k += 1;
                     }
                     let held_to_end = k == samples.len();
-                    let held = if held_to_end { end_t - samples[start].t_s + 1.0 } else { samples[k].t_s - samples[start].t_s };
+                    let held = if held_to_end {
+                        end_t - samples[start].t_s + 1.0
+                    } else {
+                        samples[k].t_s - samples[start].t_s
+                    };
                     if held >= RESTORED_HOLD_S {
                         f.slo_restored_s = Some(samples[start].t_s);
                         f.scale_up_to_restored_s = Some(samples[start].t_s - samples[j].t_s);

@@ -478,7 +478,10 @@ pub fn human_summary(
         );
     }
     let _ = writeln!(o, "  (corrected: {CORRECTED_LABEL}; uncorrected: {UNCORRECTED_LABEL};");
-    let _ = writeln!(o, "   2xx: successful requests, what p95/p99 thresholds judge; all: every request, shed and failed included)");
+    let _ = writeln!(
+        o,
+        "   2xx: successful requests, what p95/p99 thresholds judge; all: every request, shed and failed included)"
+    );
     if !results.is_empty() {
         let _ = writeln!(o, "Thresholds");
         for r in results {

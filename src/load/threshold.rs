@@ -298,7 +298,19 @@ mod tests {
 
     #[test]
     fn rejects_nonsense_with_the_expected_form() {
-        for bad in ["", "p95", "p95<", "<5ms", "p97<5ms", "all_rps>3", "all_error_rate<1%", "p95<5 parsecs", "error_rate<150%", "rps>-3", "latency<5ms"] {
+        for bad in [
+            "",
+            "p95",
+            "p95<",
+            "<5ms",
+            "p97<5ms",
+            "all_rps>3",
+            "all_error_rate<1%",
+            "p95<5 parsecs",
+            "error_rate<150%",
+            "rps>-3",
+            "latency<5ms",
+        ] {
             let e = Threshold::parse(bad).unwrap_err().to_string();
             assert!(e.contains("expected METRIC OP VALUE"), "{bad}: {e}");
         }

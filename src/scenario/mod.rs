@@ -370,9 +370,11 @@ impl TryFrom<LocalRaw> for LocalRehearsal {
             serve_args: r.serve_args.unwrap_or(d.serve_args),
         };
         if l.serve_args.iter().any(|a| a == "--device" || a.starts_with("--device=")) {
-            return Err("serve_args sets `--device` (expected `device = \"emulated\"` or `device = \"cpu\"` in [local] \
+            return Err(
+                "serve_args sets `--device` (expected `device = \"emulated\"` or `device = \"cpu\"` in [local] \
 instead)"
-                .into());
+                    .into(),
+            );
         }
         if l.replicas_min == 0 || l.replicas_min > l.replicas_max || l.replicas_max > 64 {
             return Err(format!(

@@ -221,7 +221,14 @@ mod tests {
             sent: 200,
             completed: 198,
             achieved_rps: 198.0,
-            status: StatusCounts { ok: 190, shed_503: 5, other_5xx: 1, client_4xx: 1, timeouts: 2, ..Default::default() },
+            status: StatusCounts {
+                ok: 190,
+                shed_503: 5,
+                other_5xx: 1,
+                client_4xx: 1,
+                timeouts: 2,
+                ..Default::default()
+            },
             corrected: Percentiles { count: 198, p95_ms: 123.4, ..Default::default() },
             uncorrected: Percentiles { count: 198, p95_ms: 87.65, ..Default::default() },
             all_corrected: Percentiles { count: 199, p95_ms: 120.0, ..Default::default() },

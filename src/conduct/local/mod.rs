@@ -55,8 +55,7 @@ pub struct LocalBackend {
 impl LocalBackend {
     /// Starts the controller task (nothing is spawned until `Apply`). Needs a tokio runtime.
     pub fn start(cfg: LocalConfig) -> Self {
-        let (snap_tx, snap) =
-            watch::channel(Arc::new(ClusterSnapshot { backend: cfg.label(), ..Default::default() }));
+        let (snap_tx, snap) = watch::channel(Arc::new(ClusterSnapshot { backend: cfg.label(), ..Default::default() }));
         let (tx, rx) = mpsc::unbounded_channel();
         let ctl = Controller::new(cfg, snap_tx);
         tokio::spawn(ctl.run(rx));

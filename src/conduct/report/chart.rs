@@ -53,6 +53,8 @@ fn draw_inner(path: &Path, rows: &[Row], summary: &Summary) -> Result<(), Box<dy
         "rtc-demo conduct · {} · {} · {:.0} s · SLO p95 < {:.0} ms",
         summary.scenario, summary.backend, summary.duration_s, summary.slo_p95_ms
     );
+    // The bundled font has no middle dot: separate with bars.
+    let title = title.replace('·', "|");
     let root = root.titled(&title, ("sans-serif", 26).into_font().color(&BLACK))?;
     let panels = root.split_evenly((3, 1));
     let t_max = rows.last().map(|r| r.sample.t_s).unwrap_or(1.0).max(1.0);
@@ -187,7 +189,13 @@ fn draw_inner(path: &Path, rows: &[Row], summary: &Summary) -> Result<(), Box<dy
         .min(slo * 20.0)
         * 1.1;
     let mut c3 = ChartBuilder::on(&panels[2])
-        .caption("p95 latency (ms) — server-side, client-side corrected, SLO line", font(18))
+        .caption(
+            format!(
+                "p95 latency (ms) — server, client corrected, SLO line | {}",
+                summary.talk.headline().replace('·', "|")
+            ),
+            font(18),
+        )
         .margin(8)
         .x_label_area_size(40)
         .y_label_area_size(60)

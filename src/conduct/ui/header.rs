@@ -7,6 +7,7 @@ use ratatui::Frame;
 
 use super::{alert_style, dim_style, mmss, title_style, App};
 use crate::conduct::model::BackendLabel;
+use crate::conduct::story::TalkFigures;
 
 /// 3-row glyphs for the large timer (digits and ':').
 fn glyph(c: char) -> [&'static str; 3] {
@@ -96,7 +97,11 @@ pub fn render(app: &App, f: &mut Frame, area: Rect) {
         Some(n) => format!("next: {n}"),
         None => "last stage".into(),
     };
-    f.render_widget(Paragraph::new(Span::styled(next, dim_style())), l3);
+    // The talk's figures, live: over the SLO → scale-up → SLO restored.
+    let talk = TalkFigures::from_samples(&app.snap.series, app.slo_s).headline();
+    let l3_line =
+        Line::from(vec![Span::styled(next, dim_style()), Span::raw("  ·  "), Span::styled(talk, title_style())]);
+    f.render_widget(Paragraph::new(l3_line), l3);
     let lines: Vec<Line> = big.iter().map(|r| Line::styled(r.clone(), title_style())).collect();
     let mut lines = lines;
     lines.push(Line::styled("stage time", dim_style()));
@@ -118,6 +123,7 @@ mod tests {
         assert!(s.contains("Stage 2/4: heavy"));
         assert!(s.contains("0:27 / 1:00"));
         assert!(s.contains("next: cool-down"));
+        assert!(s.contains("p95 over the SLO at 49 s · scale-up 1 s later"), "the talk's figures: {s}");
         // the large timer: "0:27" drawn with block glyphs
         assert!(s.contains("█▀█"), "{s}");
     }
