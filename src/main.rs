@@ -1,4 +1,4 @@
 //! Thin entry point: everything lives in the library so tests can drive it.
 fn main() -> std::process::ExitCode {
-    rtc_demo::cli::main()
+    rtc_demo::commands::main()
 }

@@ -122,7 +122,7 @@ async fn load_and_query(
         }
     }
     let q = Queries::from_scenario(&rtc_demo::scenario::Prometheus::default());
-    let r = src.poll(&q).await.expect("the default queries run");
+    let r = kp::poll(&src, &q).await.expect("the default queries run");
     let summary = h.stop().await;
     assert!(seconds.len() as u64 >= secs - 2, "only {} load seconds", seconds.len());
     (seconds, summary, r)
@@ -213,7 +213,7 @@ async fn the_p95_query_reads_zero_not_nan_when_idle() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let r = src.poll(&Queries::from_scenario(&rtc_demo::scenario::Prometheus::default())).await.unwrap();
+    let r = kp::poll(&src, &Queries::from_scenario(&rtc_demo::scenario::Prometheus::default())).await.unwrap();
     assert_eq!(r.p95_s, Some(0.0), "{r:?}");
     assert_eq!(r.rps, Some(0.0), "{r:?}");
     assert_eq!(r.gpu_util, None, "no DCGM exporter: no GPU figure");
@@ -223,14 +223,24 @@ async fn the_p95_query_reads_zero_not_nan_when_idle() {
 async fn an_unreachable_prometheus_is_stale_and_backs_off() {
     let port = free_port(); // nothing listens there
     let src = Source::new(&format!("http://127.0.0.1:{port}")).unwrap();
-    let e = src.poll(&Queries::from_scenario(&rtc_demo::scenario::Prometheus::default())).await.unwrap_err();
+    let e = kp::poll(&src, &Queries::from_scenario(&rtc_demo::scenario::Prometheus::default())).await.unwrap_err();
     assert!(e.contains(&format!("127.0.0.1:{port}")), "{e}");
-    let (state, task) =
-        kp::spawn(src, Queries::from_scenario(&rtc_demo::scenario::Prometheus::default()), Duration::from_millis(200));
+    // The poller sends every outcome to its owner, who keeps the state.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let task = kp::spawn(
+        src,
+        Queries::from_scenario(&rtc_demo::scenario::Prometheus::default()),
+        Duration::from_millis(200),
+        tx,
+        |o| o,
+    );
     tokio::time::sleep(Duration::from_millis(3500)).await;
-    let s = state.lock().unwrap().clone();
     task.abort();
-    assert!(s.stale(Duration::from_secs(5)));
+    let mut s = kp::PromState::default();
+    while let Ok(outcome) = rx.try_recv() {
+        s.record(outcome);
+    }
+    assert!(s.stale());
     assert!(s.error.as_deref().is_some_and(|e| e.contains("127.0.0.1")), "{s:?}");
     // Backoff 1 s, 2 s, …: in 3.5 s about 3 tries, not 17 (the 200 ms interval).
     assert!((2..=4).contains(&s.failures), "failures {}", s.failures);

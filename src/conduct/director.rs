@@ -3,9 +3,9 @@
 use std::time::{Duration, Instant};
 
 use super::keymap::Action;
+use super::model::Verdict;
 use super::model::{describe_plan, BackendCommand, ClusterSnapshot, RatePlan, StageView};
 use super::story::{judged_p95, RESTORED_HOLD_S};
-use super::ui::Verdict;
 use crate::scenario::{Advance, Expect, Scenario};
 
 #[derive(Debug, Clone)]

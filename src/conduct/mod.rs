@@ -14,6 +14,7 @@ pub mod hpa;
 pub mod http;
 pub mod keymap;
 pub mod kube;
+pub mod load_driver;
 pub mod local;
 pub mod model;
 pub mod prom;
@@ -21,6 +22,7 @@ pub mod replay;
 pub mod report;
 pub mod run;
 pub mod story;
+pub mod timeline;
 pub mod ui;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

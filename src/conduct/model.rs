@@ -216,6 +216,13 @@ pub enum BackendCommand {
     Teardown,
 }
 
+/// One threshold's or expectation's verdict (the final summary, the report).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    pub text: String,
+    pub ok: bool,
+}
+
 /// What a backend hands back when it shuts down: the load engine's cumulative summary
 /// (None when there was no load, or for a replay).
 pub type Totals = Option<crate::load::LoadSummary>;

@@ -1,9 +1,17 @@
-//! Server-side p95 from a Prometheus (`--prometheus URL`): one instant query per interval,
-//! marked stale when it fails, retried with exponential backoff (1 s, 2 s, 4 s … 10 s).
-use std::sync::{Arc, Mutex};
+//! The Prometheus source both live backends use (prometheus-http-query): instant queries
+//! with a timeout, and a poller task that sends each poll's outcome to the task that owns the
+//! backend's state (no shared lock), backing off while Prometheus fails (1 s, 2 s, 4 s, 8 s,
+//! then every 10 s). The owner keeps a [`Polled`]: the last good value, and whether it is
+//! stale by the timeline's one window.
 use std::time::{Duration, Instant};
 
-use super::http::{urlencode, HttpGet};
+use prometheus_http_query::Client;
+use tokio::sync::mpsc;
+
+use super::timeline;
+
+/// How long one query may take.
+pub const QUERY_TIMEOUT: Duration = Duration::from_millis(1500);
 
 /// The latest answer of a polled source, and how healthy the polling is.
 #[derive(Debug, Clone, Default)]
@@ -15,83 +23,111 @@ pub struct Polled<T> {
 }
 
 impl<T> Polled<T> {
-    /// Stale: never answered, the last poll failed, or the last answer is older than `max_age`.
-    pub fn stale(&self, max_age: Duration) -> bool {
-        self.failures > 0 || self.last_ok.is_none_or(|t| t.elapsed() > max_age)
+    /// Stale: never answered, the last poll failed, or the last answer is older than
+    /// [`timeline::STALE_AFTER`].
+    pub fn stale(&self) -> bool {
+        self.failures > 0 || timeline::stale(self.last_ok, Instant::now())
     }
 
-    /// Takes one poll's outcome; returns how long to wait before the next poll.
-    fn record(&mut self, outcome: Result<T, String>, interval: Duration) -> Duration {
+    /// Takes one poll's outcome.
+    pub fn record(&mut self, outcome: Result<T, String>) {
         match outcome {
             Ok(v) => {
                 self.value = v;
                 self.last_ok = Some(Instant::now());
                 self.error = None;
                 self.failures = 0;
-                interval
             }
             Err(e) => {
                 self.failures = self.failures.saturating_add(1);
                 self.error = Some(e);
-                backoff(self.failures)
             }
         }
     }
 }
 
-/// Polls `fetch` every `interval`, backing off while it fails; the state is shared with
-/// whoever reads it (the backends' loops).
-pub fn spawn_poller<T, F, Fut>(interval: Duration, mut fetch: F) -> (Arc<Mutex<Polled<T>>>, tokio::task::JoinHandle<()>)
+/// Retry delay after `failures` failed polls in a row: 1, 2, 4, 8, then every 10 seconds.
+pub fn backoff(failures: u32) -> Duration {
+    Duration::from_secs((1u64 << failures.saturating_sub(1).min(4)).min(10))
+}
+
+/// Polls `fetch` every `interval`, backing off while it fails, and sends every outcome as
+/// `wrap(outcome)` to `tx`. Ends when the receiver is gone.
+pub fn spawn_poller<T, E, F, Fut>(
+    interval: Duration,
+    mut fetch: F,
+    tx: mpsc::UnboundedSender<E>,
+    wrap: fn(Result<T, String>) -> E,
+) -> tokio::task::JoinHandle<()>
 where
-    T: Default + Send + 'static,
+    T: Send + 'static,
+    E: Send + 'static,
     F: FnMut() -> Fut + Send + 'static,
     Fut: std::future::Future<Output = Result<T, String>> + Send,
 {
-    let state = Arc::new(Mutex::new(Polled::<T>::default()));
-    let st = state.clone();
-    let task = tokio::spawn(async move {
+    tokio::spawn(async move {
+        let mut failures = 0u32;
         loop {
             let outcome = fetch().await;
-            let wait = st.lock().unwrap_or_else(|e| e.into_inner()).record(outcome, interval);
-            tokio::time::sleep(wait).await;
-        }
-    });
-    (state, task)
-}
-
-/// Server-side p95 as the local backend reads it.
-pub type PromState = Polled<Option<f64>>;
-
-/// Parses an instant-query answer: `{"status":"success","data":{"result":[{"value":[t,"0.12"]}]}}`.
-/// An empty result is 0 (the queries are written to give 0 when idle); NaN counts as 0.
-pub fn parse_instant(body: &str) -> Result<f64, String> {
-    let v: serde_json::Value = serde_json::from_str(body).map_err(|e| format!("not JSON: {e}"))?;
-    if v.get("status").and_then(|s| s.as_str()) != Some("success") {
-        let err = v.get("error").and_then(|e| e.as_str()).unwrap_or("status is not success");
-        return Err(err.chars().take(120).collect());
-    }
-    let result = v.pointer("/data/result").and_then(|r| r.as_array()).ok_or("no data.result in the answer")?;
-    let Some(first) = result.first() else { return Ok(0.0) };
-    let s = first.pointer("/value/1").and_then(|x| x.as_str()).ok_or("no value in the first result")?;
-    let x: f64 = s.parse().map_err(|_| format!("value {s:?} is not a number"))?;
-    Ok(if x.is_finite() { x } else { 0.0 })
-}
-
-/// Starts polling `query` at `base`; the task ends with the runtime.
-pub fn spawn(base: String, query: String, interval: Duration) -> Arc<Mutex<PromState>> {
-    let url = Arc::new(format!("{}/api/v1/query?query={}", base.trim_end_matches('/'), urlencode(&query)));
-    let http = HttpGet::new();
-    let (state, _task) = spawn_poller(interval, move || {
-        let (http, url) = (http.clone(), url.clone());
-        async move {
-            match http.get(&url, Duration::from_millis(1500)).await {
-                Ok((200, body)) => parse_instant(&body).map(Some),
-                Ok((code, body)) => Err(format!("HTTP {code}: {}", body.chars().take(80).collect::<String>())),
-                Err(e) => Err(e),
+            failures = if outcome.is_ok() { 0 } else { failures.saturating_add(1) };
+            if tx.send(wrap(outcome)).is_err() {
+                return;
             }
+            tokio::time::sleep(if failures == 0 { interval } else { backoff(failures) }).await;
         }
-    });
-    state
+    })
+}
+
+/// A Prometheus at `url` (http only: a port-forward or a URL reachable from this machine).
+#[derive(Clone)]
+pub struct Source {
+    client: Client,
+    pub url: String,
+}
+
+impl Source {
+    pub fn new(url: &str) -> Result<Source, String> {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(format!("Prometheus URL {url:?}: must start with http:// (e.g. http://127.0.0.1:9090 after `kubectl -n monitoring port-forward svc/prometheus-operated 9090`)"));
+        }
+        if url.starts_with("https://") {
+            return Err(format!("Prometheus URL {url:?}: https is not supported by this build; port-forward and use http://127.0.0.1:9090"));
+        }
+        let client = url.trim_end_matches('/').parse::<Client>().map_err(|e| format!("Prometheus URL {url:?}: {e}"))?;
+        Ok(Source { client, url: url.trim_end_matches('/').to_string() })
+    }
+
+    /// One instant query: the first sample's value (`None` when the answer is empty or NaN).
+    pub async fn value(&self, query: &str) -> Result<Option<f64>, String> {
+        let fut = self.client.query(query).timeout(QUERY_TIMEOUT.as_millis() as i64).get();
+        let r = match tokio::time::timeout(QUERY_TIMEOUT + Duration::from_millis(500), fut).await {
+            Err(_) => return Err(format!("{}: no answer within {}ms", self.url, QUERY_TIMEOUT.as_millis())),
+            Ok(Err(e)) => return Err(format!("{}: {}", self.url, super::kube::error_chain(&e))),
+            Ok(Ok(r)) => r,
+        };
+        let data = r.data();
+        let v = if let Some(vec) = data.as_vector() {
+            vec.first().map(|s| s.sample().value())
+        } else if let Some(s) = data.as_scalar() {
+            Some(s.value())
+        } else {
+            return Err(format!("{}: query {query:?} gave a range vector, expected an instant vector", self.url));
+        };
+        Ok(v.filter(|x| x.is_finite()))
+    }
+
+    /// Is Prometheus up (answers `vector(1)`)?
+    pub async fn reachable(&self) -> Result<(), String> {
+        match self.value("vector(1)").await? {
+            Some(v) if (v - 1.0).abs() < 1e-9 => Ok(()),
+            other => Err(format!("{}: `vector(1)` answered {other:?}", self.url)),
+        }
+    }
+
+    /// How many series of `metric` exist in `namespace` (0 when none).
+    pub async fn series_count(&self, metric: &str, namespace: &str) -> Result<f64, String> {
+        Ok(self.value(&format!("count({metric}{{namespace=\"{namespace}\"}})")).await?.unwrap_or(0.0))
+    }
 }
 
 #[cfg(test)]
@@ -99,21 +135,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_answers_and_errors() {
-        assert_eq!(
-            parse_instant(
-                r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1.0,"0.123"]}]}}"#
-            ),
-            Ok(0.123)
-        );
-        assert_eq!(parse_instant(r#"{"status":"success","data":{"result":[]}}"#), Ok(0.0));
-        assert_eq!(parse_instant(r#"{"status":"success","data":{"result":[{"value":[1,"NaN"]}]}}"#), Ok(0.0));
-        assert!(parse_instant(r#"{"status":"error","error":"bad query"}"#).unwrap_err().contains("bad query"));
-        assert!(parse_instant("<html>").is_err());
+    fn backoff_doubles_to_ten_seconds() {
+        let s: Vec<u64> = (1..=7).map(|f| backoff(f).as_secs()).collect();
+        assert_eq!(s, vec![1, 2, 4, 8, 10, 10, 10]);
     }
-}
 
-/// Retry delay after `failures` failed polls in a row: 1, 2, 4, 8, then every 10 seconds.
-pub fn backoff(failures: u32) -> Duration {
-    Duration::from_secs((1u64 << failures.saturating_sub(1).min(4)).min(10))
+    #[test]
+    fn polled_is_stale_until_it_answers_and_after_a_failure() {
+        let mut p = Polled::<Option<f64>>::default();
+        assert!(p.stale());
+        p.record(Ok(Some(0.12)));
+        assert!(!p.stale());
+        assert_eq!(p.value, Some(0.12));
+        p.record(Err("connection refused".into()));
+        assert!(p.stale());
+        assert_eq!((p.value, p.failures, p.error.as_deref()), (Some(0.12), 1, Some("connection refused")));
+    }
 }

@@ -116,12 +116,9 @@ impl Timeline {
     /// A client second has been measured.
     pub fn client_second(&mut self, c: ClientSecond, now: Instant) {
         self.pending = Some(match self.pending {
-            Some(p) => ClientSecond {
-                errors: p.errors + c.errors,
-                shed: p.shed + c.shed,
-                dropped: p.dropped + c.dropped,
-                ..c
-            },
+            Some(p) => {
+                ClientSecond { errors: p.errors + c.errors, shed: p.shed + c.shed, dropped: p.dropped + c.dropped, ..c }
+            }
             None => c,
         });
         self.last_client = Some((now, c));
@@ -149,10 +146,12 @@ impl Timeline {
         }
         let client = match self.pending.take() {
             Some(c) => Some(c),
-            None => self
-                .last_client
-                .filter(|(at, _)| !stale(Some(*at), now))
-                .map(|(_, c)| ClientSecond { errors: 0, shed: 0, dropped: 0, ..c }),
+            None => self.last_client.filter(|(at, _)| !stale(Some(*at), now)).map(|(_, c)| ClientSecond {
+                errors: 0,
+                shed: 0,
+                dropped: 0,
+                ..c
+            }),
         };
         let mut s = Sample {
             t_s,

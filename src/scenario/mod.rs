@@ -20,7 +20,6 @@
 //! Durations are written as in flags (`90s`, `2m`, `1m30s`, `500ms`).
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::time::Duration;
 
 use serde::de::{self, Deserializer, MapAccess, Visitor};
@@ -709,41 +708,6 @@ impl Scenario {
     /// Sum of the stages' durations.
     pub fn total_duration(&self) -> Duration {
         self.stages.iter().map(|s| s.duration).sum()
-    }
-}
-
-/// `rtc-demo check FILE...`
-#[derive(Debug, clap::Args)]
-pub struct CheckArgs {
-    /// Scenario files to validate (TOML).
-    #[arg(required = true, value_name = "FILE")]
-    pub files: Vec<PathBuf>,
-}
-
-/// Validates every file; prints `ok FILE (name: N stages, total T)` or the error; exit 1
-/// when any is invalid.
-pub fn main(args: CheckArgs) -> ExitCode {
-    let mut failed = 0;
-    for file in &args.files {
-        match Scenario::load(file) {
-            Ok(s) => println!(
-                "ok {} ({}: {} stages, {})",
-                file.display(),
-                s.name,
-                s.stages.len(),
-                rtc_service::duration::format_duration(s.total_duration())
-            ),
-            Err(e) => {
-                eprintln!("{e}");
-                failed += 1;
-            }
-        }
-    }
-    if failed > 0 {
-        eprintln!("{failed} of {} scenario files invalid", args.files.len());
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
     }
 }
 

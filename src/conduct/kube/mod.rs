@@ -7,6 +7,10 @@
 //!   folders, rollout wait with kubectl's progress lines, teardown.
 //! - [`watch`]: kube-runtime watchers on the Deployment, its Pods, the HPA (or KEDA's
 //!   `keda-hpa-<name>`) and Events, folded into the snapshot types the local backend uses.
+//! - [`job_driver`]: the in-cluster load Job behind the console's `LoadDriver` interface.
+//!
+//! One task, the controller, owns the backend's state; the watchers, the Prometheus poller,
+//! the apply/rollout task and the load Job's log follower send it [`KubeEvent`]s.
 //! - [`prometheus`]: p95/RPS/errors/shed/GPU through prometheus-http-query, stale + backoff.
 //! - [`load_job`]: the in-cluster load Job + ConfigMap, and its per-second log lines.
 //! - [`kubectl`]: the exact kubectl command for every step and view (the fallback panel).
@@ -16,26 +20,24 @@
 //! (tests/conduct_kube_mock.rs), as kube-rs documents; the Prometheus source is tested
 //! against a real Prometheus scraping real `rtc-demo serve` processes
 //! (tests/conduct_prometheus.rs).
-use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::{AsyncBufReadExt, StreamExt};
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, ListParams, LogParams};
 use serde_json::Value;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::load_driver::{EngineDriver, LoadDriver, Unconfigured, STOP_DEADLINE};
 use super::model::*;
-use crate::load::{LoadConfig, LoadEngine, LoadHandle, LoadSecond, LoadSummary};
+use super::timeline::{PodCounts, ServerReading, Timeline};
+use crate::load::LoadConfig;
 use crate::scenario::Scenario;
 
 pub mod apply;
 pub mod client;
 pub mod console;
+pub mod job_driver;
 pub mod kubectl;
 pub mod load_job;
 pub mod preflight;
@@ -182,6 +184,20 @@ impl KubeConfig {
         self.connected.kubectl(&self.namespace)
     }
 
+    /// The in-cluster load Job's spec (the stage is set per stage); reads the scenario's text.
+    pub fn job_spec(&self) -> Result<load_job::LoadJobSpec, String> {
+        let text = std::fs::read_to_string(&self.scenario_path)
+            .map_err(|e| format!("{}: cannot read: {e}", self.scenario_path.display()))?;
+        Ok(load_job::LoadJobSpec {
+            scenario_toml: text,
+            run_id: self.run_id.clone(),
+            namespace: self.namespace.clone(),
+            stage: None,
+            service_url: load_job::service_url(&self.scenario.manifests.service, &self.namespace, self.service_port),
+            image: self.load_image.clone(),
+        })
+    }
+
     /// The preflight plan for this run.
     pub fn preflight_plan(&self, objects: &[Value], teardown: bool) -> preflight::Plan {
         preflight::Plan {
@@ -254,6 +270,47 @@ pub async fn preflight(cfg: &KubeConfig, teardown: bool) -> Result<Vec<preflight
 /// The kube backend is a controller task behind the shared handle.
 pub type KubeBackend = BackendHandle;
 
+/// What the kube backend's tasks (watchers, the Prometheus poller, apply and rollout, the
+/// load Job and its log follower) tell the controller, the one task that owns the state.
+#[derive(Debug)]
+pub enum KubeEvent {
+    Watch(watch::WatchUpdate),
+    Prometheus(Result<prometheus::Reading, String>),
+    /// The flow's phase (None: unchanged) and the status line (None clears it).
+    Status(Option<Phase>, Option<String>),
+    /// An event of the console's own (Preflight, Applied, LoadStarted …), timed by the sender.
+    Event(EventInfo),
+    /// The rendered load Job's file, named in the kubectl panel.
+    LoadFile(Option<String>),
+}
+
+/// A task's way to tell the controller something (a clone per task).
+#[derive(Clone, Debug)]
+pub struct Tell {
+    tx: mpsc::UnboundedSender<KubeEvent>,
+    start: Instant,
+}
+
+impl Tell {
+    pub fn send(&self, e: KubeEvent) {
+        // The controller gone means the console is stopping: nothing to tell.
+        let _ = self.tx.send(e);
+    }
+    pub fn status(&self, phase: Option<Phase>, status: Option<String>) {
+        self.send(KubeEvent::Status(phase, status));
+    }
+    pub fn event(&self, kind: &str, reason: &str, object: &str, message: String) {
+        let at_s = self.start.elapsed().as_secs_f64();
+        self.send(KubeEvent::Event(EventInfo {
+            at_s,
+            kind: kind.into(),
+            reason: reason.into(),
+            object: object.into(),
+            message,
+        }));
+    }
+}
+
 /// Renders the manifests (errors here, before anything runs), starts the watchers and the
 /// Prometheus poller. Nothing is applied until `Apply`. Needs a tokio runtime.
 pub fn start_backend(cfg: KubeConfig) -> Result<KubeBackend, String> {
@@ -263,19 +320,10 @@ pub fn start_backend(cfg: KubeConfig) -> Result<KubeBackend, String> {
     let (snap_tx, snap) =
         tokio::sync::watch::channel(Arc::new(ClusterSnapshot { backend: label, ..Default::default() }));
     let (tx, rx) = mpsc::unbounded_channel();
-    let ctl = Controller::new(cfg, objects, names, snap_tx)?;
-    tokio::spawn(ctl.run(rx));
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let ctl = Controller::new(cfg, objects, names, snap_tx, events_tx)?;
+    tokio::spawn(ctl.run(rx, events_rx));
     Ok(BackendHandle::new("kube", snap, tx))
-}
-
-/// Shared between the controller and its background tasks (apply, load Job, log reader).
-#[derive(Default)]
-struct Shared {
-    phase: Option<Phase>,
-    status: Option<String>,
-    events: Vec<EventInfo>,
-    load_line: Option<(Instant, load_job::LoadLine)>,
-    load_file: Option<String>,
 }
 
 struct Controller {
@@ -284,27 +332,22 @@ struct Controller {
     names: Names,
     k: kubectl::Kubectl,
     start: Instant,
-    run_start_unix: f64,
     snap_tx: tokio::sync::watch::Sender<Arc<ClusterSnapshot>>,
-    view: Arc<Mutex<watch::ClusterView>>,
+    tell: Tell,
+    view: watch::ClusterView,
+    filter: watch::EventFilter,
     watchers: Vec<JoinHandle<()>>,
-    prom: Option<(Arc<Mutex<prometheus::PromState>>, JoinHandle<()>)>,
+    prom: Option<(prometheus::PromState, JoinHandle<()>)>,
     prom_error: Option<String>,
-    shared: Arc<Mutex<Shared>>,
-    load: Option<LoadHandle>,
-    seconds: Option<broadcast::Receiver<Arc<LoadSecond>>>,
-    last_second: Option<Arc<LoadSecond>>,
-    summary: Option<LoadSummary>,
-    series: VecDeque<Sample>,
-    stage: usize,
+    phase: Phase,
+    status: Option<String>,
+    own_events: Vec<EventInfo>,
+    load_file: Option<String>,
+    load: Box<dyn LoadDriver>,
+    summary: Totals,
+    timeline: Timeline,
     stage_name: Option<String>,
-    task: Option<JoinHandle<()>>,
-    log_task: Option<JoinHandle<()>>,
-    load_desc: Option<String>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+    apply_task: Option<JoinHandle<()>>,
 }
 
 impl Controller {
@@ -313,10 +356,12 @@ impl Controller {
         objects: Vec<Value>,
         names: Names,
         snap_tx: tokio::sync::watch::Sender<Arc<ClusterSnapshot>>,
+        events_tx: mpsc::UnboundedSender<KubeEvent>,
     ) -> Result<Self, String> {
         let k = cfg.kubectl();
-        let run_start_unix = watch::unix_now();
-        let view = Arc::new(Mutex::new(watch::ClusterView::default()));
+        let start = Instant::now();
+        let tell = Tell { tx: events_tx, start };
+        let run_start = watch::unix_now();
         let targets = watch::WatchTargets {
             namespace: cfg.namespace.clone(),
             deployment: names.deployment.clone(),
@@ -327,14 +372,18 @@ impl Controller {
                 .chain(names.scaled_object.clone())
                 .collect(),
         };
-        let watchers = watch::spawn_watchers(cfg.connected.client.clone(), &targets, view.clone(), run_start_unix);
+        // Events from a little before the run (the apply) onwards.
+        let filter = watch::EventFilter { prefixes: targets.event_prefixes.clone(), since: run_start - 5.0, run_start };
+        let watchers = watch::spawn_watchers(cfg.connected.client.clone(), &targets, tell.tx.clone(), KubeEvent::Watch);
         let mut prom_error = None;
         let prom = match &cfg.prometheus {
             Some(url) => match prometheus::Source::new(url) {
                 Ok(src) => {
                     let q = prometheus::Queries::from_scenario(&cfg.scenario.prometheus)
                         .in_namespace(&cfg.scenario.manifests.namespace, &cfg.namespace);
-                    Some(prometheus::spawn(src, q, cfg.scenario.prometheus.interval.max(Duration::from_millis(500))))
+                    let every = cfg.scenario.prometheus.interval.max(Duration::from_millis(500));
+                    let task = prometheus::spawn(src, q, every, tell.tx.clone(), KubeEvent::Prometheus);
+                    Some((prometheus::PromState::default(), task))
                 }
                 Err(e) => {
                     prom_error = Some(e);
@@ -343,29 +392,50 @@ impl Controller {
             },
             None => None,
         };
+        let load: Box<dyn LoadDriver> = if cfg.in_cluster_load {
+            Box::new(job_driver::JobDriver::new(
+                cfg.connected.client.clone(),
+                cfg.job_spec()?,
+                cfg.root.join("manifests/load"),
+                cfg.scenario.stages.iter().map(|s| s.name.clone()).collect(),
+                tell.clone(),
+            ))
+        } else if let Some(base) = &cfg.load_url {
+            let url = cfg.scenario.request.url_for(base);
+            let uri: hyper::Uri = url.parse().map_err(|e| format!("load URL {url:?}: {e}"))?;
+            Box::new(EngineDriver::new(LoadConfig {
+                targets: vec![uri],
+                method: cfg.scenario.request.method.as_hyper(),
+                connections: cfg.scenario.load.connections,
+                timeout: cfg.scenario.request.timeout,
+                max_inflight: cfg.scenario.load.max_inflight,
+                ..Default::default()
+            }))
+        } else {
+            Box::new(Unconfigured("no load URL: set [load] url in the scenario (or from = \"in-cluster\")".into()))
+        };
         Ok(Controller {
             cfg,
             objects,
             names,
             k,
-            start: Instant::now(),
-            run_start_unix,
+            start,
             snap_tx,
-            view,
+            tell,
+            view: watch::ClusterView::default(),
+            filter,
             watchers,
             prom,
             prom_error,
-            shared: Arc::new(Mutex::new(Shared { phase: Some(Phase::Idle), ..Default::default() })),
-            load: None,
-            seconds: None,
-            last_second: None,
+            phase: Phase::Idle,
+            status: None,
+            own_events: Vec::new(),
+            load_file: None,
+            load,
             summary: None,
-            series: VecDeque::with_capacity(SERIES_SECONDS),
-            stage: 0,
+            timeline: Timeline::default(),
             stage_name: None,
-            task: None,
-            log_task: None,
-            load_desc: None,
+            apply_task: None,
         })
     }
 
@@ -373,12 +443,18 @@ impl Controller {
         self.start.elapsed().as_secs_f64()
     }
 
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<ControlMsg>) {
+    async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<ControlMsg>,
+        mut events: mpsc::UnboundedReceiver<KubeEvent>,
+    ) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = tick.tick() => self.tick(),
+                s = self.load.next_second() => self.timeline.client_second(s, Instant::now()),
+                Some(e) = events.recv() => self.on_event(e),
                 m = rx.recv() => match m {
                     Some(ControlMsg::Cmd(c)) => self.command(c).await,
                     Some(ControlMsg::Shutdown(teardown, reply)) => {
@@ -395,87 +471,74 @@ impl Controller {
         }
     }
 
-    fn set_status(shared: &Mutex<Shared>, phase: Option<Phase>, status: Option<String>) {
-        let mut s = lock(shared);
-        if let Some(p) = phase {
-            s.phase = Some(p);
+    fn on_event(&mut self, e: KubeEvent) {
+        match e {
+            KubeEvent::Watch(u) => self.view.update(u, &self.filter),
+            KubeEvent::Prometheus(outcome) => {
+                if let Some((p, _)) = self.prom.as_mut() {
+                    p.record(outcome);
+                }
+            }
+            KubeEvent::Status(phase, status) => {
+                if let Some(p) = phase {
+                    self.phase = p;
+                }
+                self.status = status;
+            }
+            KubeEvent::Event(e) => self.own_events.push(e),
+            KubeEvent::LoadFile(f) => self.load_file = f,
         }
-        s.status = status;
     }
 
-    fn event(shared: &Mutex<Shared>, at_s: f64, kind: &str, reason: &str, object: &str, message: String) {
-        lock(shared).events.push(EventInfo {
-            at_s,
-            kind: kind.into(),
-            reason: reason.into(),
-            object: object.into(),
-            message,
-        });
+    fn set_status(&mut self, status: String) {
+        self.status = Some(status);
     }
 
     async fn command(&mut self, c: BackendCommand) {
-        match c {
-            BackendCommand::Apply => self.apply(),
+        let r = match c {
+            BackendCommand::Apply => {
+                self.apply();
+                Ok(())
+            }
             BackendCommand::StartStage { index, plan } => {
-                self.stage = index;
+                self.timeline.set_stage(index);
                 self.stage_name = self.cfg.scenario.stages.get(index).map(|s| s.name.clone());
-                self.load_desc = Some(describe_plan(&plan, 1.0));
                 if self.cfg.in_cluster_load {
-                    // Past the last stage (the director's "finished" plan) or a 0 rps stage: no Job.
-                    let idle = matches!(plan, RatePlan::Constant { rps } if rps <= 0.0);
-                    if self.stage_name.is_none() || idle {
-                        self.stop_job("idle");
-                    } else {
-                        self.start_job();
-                    }
-                } else {
-                    self.start_local_load(plan);
+                    // The next stage's figures come from a new pod: none carry over.
+                    self.timeline.clear_client();
                 }
+                self.load.start_stage(index, plan)
             }
-            BackendCommand::Pause => {
-                if let Some(h) = &self.load {
-                    h.pause();
-                } else if self.cfg.in_cluster_load {
-                    self.stop_job("paused");
-                }
-            }
-            BackendCommand::Resume => {
-                if let Some(h) = &self.load {
-                    h.resume();
-                } else if self.cfg.in_cluster_load {
-                    self.start_job();
-                }
-            }
-            BackendCommand::ScaleLoad(f) => {
-                if let Some(h) = &self.load {
-                    h.scale(f);
-                } else if self.cfg.in_cluster_load {
-                    Self::set_status(&self.shared, None, Some(format!("rate ×{f:.2} is not available with in-cluster load: the Job runs the stage's plan (r restarts the stage)")));
-                }
-            }
+            BackendCommand::Pause => self.load.pause(),
+            BackendCommand::Resume => self.load.resume(),
+            BackendCommand::ScaleLoad(f) => self.load.scale(f),
             BackendCommand::Stop => {
-                self.stop_local_load().await;
-                if self.cfg.in_cluster_load {
-                    self.stop_job("stopped");
+                if let Some(s) = self.load.stop(STOP_DEADLINE).await {
+                    self.summary = Some(s);
                 }
+                Ok(())
             }
-            BackendCommand::Teardown => self.teardown(),
+            BackendCommand::Teardown => {
+                self.teardown();
+                Ok(())
+            }
+        };
+        if let Err(e) = r {
+            self.set_status(e);
         }
     }
 
     /// Preflight, then server-side apply, then the rollout wait, in the background.
     fn apply(&mut self) {
-        if self.task.as_ref().is_some_and(|t| !t.is_finished()) {
+        if self.apply_task.as_ref().is_some_and(|t| !t.is_finished()) {
             return;
         }
         let cfg = self.cfg.clone();
         let objects = self.objects.clone();
-        let shared = self.shared.clone();
-        let start = self.start;
+        let tell = self.tell.clone();
         let deployment = self.names.deployment.clone();
-        self.task = Some(tokio::spawn(async move {
-            let at = || start.elapsed().as_secs_f64();
-            Self::set_status(&shared, Some(Phase::Preflight), Some("preflight…".into()));
+        self.apply_task = Some(tokio::spawn(async move {
+            tell.status(Some(Phase::Preflight), Some("preflight…".into()));
             let checks =
                 preflight::run(&cfg.connected.client, &cfg.preflight_plan(&objects, false), &cfg.kubectl()).await;
             for c in &checks {
@@ -483,236 +546,107 @@ impl Controller {
                     preflight::Verdict::Fail => "Warning",
                     _ => "Normal",
                 };
-                Self::event(&shared, at(), kind, "Preflight", &c.name, c.line());
+                tell.event(kind, "Preflight", &c.name, c.line());
             }
             if !preflight::passed(&checks) {
                 let failed: Vec<String> =
                     checks.iter().filter(|c| c.verdict == preflight::Verdict::Fail).map(|c| c.line()).collect();
-                Self::set_status(
-                    &shared,
+                tell.status(
                     Some(Phase::Preflight),
                     Some(format!("preflight failed, nothing applied: {}", failed.join("; "))),
                 );
                 return;
             }
-            Self::set_status(
-                &shared,
+            tell.status(
                 Some(Phase::Applying),
                 Some(format!("applying {} objects (server-side, field manager rtc-demo)", objects.len())),
             );
             let mut applier = apply::Applier::new(cfg.connected.client.clone());
-            let sh = shared.clone();
+            let progress = tell.clone();
             let r = applier
                 .apply_all(&objects, |i, n, what| {
-                    Self::set_status(&sh, None, Some(format!("applying {}/{n}: {what}", i + 1)))
+                    progress.status(None, Some(format!("applying {}/{n}: {what}", i + 1)))
                 })
                 .await;
             match r {
-                Ok(done) => Self::event(
-                    &shared,
-                    at(),
+                Ok(done) => tell.event(
                     "Normal",
                     "Applied",
                     "kustomize",
                     format!("{} objects applied server-side (field manager rtc-demo)", done.len()),
                 ),
                 Err(e) => {
-                    Self::event(&shared, at(), "Warning", "ApplyFailed", "kustomize", e.to_string());
-                    Self::set_status(&shared, Some(Phase::Applying), Some(format!("apply failed: {e}")));
+                    tell.event("Warning", "ApplyFailed", "kustomize", e.to_string());
+                    tell.status(Some(Phase::Applying), Some(format!("apply failed: {e}")));
                     return;
                 }
             }
-            Self::set_status(&shared, Some(Phase::RollingOut), Some("waiting for the rollout".into()));
-            let sh = shared.clone();
+            tell.status(Some(Phase::RollingOut), Some("waiting for the rollout".into()));
+            let progress = tell.clone();
             let r = apply::wait_rollout(
                 cfg.connected.client.clone(),
                 &cfg.namespace,
                 &deployment,
                 Duration::from_secs(600),
-                |line| Self::set_status(&sh, None, Some(line.to_string())),
+                |line| progress.status(None, Some(line.to_string())),
             )
             .await;
             match r {
                 Ok(()) => {
-                    Self::event(
-                        &shared,
-                        at(),
+                    tell.event(
                         "Normal",
                         "RolledOut",
                         &format!("deploy/{deployment}"),
                         format!("deployment {deployment:?} successfully rolled out"),
                     );
-                    Self::set_status(&shared, Some(Phase::Running), None);
+                    tell.status(Some(Phase::Running), None);
                 }
-                Err(e) => Self::set_status(&shared, Some(Phase::RollingOut), Some(e)),
+                Err(e) => tell.status(Some(Phase::RollingOut), Some(e)),
             }
         }));
-    }
-
-    fn start_local_load(&mut self, plan: RatePlan) {
-        let Some(base) = self.cfg.load_url.clone() else {
-            Self::set_status(
-                &self.shared,
-                None,
-                Some("no load URL: set [load] url in the scenario (or from = \"in-cluster\")".into()),
-            );
-            return;
-        };
-        if self.load.is_none() {
-            let url = self.cfg.scenario.request.url_for(&base);
-            let uri: hyper::Uri = match url.parse() {
-                Ok(u) => u,
-                Err(e) => {
-                    Self::set_status(&self.shared, None, Some(format!("load URL {url:?}: {e}")));
-                    return;
-                }
-            };
-            let cfg = LoadConfig {
-                targets: vec![uri],
-                method: self.cfg.scenario.request.method.as_hyper(),
-                connections: self.cfg.scenario.load.connections,
-                timeout: self.cfg.scenario.request.timeout,
-                max_inflight: self.cfg.scenario.load.max_inflight,
-                plan: RatePlan::Constant { rps: 0.0 },
-                ..Default::default()
-            };
-            match LoadEngine::start(cfg) {
-                Ok(h) => {
-                    self.seconds = Some(h.subscribe());
-                    self.load = Some(h);
-                }
-                Err(e) => {
-                    Self::set_status(&self.shared, None, Some(format!("load engine: {e}")));
-                    return;
-                }
-            }
-        }
-        if let Some(h) = &self.load {
-            h.set_scale(1.0);
-            h.resume();
-            if let Err(e) = h.set_plan(plan) {
-                Self::set_status(&self.shared, None, Some(format!("load plan: {e}")));
-            }
-        }
-    }
-
-    async fn stop_local_load(&mut self) {
-        if let Some(h) = self.load.take() {
-            if let Ok(s) = tokio::time::timeout(Duration::from_millis(800), h.stop()).await {
-                self.summary = Some(s);
-            }
-        }
-    }
-
-    fn job_spec(&self) -> Result<load_job::LoadJobSpec, String> {
-        let text = std::fs::read_to_string(&self.cfg.scenario_path)
-            .map_err(|e| format!("{}: cannot read: {e}", self.cfg.scenario_path.display()))?;
-        Ok(load_job::LoadJobSpec {
-            scenario_toml: text,
-            run_id: self.cfg.run_id.clone(),
-            namespace: self.cfg.namespace.clone(),
-            stage: self.stage_name.clone(),
-            service_url: load_job::service_url(
-                &self.cfg.scenario.manifests.service,
-                &self.cfg.namespace,
-                self.cfg.service_port,
-            ),
-            image: self.cfg.load_image.clone(),
-        })
-    }
-
-    /// (Re)creates the load Job for the current stage and follows its pod's log.
-    fn start_job(&mut self) {
-        if let Some(t) = self.log_task.take() {
-            t.abort();
-        }
-        let spec = match self.job_spec().and_then(|s| load_job::render(&self.cfg.root.join("manifests/load"), &s)) {
-            Ok(objs) => objs,
-            Err(e) => {
-                Self::set_status(&self.shared, None, Some(format!("in-cluster load: {e}")));
-                return;
-            }
-        };
-        // Written to disk so the kubectl panel's `apply -f` names a real file.
-        let file = std::env::temp_dir().join(format!("rtc-demo-load-{}.yaml", sanitize(&self.cfg.run_id)));
-        let file_s = file.display().to_string();
-        match std::fs::write(&file, load_job::to_yaml(&spec)) {
-            Ok(()) => lock(&self.shared).load_file = Some(file_s),
-            Err(_) => lock(&self.shared).load_file = None,
-        }
-        let client = self.cfg.connected.client.clone();
-        let ns = self.cfg.namespace.clone();
-        let shared = self.shared.clone();
-        let start = self.start;
-        self.log_task = Some(tokio::spawn(async move {
-            if let Err(e) = run_load_job(client, &ns, &spec, &shared, start).await {
-                Self::set_status(&shared, None, Some(format!("in-cluster load: {e}")));
-            }
-        }));
-    }
-
-    fn stop_job(&mut self, why: &str) {
-        if let Some(t) = self.log_task.take() {
-            t.abort();
-        }
-        let client = self.cfg.connected.client.clone();
-        let ns = self.cfg.namespace.clone();
-        let shared = self.shared.clone();
-        let why = why.to_string();
-        tokio::spawn(async move {
-            match delete_job(&client, &ns).await {
-                Ok(()) => {
-                    Self::set_status(&shared, None, Some(format!("load {why}: Job {} deleted", load_job::JOB_NAME)))
-                }
-                Err(e) => Self::set_status(
-                    &shared,
-                    None,
-                    Some(format!("load {why}, but deleting Job {}: {e}", load_job::JOB_NAME)),
-                ),
-            }
-        });
-        lock(&self.shared).load_line = None;
     }
 
     fn teardown(&mut self) {
         let client = self.cfg.connected.client.clone();
         let objects = self.objects.clone();
-        let shared = self.shared.clone();
-        Self::set_status(&shared, Some(Phase::TearingDown), Some("deleting what was applied".into()));
+        let tell = self.tell.clone();
+        self.phase = Phase::TearingDown;
+        self.status = Some("deleting what was applied".into());
         tokio::spawn(async move {
             let errs = apply::Applier::new(client).delete_all(&objects).await;
             let msg = if errs.is_empty() { None } else { Some(format!("teardown: {}", errs.join("; "))) };
-            Self::set_status(&shared, None, msg);
+            tell.status(None, msg);
         });
     }
 
     async fn shutdown(&mut self, teardown: bool) -> Totals {
-        self.stop_local_load().await;
-        if let Some(t) = self.task.take() {
-            t.abort();
+        if let Some(s) = self.load.stop(STOP_DEADLINE).await {
+            self.summary = Some(s);
         }
-        if let Some(t) = self.log_task.take() {
+        if let Some(t) = self.apply_task.take() {
             t.abort();
         }
         let client = self.cfg.connected.client.clone();
         if self.cfg.in_cluster_load {
-            let _ = tokio::time::timeout(Duration::from_secs(3), delete_job(&client, &self.cfg.namespace)).await;
+            let _ = tokio::time::timeout(Duration::from_secs(3), job_driver::delete_job(&client, &self.cfg.namespace))
+                .await;
         }
         if teardown {
-            Self::set_status(&self.shared, Some(Phase::TearingDown), None);
+            self.phase = Phase::TearingDown;
+            self.status = None;
             let errs =
                 tokio::time::timeout(Duration::from_secs(20), apply::Applier::new(client).delete_all(&self.objects))
                     .await;
             if let Ok(errs) = errs {
                 if !errs.is_empty() {
-                    Self::set_status(&self.shared, None, Some(format!("teardown: {}", errs.join("; "))));
+                    self.status = Some(format!("teardown: {}", errs.join("; ")));
                 }
             }
         }
         for w in self.watchers.drain(..) {
             w.abort();
         }
-        if let Some((_, h)) = self.prom.take() {
+        if let Some((_, h)) = self.prom.as_ref() {
             h.abort();
         }
         self.publish(true);
@@ -720,103 +654,48 @@ impl Controller {
     }
 
     fn tick(&mut self) {
-        if let Some(rx) = self.seconds.as_mut() {
-            loop {
-                match rx.try_recv() {
-                    Ok(s) => self.last_second = Some(s),
-                    Err(broadcast::error::TryRecvError::Lagged(_)) => continue,
-                    Err(_) => break,
-                }
-            }
-        }
         self.record();
         self.publish(false);
     }
 
-    fn prom_state(&self) -> Option<prometheus::PromState> {
-        self.prom.as_ref().map(|(s, _)| lock(s).clone())
+    /// The Prometheus reading, or nothing while it is stale.
+    fn fresh_reading(&self) -> Option<&prometheus::Reading> {
+        self.prom.as_ref().map(|(p, _)| p).filter(|p| !p.stale()).map(|p| &p.value)
     }
 
     fn record(&mut self) {
-        let now_unix = watch::unix_now();
-        let (ready, total, desired) = {
-            let v = lock(&self.view);
-            let (r, t) = v.pod_counts(now_unix);
-            (r, t, v.desired().unwrap_or(0))
-        };
-        let prom = self.prom_state();
-        let fresh = prom.as_ref().filter(|p| !p.stale(Duration::from_secs(10)));
-        let reading = fresh.map(|p| p.value.clone()).unwrap_or_default();
-        let pct = |p: &crate::load::Percentiles| if p.count > 0 { Some(p.p95_ms / 1000.0) } else { None };
-        let paused = self.load.as_ref().is_some_and(|h| h.is_paused());
-        let mut s = Sample {
-            t_s: self.now_s().round(),
-            pods_ready: ready,
-            pods_total: total,
-            desired,
-            p95_server_s: reading.p95_s,
-            gpu_util: reading.gpu_util,
-            stage: self.stage,
-            ..Default::default()
-        };
-        if let Some(ls) = self.last_second.as_deref().filter(|_| self.load.is_some()) {
-            s.p95_client_s = pct(&ls.corrected);
-            s.p95_client_uncorrected_s = pct(&ls.uncorrected);
-            s.offered_rps = if paused { 0.0 } else { ls.offered_rps };
-            s.achieved_rps = ls.achieved_rps;
-            s.errors = ls.status.errors();
-            s.shed = ls.status.shed_503;
-            s.dropped = ls.dropped;
-        } else if let Some((at, l)) =
-            lock(&self.shared).load_line.clone().filter(|(at, _)| at.elapsed() < Duration::from_secs(5))
-        {
-            let _ = at;
-            s.p95_client_s = l.p95_corrected_s;
-            s.p95_client_uncorrected_s = l.p95_uncorrected_s;
-            s.offered_rps = l.offered_rps;
-            s.achieved_rps = l.achieved_rps;
-            s.errors = l.errors;
-            s.shed = l.shed;
-            s.dropped = l.dropped;
-        } else {
-            // No client figures: the service's own counters from Prometheus.
-            s.achieved_rps = reading.rps.unwrap_or(0.0);
-            s.errors = reading.errors_per_s.map(|x| x.round() as u64).unwrap_or(0);
-            s.shed = reading.shed_per_s.map(|x| x.round() as u64).unwrap_or(0);
-        }
-        if self.series.len() >= SERIES_SECONDS {
-            self.series.pop_front();
-        }
-        self.series.push_back(s);
+        let (ready, total) = self.view.pod_counts(watch::unix_now());
+        let pods = PodCounts { ready, total, desired: self.view.desired().unwrap_or(0) };
+        let server = self
+            .fresh_reading()
+            .map(|r| ServerReading {
+                p95_s: r.p95_s,
+                gpu_util: r.gpu_util,
+                rps: r.rps,
+                errors_per_s: r.errors_per_s,
+                shed_per_s: r.shed_per_s,
+            })
+            .unwrap_or_default();
+        let paused = self.load.is_paused();
+        self.timeline.sample(self.now_s(), Instant::now(), pods, server, paused);
     }
 
     fn publish(&mut self, done: bool) {
         let now_unix = watch::unix_now();
-        let (pods, autoscaler, mut events, watch_err) = {
-            let v = lock(&self.view);
-            (v.pods(now_unix), v.autoscaler(), v.events(), v.error_line())
-        };
-        let (phase, status, own_events, load_file) = {
-            let s = lock(&self.shared);
-            (s.phase.clone().unwrap_or(Phase::Idle), s.status.clone(), s.events.clone(), s.load_file.clone())
-        };
-        events.extend(own_events);
+        let mut events = self.view.events();
+        events.extend(self.own_events.iter().cloned());
         events.sort_by(|a, b| a.at_s.partial_cmp(&b.at_s).unwrap_or(std::cmp::Ordering::Equal));
         let excess = events.len().saturating_sub(watch::MAX_EVENTS);
         events.drain(..excess);
-        let prom = self.prom_state();
-        let staleness = match (&prom, &self.cfg.prometheus) {
-            (Some(p), Some(url)) => Staleness {
+        let staleness = match (&self.prom, &self.cfg.prometheus) {
+            (Some((p, _)), Some(url)) => Staleness {
                 metrics_source: format!("prometheus {url}"),
-                metrics_stale: p.stale(Duration::from_secs(10)),
+                metrics_stale: p.stale(),
                 metrics_age_s: p.last_ok.map(|t| t.elapsed().as_secs_f64()),
                 metrics_error: p.error.clone(),
                 load_stale: self.cfg.in_cluster_load
-                    && lock(&self.shared)
-                        .load_line
-                        .as_ref()
-                        .is_none_or(|(at, _)| at.elapsed() > Duration::from_secs(5))
-                    && self.stage_name.is_some(),
+                    && self.stage_name.is_some()
+                    && self.timeline.client_stale(Instant::now()),
             },
             _ => Staleness {
                 metrics_source: "no prometheus".into(),
@@ -827,7 +706,9 @@ impl Controller {
             },
         };
         let load_cmd = if self.cfg.in_cluster_load {
-            load_file.as_ref().map(|f| format!("{} && {}", self.k.delete_job(load_job::JOB_NAME), self.k.apply_f(f)))
+            self.load_file
+                .as_ref()
+                .map(|f| format!("{} && {}", self.k.delete_job(load_job::JOB_NAME), self.k.apply_f(f)))
         } else {
             match (&self.cfg.load_url, &self.stage_name) {
                 (Some(u), Some(st)) => {
@@ -837,11 +718,11 @@ impl Controller {
             }
         };
         let mut kubectl =
-            kubectl_panel(&self.k, &phase, &self.cfg.scenario.manifests.overlay, &self.names, load_cmd.as_deref());
+            kubectl_panel(&self.k, &self.phase, &self.cfg.scenario.manifests.overlay, &self.names, load_cmd.as_deref());
         if self.cfg.in_cluster_load && self.stage_name.is_some() {
             kubectl.push(self.k.logs_job(load_job::JOB_NAME));
         }
-        let status = match (status, watch_err) {
+        let status = match (self.status.clone(), self.view.error_line()) {
             (Some(s), Some(w)) => Some(format!("{s}; {w} (check: {})", self.k.auth_can_i_list())),
             (Some(s), None) => Some(s),
             (None, Some(w)) => Some(format!("{w} (check: {})", self.k.auth_can_i_list())),
@@ -853,10 +734,10 @@ impl Controller {
                 context: self.cfg.connected.context.clone(),
                 namespace: self.cfg.namespace.clone(),
             },
-            pods,
-            autoscaler,
+            pods: self.view.pods(now_unix),
+            autoscaler: self.view.autoscaler(),
             events,
-            series: self.series.iter().cloned().collect(),
+            series: self.timeline.series(),
             staleness,
             kubectl,
             status,
@@ -864,81 +745,7 @@ impl Controller {
             done,
         };
         let _ = self.snap_tx.send(Arc::new(snap));
-        let _ = self.run_start_unix;
     }
-}
-
-fn sanitize(s: &str) -> String {
-    s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' }).collect()
-}
-
-/// Deletes the load Job (its pods with it) and waits until it is gone (at most 20 s).
-pub async fn delete_job(client: &kube::Client, ns: &str) -> Result<(), String> {
-    let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
-    match jobs.delete(load_job::JOB_NAME, &DeleteParams::background()).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
-        Err(e) => return Err(error_text(&e)),
-    }
-    for _ in 0..40 {
-        match jobs.get_opt(load_job::JOB_NAME).await {
-            Ok(None) => return Ok(()),
-            Ok(Some(_)) => tokio::time::sleep(Duration::from_millis(500)).await,
-            Err(e) => return Err(error_text(&e)),
-        }
-    }
-    Err(format!("Job {} still exists 20 s after its deletion", load_job::JOB_NAME))
-}
-
-/// Replaces the load Job with `objects` (ConfigMap, Job, …), waits for its pod to run and
-/// follows its log, putting each per-second line into `shared`.
-async fn run_load_job(
-    client: kube::Client,
-    ns: &str,
-    objects: &[Value],
-    shared: &Arc<Mutex<Shared>>,
-    start: Instant,
-) -> Result<(), String> {
-    delete_job(&client, ns).await?;
-    let mut applier = apply::Applier::new(client.clone());
-    applier.apply_all(objects, |_, _, _| {}).await.map_err(|e| e.to_string())?;
-    Controller::event(
-        shared,
-        start.elapsed().as_secs_f64(),
-        "Normal",
-        "LoadStarted",
-        &format!("job/{}", load_job::JOB_NAME),
-        "in-cluster load Job created".into(),
-    );
-    let pods: Api<Pod> = Api::namespaced(client, ns);
-    let lp = ListParams::default().labels(&format!("job-name={}", load_job::JOB_NAME));
-    let mut pod_name = None;
-    for _ in 0..120 {
-        let list = pods.list(&lp).await.map_err(|e| format!("listing the load pod: {}", error_text(&e)))?;
-        if let Some(p) = list.items.iter().find(|p| {
-            matches!(
-                p.status.as_ref().and_then(|s| s.phase.as_deref()),
-                Some("Running") | Some("Succeeded") | Some("Failed")
-            )
-        }) {
-            pod_name = p.metadata.name.clone();
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    let name = pod_name.ok_or("the load pod did not start within 60 s")?;
-    let logs = pods
-        .log_stream(&name, &LogParams { follow: true, ..Default::default() })
-        .await
-        .map_err(|e| format!("reading the load pod's log: {}", error_text(&e)))?;
-    let mut lines = logs.lines();
-    while let Some(line) = lines.next().await {
-        let line = line.map_err(|e| format!("load pod log: {e}"))?;
-        if let Some(l) = load_job::parse_line(&line) {
-            lock(shared).load_line = Some((Instant::now(), l));
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -1,9 +1,9 @@
 //! Watchers (kube-runtime `watcher`, not polling) on the Deployment, its Pods, the HPA (or
 //! KEDA's `keda-hpa-<name>`) and the namespace's Events, folded into a [`ClusterView`] that
 //! yields the same snapshot parts the local backend produces (`PodInfo`, `AutoscalerState`,
-//! `EventInfo`).
+//! `EventInfo`). The watcher tasks only send [`WatchUpdate`]s; the backend's one owner task
+//! folds them into its `ClusterView`.
 use std::collections::{BTreeMap, HashSet, VecDeque};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
@@ -13,6 +13,7 @@ use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::Api;
 use kube::runtime::watcher;
 use kube::Client;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::conduct::model::{AutoscalerState, ConditionInfo, EventInfo, PodInfo};
@@ -337,76 +338,122 @@ impl ClusterView {
     }
 }
 
-fn lock(v: &Mutex<ClusterView>) -> std::sync::MutexGuard<'_, ClusterView> {
-    v.lock().unwrap_or_else(|e| e.into_inner())
+/// What a watcher saw, for the owner of the `ClusterView`.
+#[derive(Debug)]
+pub enum WatchUpdate {
+    Deployment(watcher::Event<Deployment>),
+    Pod(watcher::Event<Pod>),
+    Hpa(watcher::Event<HorizontalPodAutoscaler>),
+    Event(watcher::Event<Event>),
+    /// The named watcher failed with this error (it retries with backoff), or recovered (None).
+    Health(&'static str, Option<String>),
 }
 
-async fn drive<K, F>(name: &'static str, api: Api<K>, cfg: watcher::Config, view: Arc<Mutex<ClusterView>>, mut apply: F)
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
-    F: FnMut(&mut ClusterView, watcher::Event<K>) + Send,
-{
-    // The watcher re-lists and re-watches by itself; errors come out of the stream and we
-    // back off (1 s doubling to 10 s) before polling it again, so a 403 does not spin.
-    let mut stream = watcher(api, cfg).boxed();
-    let mut backoff = Duration::from_secs(1);
-    while let Some(ev) = stream.next().await {
-        match ev {
-            Ok(e) => {
-                let mut v = lock(&view);
-                v.errors.remove(name);
-                apply(&mut v, e);
-                backoff = Duration::from_secs(1);
+/// Which events are the demo's, and the run's clock (unix seconds).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventFilter {
+    pub prefixes: Vec<String>,
+    /// Events from this time on (a little before the run: the apply).
+    pub since: f64,
+    pub run_start: f64,
+}
+
+impl ClusterView {
+    pub fn update(&mut self, u: WatchUpdate, filter: &EventFilter) {
+        match u {
+            WatchUpdate::Deployment(e) => self.on_deployment(e),
+            WatchUpdate::Pod(e) => self.on_pod(e),
+            WatchUpdate::Hpa(e) => self.on_hpa(e),
+            WatchUpdate::Event(e) => self.on_event(e, &filter.prefixes, filter.since, filter.run_start),
+            WatchUpdate::Health(name, None) => {
+                self.errors.remove(name);
             }
-            Err(e) => {
-                lock(&view).errors.insert(name, super::watcher_error_text(&e));
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(10));
+            WatchUpdate::Health(name, Some(e)) => {
+                self.errors.insert(name, e);
             }
         }
     }
 }
 
-/// Starts the four watchers; they run until aborted.
-pub fn spawn_watchers(
+async fn drive<K, E>(
+    name: &'static str,
+    api: Api<K>,
+    cfg: watcher::Config,
+    tx: mpsc::UnboundedSender<E>,
+    wrap: fn(WatchUpdate) -> E,
+    update: fn(watcher::Event<K>) -> WatchUpdate,
+) where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    // The watcher re-lists and re-watches by itself; errors come out of the stream and we
+    // back off (1 s doubling to 10 s) before polling it again, so a 403 does not spin.
+    let mut stream = watcher(api, cfg).boxed();
+    let mut backoff = Duration::from_secs(1);
+    let mut failing = false;
+    while let Some(ev) = stream.next().await {
+        let sent = match ev {
+            Ok(e) => {
+                backoff = Duration::from_secs(1);
+                let healed = !std::mem::take(&mut failing) || tx.send(wrap(WatchUpdate::Health(name, None))).is_ok();
+                healed && tx.send(wrap(update(e))).is_ok()
+            }
+            Err(e) => {
+                failing = true;
+                let sent = tx.send(wrap(WatchUpdate::Health(name, Some(super::watcher_error_text(&e))))).is_ok();
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+                sent
+            }
+        };
+        if !sent {
+            return;
+        }
+    }
+}
+
+/// Starts the four watchers; they run until aborted or until `tx`'s receiver is gone.
+pub fn spawn_watchers<E: Send + 'static>(
     client: Client,
     t: &WatchTargets,
-    view: Arc<Mutex<ClusterView>>,
-    run_start: f64,
+    tx: mpsc::UnboundedSender<E>,
+    wrap: fn(WatchUpdate) -> E,
 ) -> Vec<JoinHandle<()>> {
     let ns = t.namespace.as_str();
-    let mut hs = Vec::new();
-    let dep_cfg = watcher::Config::default().fields(&format!("metadata.name={}", t.deployment));
-    hs.push(tokio::spawn(drive(
-        "deployment",
-        Api::<Deployment>::namespaced(client.clone(), ns),
-        dep_cfg,
-        view.clone(),
-        |v, e| v.on_deployment(e),
-    )));
-    let pod_cfg = watcher::Config::default().labels(&t.pod_selector);
-    hs.push(tokio::spawn(drive("pods", Api::<Pod>::namespaced(client.clone(), ns), pod_cfg, view.clone(), |v, e| {
-        v.on_pod(e)
-    })));
-    let hpa_cfg = watcher::Config::default().fields(&format!("metadata.name={}", t.hpa));
-    hs.push(tokio::spawn(drive(
-        "hpa",
-        Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), ns),
-        hpa_cfg,
-        view.clone(),
-        |v, e| v.on_hpa(e),
-    )));
-    let prefixes = t.event_prefixes.clone();
-    // Events from a little before the run (the apply) onwards.
-    let since = run_start - 5.0;
-    hs.push(tokio::spawn(drive(
-        "events",
-        Api::<Event>::namespaced(client, ns),
-        watcher::Config::default(),
-        view,
-        move |v, e| v.on_event(e, &prefixes, since, run_start),
-    )));
-    hs
+    let by_name = |name: &str| watcher::Config::default().fields(&format!("metadata.name={name}"));
+    vec![
+        tokio::spawn(drive(
+            "deployment",
+            Api::<Deployment>::namespaced(client.clone(), ns),
+            by_name(&t.deployment),
+            tx.clone(),
+            wrap,
+            WatchUpdate::Deployment,
+        )),
+        tokio::spawn(drive(
+            "pods",
+            Api::<Pod>::namespaced(client.clone(), ns),
+            watcher::Config::default().labels(&t.pod_selector),
+            tx.clone(),
+            wrap,
+            WatchUpdate::Pod,
+        )),
+        tokio::spawn(drive(
+            "hpa",
+            Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), ns),
+            by_name(&t.hpa),
+            tx.clone(),
+            wrap,
+            WatchUpdate::Hpa,
+        )),
+        tokio::spawn(drive(
+            "events",
+            Api::<Event>::namespaced(client, ns),
+            watcher::Config::default(),
+            tx,
+            wrap,
+            WatchUpdate::Event,
+        )),
+    ]
 }
 
 #[cfg(test)]

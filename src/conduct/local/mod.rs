@@ -1,19 +1,23 @@
 //! The `local` backend: replicas are `rtc-demo serve` child processes on loopback ports,
 //! scaled by [`HpaController`] with the manifest's settings; load from the load engine spreads
-//! over the ready replicas (round robin). One task owns everything and publishes a snapshot
-//! every second; the console talks to it through channels only.
+//! over the ready replicas (round robin). One task owns everything (the replicas, the
+//! autoscaler, the [`Timeline`], the load driver, the Prometheus readings sent by its
+//! poller) and publishes a snapshot every second; the console talks to it through channels
+//! only. Dropping the backend stops every replica.
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::hpa::{dead_band_p95, HpaController, HpaDecision, HpaInput, HpaSpec, MetricInput, MetricKind, PodSample};
 use super::http::HttpGet;
+use super::load_driver::{EngineDriver, LoadDriver, STOP_DEADLINE};
 use super::model::*;
-use super::prom::{self, PromState};
-use crate::load::{LoadConfig, LoadEngine, LoadHandle, LoadSecond, LoadSummary};
+use super::prom::{self, Polled};
+use super::timeline::{self, PodCounts, ServerReading, Timeline};
+use crate::load::LoadConfig;
 
 pub mod metrics;
 pub mod replica;
@@ -93,6 +97,9 @@ struct Scrape {
     metrics: Result<metrics::ReplicaMetrics, String>,
 }
 
+/// Server-side p95 from `--prometheus`, as its poller reports it.
+type PromP95 = Polled<Option<f64>>;
+
 struct Controller {
     cfg: LocalConfig,
     start: Instant,
@@ -101,16 +108,13 @@ struct Controller {
     hpa: HpaController,
     decision: Option<HpaDecision>,
     last_sync: Option<Instant>,
-    load: Option<LoadHandle>,
-    seconds: Option<broadcast::Receiver<Arc<LoadSecond>>>,
-    last_second: Option<Arc<LoadSecond>>,
-    summary: Option<LoadSummary>,
+    load: EngineDriver,
+    summary: Totals,
     targets: Vec<String>,
-    series: VecDeque<Sample>,
+    timeline: Timeline,
     events: VecDeque<EventInfo>,
-    stage: usize,
     plan_line: String,
-    prom: Option<Arc<Mutex<PromState>>>,
+    prom: Option<PromP95>,
     http: HttpGet,
     status: Option<String>,
     applied: bool,
@@ -121,6 +125,14 @@ struct Controller {
 impl Controller {
     fn new(cfg: LocalConfig, snap_tx: watch::Sender<Arc<ClusterSnapshot>>) -> Self {
         let hpa = HpaController::new(cfg.hpa.clone());
+        let load = EngineDriver::new(LoadConfig {
+            targets: Vec::new(),
+            method: cfg.method.clone(),
+            connections: cfg.connections,
+            timeout: cfg.timeout,
+            max_inflight: cfg.max_inflight,
+            ..Default::default()
+        });
         Controller {
             cfg,
             start: Instant::now(),
@@ -129,14 +141,11 @@ impl Controller {
             hpa,
             decision: None,
             last_sync: None,
-            load: None,
-            seconds: None,
-            last_second: None,
+            load,
             summary: None,
             targets: Vec::new(),
-            series: VecDeque::with_capacity(SERIES_SECONDS),
+            timeline: Timeline::default(),
             events: VecDeque::new(),
-            stage: 0,
             plan_line: String::new(),
             prom: None,
             http: HttpGet::new(),
@@ -161,31 +170,37 @@ impl Controller {
     }
 
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<ControlMsg>) {
-        if let Some((url, q)) = self.cfg.prometheus.clone() {
-            self.prom = Some(prom::spawn(url, q, Duration::from_secs(1)));
-        }
+        // The poller sends each query's outcome here; this task alone keeps the reading.
+        let (prom_tx, mut prom_rx) = mpsc::unbounded_channel();
+        let _poller = match self.cfg.prometheus.clone() {
+            Some((url, q)) => match prom::Source::new(&url) {
+                Ok(src) => {
+                    self.prom = Some(PromP95::default());
+                    let src = Arc::new(src);
+                    let q = Arc::new(q);
+                    let fetch = move || {
+                        let (src, q) = (src.clone(), q.clone());
+                        async move { src.value(&q).await }
+                    };
+                    Some(prom::spawn_poller(Duration::from_secs(1), fetch, prom_tx, |o| o))
+                }
+                Err(e) => {
+                    self.status = Some(e);
+                    None
+                }
+            },
+            None => None,
+        };
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            // One sample per load-engine second (so none is doubled or skipped); before the
-            // load runs, one per tick.
-            let second = async {
-                match self.seconds.as_mut() {
-                    Some(rx) => rx.recv().await,
-                    None => std::future::pending().await,
-                }
-            };
             tokio::select! {
-                s = second => match s {
-                    Ok(s) => {
-                        self.last_second = Some(s);
-                        let (p95, _, _, _, _) = self.server_p95();
-                        self.record(p95);
-                        self.publish();
+                s = self.load.next_second() => self.timeline.client_second(s, Instant::now()),
+                Some(o) = prom_rx.recv() => {
+                    if let Some(p) = self.prom.as_mut() {
+                        p.record(o);
                     }
-                    Err(broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(broadcast::error::RecvError::Closed) => self.seconds = None,
-                },
+                }
                 _ = tick.tick() => self.tick().await,
                 m = rx.recv() => match m {
                     Some(ControlMsg::Cmd(c)) => self.command(c).await,
@@ -255,60 +270,32 @@ impl Controller {
                     let slot = self.next_slot();
                     self.spawn_replica(slot, 0);
                 }
-                let cfg = LoadConfig {
-                    targets: Vec::new(),
-                    method: self.cfg.method.clone(),
-                    connections: self.cfg.connections,
-                    timeout: self.cfg.timeout,
-                    max_inflight: self.cfg.max_inflight,
-                    plan: crate::load::RatePlan::Constant { rps: 0.0 },
-                    ..Default::default()
-                };
-                match LoadEngine::start(cfg) {
-                    Ok(h) => {
-                        self.seconds = Some(h.subscribe());
-                        self.load = Some(h);
-                    }
-                    Err(e) => self.status = Some(format!("load engine: {e}")),
+                if let Err(e) = self.load.start() {
+                    self.status = Some(e);
                 }
             }
             BackendCommand::StartStage { index, plan } => {
-                self.stage = index;
+                self.timeline.set_stage(index);
                 self.plan_line = load_line(&plan, &self.cfg.path_and_query);
-                if let Some(h) = &self.load {
-                    h.set_scale(1.0);
-                    h.resume();
-                    if let Err(e) = h.set_plan(plan) {
-                        self.status = Some(format!("load plan: {e}"));
-                    }
-                }
+                self.load_result(|l| l.start_stage(index, plan));
             }
-            BackendCommand::Pause => {
-                if let Some(h) = &self.load {
-                    h.pause();
-                }
-            }
-            BackendCommand::Resume => {
-                if let Some(h) = &self.load {
-                    h.resume();
-                }
-            }
-            BackendCommand::ScaleLoad(f) => {
-                if let Some(h) = &self.load {
-                    h.scale(f);
-                }
-            }
+            BackendCommand::Pause => self.load_result(|l| l.pause()),
+            BackendCommand::Resume => self.load_result(|l| l.resume()),
+            BackendCommand::ScaleLoad(f) => self.load_result(|l| l.scale(f)),
             BackendCommand::Stop => self.stop_load().await,
             BackendCommand::Teardown => self.kill_replicas(),
         }
     }
 
+    fn load_result(&mut self, f: impl FnOnce(&mut EngineDriver) -> Result<(), String>) {
+        if let Err(e) = f(&mut self.load) {
+            self.status = Some(e);
+        }
+    }
+
     async fn stop_load(&mut self) {
-        if let Some(h) = self.load.take() {
-            // Stop within a second whatever: a slow stop is abandoned (dropping stops it too).
-            if let Ok(s) = tokio::time::timeout(Duration::from_millis(800), h.stop()).await {
-                self.summary = Some(s);
-            }
+        if let Some(s) = self.load.stop(STOP_DEADLINE).await {
+            self.summary = Some(s);
         }
     }
 
@@ -428,25 +415,30 @@ impl Controller {
         }
     }
 
-    fn server_p95(&self) -> (Option<f64>, bool, String, Option<f64>, Option<String>) {
+    /// Server-side p95 (None while its source is stale) and how fresh that source is.
+    fn server_p95(&self) -> (Option<f64>, Staleness) {
         if let Some(p) = &self.prom {
-            let s = p.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            let stale = s.stale(Duration::from_secs(5));
+            let stale = p.stale();
             let url = self.cfg.prometheus.as_ref().map(|x| x.0.clone()).unwrap_or_default();
-            let age = s.last_ok.map(|t| t.elapsed().as_secs_f64());
-            return (if stale { None } else { s.value }, stale, format!("prometheus {url}"), age, s.error);
+            let staleness = Staleness {
+                metrics_source: format!("prometheus {url}"),
+                metrics_stale: stale,
+                metrics_age_s: p.last_ok.map(|t| t.elapsed().as_secs_f64()),
+                metrics_error: p.error.clone(),
+                load_stale: false,
+            };
+            return (if stale { None } else { p.value }, staleness);
         }
         let parts: Vec<(Option<f64>, f64)> = self.active().filter(|r| r.ready).map(|r| (r.p95_s, r.weight)).collect();
-        let stale =
-            !self.replicas.is_empty() && self.metrics_ok_at.is_none_or(|t| t.elapsed() > Duration::from_secs(5));
-        let age = self.metrics_ok_at.map(|t| t.elapsed().as_secs_f64());
-        (
-            if stale { None } else { metrics::combine_p95(&parts) },
-            stale,
-            "replica /metrics".into(),
-            age,
-            self.metrics_error.clone(),
-        )
+        let stale = !self.replicas.is_empty() && timeline::stale(self.metrics_ok_at, Instant::now());
+        let staleness = Staleness {
+            metrics_source: "replica /metrics".into(),
+            metrics_stale: stale,
+            metrics_age_s: self.metrics_ok_at.map(|t| t.elapsed().as_secs_f64()),
+            metrics_error: self.metrics_error.clone(),
+            load_stale: false,
+        };
+        (if stale { None } else { metrics::combine_p95(&parts) }, staleness)
     }
 
     fn autoscale(&mut self, p95: Option<f64>) {
@@ -511,11 +503,9 @@ impl Controller {
         let targets: Vec<String> =
             self.active().filter(|r| r.ready).map(|r| format!("{}{}", r.base_url(), self.cfg.path_and_query)).collect();
         if targets != self.targets {
-            if let Some(h) = &self.load {
-                let uris: Vec<hyper::Uri> = targets.iter().filter_map(|t| t.parse().ok()).collect();
-                if let Err(e) = h.set_targets(&uris) {
-                    self.status = Some(format!("load targets: {e}"));
-                }
+            let uris: Vec<hyper::Uri> = targets.iter().filter_map(|t| t.parse().ok()).collect();
+            if let Err(e) = self.load.set_targets(uris) {
+                self.status = Some(e);
             }
             self.targets = targets;
         }
@@ -527,48 +517,21 @@ impl Controller {
             self.scrape().await;
         }
         self.update_targets();
-        let (p95, _, _, _, _) = self.server_p95();
+        let (p95, _) = self.server_p95();
         self.autoscale(p95);
-        if self.seconds.is_none() {
-            self.record(p95);
-        }
+        let pods = PodCounts {
+            ready: self.active().filter(|r| r.ready).count() as u32,
+            total: self.replicas.len() as u32,
+            desired: self.decision.as_ref().map(|d| d.desired).unwrap_or(self.cfg.hpa.min_replicas),
+        };
+        let server = ServerReading { p95_s: p95, ..Default::default() };
+        let paused = self.load.is_paused();
+        self.timeline.sample(self.now_s(), Instant::now(), pods, server, paused);
         self.publish();
     }
 
-    fn record(&mut self, p95: Option<f64>) {
-        let ls = self.last_second.as_deref();
-        let pct = |p: &crate::load::Percentiles| if p.count > 0 { Some(p.p95_ms / 1000.0) } else { None };
-        let paused = self.load.as_ref().is_some_and(|h| h.is_paused());
-        let mut t_s = self.now_s().round();
-        if let Some(prev) = self.series.back() {
-            if t_s <= prev.t_s {
-                t_s = prev.t_s + 1.0;
-            }
-        }
-        let sample = Sample {
-            t_s,
-            pods_ready: self.active().filter(|r| r.ready).count() as u32,
-            pods_total: self.replicas.len() as u32,
-            desired: self.decision.as_ref().map(|d| d.desired).unwrap_or(self.cfg.hpa.min_replicas),
-            p95_server_s: p95,
-            p95_client_s: ls.and_then(|s| pct(&s.corrected)),
-            p95_client_uncorrected_s: ls.and_then(|s| pct(&s.uncorrected)),
-            offered_rps: if paused { 0.0 } else { ls.map(|s| s.offered_rps).unwrap_or(0.0) },
-            achieved_rps: ls.map(|s| s.achieved_rps).unwrap_or(0.0),
-            errors: ls.map(|s| s.status.errors()).unwrap_or(0),
-            shed: ls.map(|s| s.status.shed_503).unwrap_or(0),
-            dropped: ls.map(|s| s.dropped).unwrap_or(0),
-            gpu_util: None,
-            stage: self.stage,
-        };
-        if self.series.len() >= SERIES_SECONDS {
-            self.series.pop_front();
-        }
-        self.series.push_back(sample);
-    }
-
     fn publish(&mut self) {
-        let (_, stale, source, age, err) = self.server_p95();
+        let (_, staleness) = self.server_p95();
         let spec = &self.cfg.hpa;
         let autoscaler = Some(AutoscalerState {
             name: spec.name.clone(),
@@ -623,14 +586,8 @@ impl Controller {
             pods,
             autoscaler,
             events: self.events.iter().cloned().collect(),
-            series: self.series.iter().cloned().collect(),
-            staleness: Staleness {
-                metrics_source: source,
-                metrics_stale: stale,
-                metrics_age_s: age,
-                metrics_error: err,
-                load_stale: false,
-            },
+            series: self.timeline.series(),
+            staleness,
             kubectl,
             status: self.status.clone(),
             stage: None,

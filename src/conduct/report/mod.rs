@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::model::Verdict;
 use super::model::{ClusterSnapshot, EventInfo, Sample};
-use super::ui::Verdict;
 
 pub mod chart;
 

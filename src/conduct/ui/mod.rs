@@ -37,12 +37,7 @@ pub(crate) fn dim_style() -> Style {
     Style::default().fg(Color::Gray)
 }
 
-/// One threshold's verdict for the final summary.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Verdict {
-    pub text: String,
-    pub ok: bool,
-}
+pub use super::model::Verdict;
 
 /// What the console knows; changed only through [`App::update`].
 #[derive(Debug, Clone)]

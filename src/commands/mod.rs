@@ -1,7 +1,12 @@
-//! The command line: one binary, four subcommands.
+//! The command layer: the one binary's four subcommands, each parsed by clap and handed to
+//! its command module (`serve` lives with the service crate). Library modules below hold no
+//! command of their own.
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+pub mod check;
+pub mod load;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -23,25 +28,19 @@ pub enum Command {
     /// Run the media service (HTTP API, effects on CPU or CUDA, Prometheus metrics).
     Serve(rtc_service::server::ServeArgs),
     /// Generate load against one or more URLs (open-loop by default, coordinated-omission corrected).
-    Load(crate::load::LoadArgs),
+    Load(load::LoadArgs),
     /// The presenter's console: run a scenario against a cluster, locally, or replay a report.
     Conduct(crate::conduct::ConductArgs),
     /// Validate scenario files offline.
-    Check(crate::scenario::CheckArgs),
+    Check(check::CheckArgs),
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => rtc_service::server::main(args),
-        Command::Load(args) => crate::load::main(args),
+        Command::Load(args) => load::main(args),
         Command::Conduct(args) => crate::conduct::main(args),
-        Command::Check(args) => crate::scenario::main(args),
+        Command::Check(args) => check::main(args),
     }
-}
-
-/// What a subcommand that does not exist yet answers: exit 2 and say so.
-pub fn not_built_yet(what: &str) -> ExitCode {
-    eprintln!("rtc-demo {what}: not built yet in this version");
-    ExitCode::from(2)
 }
