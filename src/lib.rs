@@ -4,8 +4,10 @@
 //! - `load`: the open-loop load engine behind `rtc-demo load` (and inside `conduct`).
 //! - `scenario`: scenario files (`scenarios/*.toml`) and `rtc-demo check`.
 //! - `conduct`: the presenter's console.
+//! - `errors`: the one error-chain formatter.
 pub mod commands;
 pub mod conduct;
+pub mod errors;
 pub mod kustomize;
 pub mod load;
 pub mod scenario;

@@ -353,7 +353,7 @@ fn scenario() -> rtc_demo::scenario::Scenario {
 
 fn kube_config(client: Client, in_cluster: bool) -> KubeConfig {
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    KubeConfig {
+    let mut cfg = KubeConfig {
         connected: Connected {
             client,
             context: "mock".into(),
@@ -370,7 +370,10 @@ fn kube_config(client: Client, in_cluster: bool) -> KubeConfig {
         run_id: "20250101-000000".into(),
         load_image: None,
         service_port: 80,
-    }
+        objects: Vec::new(),
+    };
+    cfg.objects = cfg.render().expect("the overlay renders");
+    cfg
 }
 
 async fn wait_for(

@@ -223,7 +223,10 @@ async fn the_p95_query_reads_zero_not_nan_when_idle() {
 async fn an_unreachable_prometheus_is_stale_and_backs_off() {
     let port = free_port(); // nothing listens there
     let src = Source::new(&format!("http://127.0.0.1:{port}")).unwrap();
-    let e = kp::poll(&src, &Queries::from_scenario(&rtc_demo::scenario::Prometheus::default())).await.unwrap_err();
+    let e = kp::poll(&src, &Queries::from_scenario(&rtc_demo::scenario::Prometheus::default()))
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(e.contains(&format!("127.0.0.1:{port}")), "{e}");
     // The poller sends every outcome to its owner, who keeps the state.
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod check;
+pub mod conduct;
 pub mod load;
 
 #[derive(Debug, Parser)]
@@ -40,7 +41,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => rtc_service::server::main(args),
         Command::Load(args) => load::main(args),
-        Command::Conduct(args) => crate::conduct::main(args),
+        Command::Conduct(args) => conduct::main(args),
         Command::Check(args) => check::main(args),
     }
 }

@@ -19,6 +19,8 @@
 //! [`HpaSpec::from_yaml`] reads a standard `HorizontalPodAutoscaler` manifest.
 use std::fmt;
 
+use k8s_openapi::api::autoscaling::v2::{HPAScalingRules, HorizontalPodAutoscaler, MetricSpec};
+
 /// Which way a policy list applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SelectPolicy {
@@ -112,94 +114,95 @@ impl HpaSpec {
     }
 
     /// Reads the first `HorizontalPodAutoscaler` document of a YAML file.
-    pub fn load(path: &std::path::Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
-        Self::from_yaml(&text).map_err(|e| format!("{}: {e}", path.display()))
+    pub fn load(path: &std::path::Path) -> Result<Self, HpaError> {
+        let text = std::fs::read_to_string(path).map_err(|e| HpaError::Read(e.to_string()))?;
+        Self::from_yaml(&text)
     }
 
-    /// Parses a standard autoscaling/v2 HorizontalPodAutoscaler (the first such document).
-    pub fn from_yaml(text: &str) -> Result<Self, String> {
-        use serde::Deserialize;
-        use serde_yaml::Value;
-        let mut found = None;
-        for doc in serde_yaml::Deserializer::from_str(text) {
-            let v = Value::deserialize(doc).map_err(|e| format!("invalid YAML: {e}"))?;
-            if v.get("kind").and_then(Value::as_str) == Some("HorizontalPodAutoscaler") {
-                found = Some(v);
-                break;
-            }
-        }
-        let v = found.ok_or("no document with kind: HorizontalPodAutoscaler")?;
-        let name = v.get("metadata").and_then(|m| m.get("name")).and_then(Value::as_str).unwrap_or("hpa").to_string();
-        let spec = v.get("spec").ok_or("missing spec")?;
-        let min_replicas = match spec.get("minReplicas") {
-            None => 1,
-            Some(x) => uint(x, "spec.minReplicas")?,
-        };
-        let max_replicas = uint(spec.get("maxReplicas").ok_or("missing spec.maxReplicas")?, "spec.maxReplicas")?;
+    /// Parses a standard autoscaling/v2 HorizontalPodAutoscaler (the first such document)
+    /// into k8s-openapi's type, then takes the settings the algorithm uses.
+    pub fn from_yaml(text: &str) -> Result<Self, HpaError> {
+        let docs: Vec<serde_json::Value> =
+            serde_saphyr::from_multiple(text).map_err(|e| HpaError::Yaml(e.to_string()))?;
+        let doc = docs
+            .into_iter()
+            .find(|d| d.get("kind").and_then(|k| k.as_str()) == Some("HorizontalPodAutoscaler"))
+            .ok_or(HpaError::NotFound)?;
+        let hpa: HorizontalPodAutoscaler = serde_json::from_value(doc)
+            .map_err(|e| HpaError::Invalid { field: "spec".into(), problem: e.to_string() })?;
+        let bad = |field: &str, problem: String| HpaError::Invalid { field: field.into(), problem };
+        let spec = hpa.spec.ok_or_else(|| bad("spec", "missing".into()))?;
+        let min_replicas = spec.min_replicas.unwrap_or(1);
+        let max_replicas = spec.max_replicas;
         if min_replicas < 1 || max_replicas < min_replicas {
-            return Err(format!(
-                "spec.minReplicas {min_replicas} / spec.maxReplicas {max_replicas}: need 1 ≤ minReplicas ≤ maxReplicas"
+            return Err(bad(
+                "spec.minReplicas/maxReplicas",
+                format!("{min_replicas} / {max_replicas}: need 1 ≤ minReplicas ≤ maxReplicas"),
             ));
         }
-        let metrics = spec
-            .get("metrics")
-            .and_then(Value::as_sequence)
-            .filter(|s| !s.is_empty())
-            .ok_or("spec.metrics: expected a non-empty list")?;
-        let m = &metrics[0];
-        let ty = m.get("type").and_then(Value::as_str).ok_or("spec.metrics[0].type: missing")?;
-        let key = match ty {
-            "Object" => "object",
-            "Pods" => "pods",
-            "External" => "external",
-            "Resource" => "resource",
-            "ContainerResource" => "containerResource",
+        let m = spec
+            .metrics
+            .as_deref()
+            .and_then(<[MetricSpec]>::first)
+            .ok_or_else(|| bad("spec.metrics", "expected a non-empty list".into()))?;
+        let (key, metric_name, target) = match m.type_.as_str() {
+            "Object" => m.object.as_ref().map(|o| ("object", o.metric.name.clone(), &o.target)),
+            "Pods" => m.pods.as_ref().map(|o| ("pods", o.metric.name.clone(), &o.target)),
+            "External" => m.external.as_ref().map(|o| ("external", o.metric.name.clone(), &o.target)),
+            "Resource" => m.resource.as_ref().map(|o| ("resource", o.name.clone(), &o.target)),
+            "ContainerResource" => {
+                m.container_resource.as_ref().map(|o| ("containerResource", o.name.clone(), &o.target))
+            }
             other => {
-                return Err(format!(
-                    "spec.metrics[0].type: unknown {other:?} (allowed: Object, Pods, External, Resource, ContainerResource)"
+                return Err(bad(
+                    "spec.metrics[0].type",
+                    format!("unknown {other:?} (allowed: Object, Pods, External, Resource, ContainerResource)"),
+                ))
+            }
+        }
+        .ok_or_else(|| bad("spec.metrics[0]", format!("type {} without its {} block", m.type_, m.type_)))?;
+        let (metric_kind, field, value) = match target.type_.as_str() {
+            "Value" => (
+                if m.type_ == "Pods" { MetricKind::AverageValue } else { MetricKind::Value },
+                "value",
+                target.value.as_ref().map(|q| q.0.clone()),
+            ),
+            "AverageValue" => {
+                (MetricKind::AverageValue, "averageValue", target.average_value.as_ref().map(|q| q.0.clone()))
+            }
+            "Utilization" => {
+                (MetricKind::AverageValue, "averageUtilization", target.average_utilization.map(|u| u.to_string()))
+            }
+            other => {
+                return Err(bad(
+                    &format!("spec.metrics[0].{key}.target.type"),
+                    format!("unknown {other:?} (allowed: Value, AverageValue, Utilization)"),
                 ))
             }
         };
-        let body = m.get(key).ok_or_else(|| format!("spec.metrics[0].{key}: missing"))?;
-        let metric_name = body
-            .get("metric")
-            .and_then(|x| x.get("name"))
-            .or_else(|| body.get("name"))
-            .and_then(Value::as_str)
-            .unwrap_or("metric")
-            .to_string();
-        let target = body.get("target").ok_or_else(|| format!("spec.metrics[0].{key}.target: missing"))?;
-        let tty = target.get("type").and_then(Value::as_str).unwrap_or("Value");
-        let (metric_kind, field) = match tty {
-            "Value" => (if ty == "Pods" { MetricKind::AverageValue } else { MetricKind::Value }, "value"),
-            "AverageValue" => (MetricKind::AverageValue, "averageValue"),
-            "Utilization" => (MetricKind::AverageValue, "averageUtilization"),
-            other => {
-                return Err(format!(
-                    "spec.metrics[0].{key}.target.type: unknown {other:?} (allowed: Value, AverageValue, Utilization)"
-                ))
-            }
-        };
-        let tv = target.get(field).ok_or_else(|| format!("spec.metrics[0].{key}.target.{field}: missing"))?;
-        let target_value = quantity(tv).map_err(|e| format!("spec.metrics[0].{key}.target.{field}: {e}"))?;
+        let field = format!("spec.metrics[0].{key}.target.{field}");
+        let value = value.ok_or_else(|| bad(&field, "missing".into()))?;
+        let target_value = quantity(&value).ok_or_else(|| bad(&field, not_a_quantity(&value)))?;
         if target_value.is_nan() || target_value <= 0.0 {
-            return Err(format!("spec.metrics[0].{key}.target.{field}: must be > 0"));
+            return Err(bad(&field, "must be > 0".into()));
         }
-        let behavior = spec.get("behavior");
-        let scale_up =
-            rules(behavior.and_then(|b| b.get("scaleUp")), "spec.behavior.scaleUp", ScalingRules::default_up())?;
-        let scale_down =
-            rules(behavior.and_then(|b| b.get("scaleDown")), "spec.behavior.scaleDown", ScalingRules::default_down())?;
-        let mut tolerance = 0.1;
+        let behavior = spec.behavior.as_ref();
+        let up = behavior.and_then(|b| b.scale_up.as_ref());
+        let scale_up = rules(up, "spec.behavior.scaleUp", ScalingRules::default_up())?;
+        let scale_down = rules(
+            behavior.and_then(|b| b.scale_down.as_ref()),
+            "spec.behavior.scaleDown",
+            ScalingRules::default_down(),
+        )?;
         // Kubernetes 1.33+ (alpha): behavior.scaleUp.tolerance; read it when present.
-        if let Some(t) = behavior.and_then(|b| b.get("scaleUp")).and_then(|b| b.get("tolerance")) {
-            tolerance = quantity(t).map_err(|e| format!("spec.behavior.scaleUp.tolerance: {e}"))?;
-        }
+        let tolerance = match up.and_then(|r| r.tolerance.as_ref()) {
+            Some(q) => quantity(&q.0).ok_or_else(|| bad("spec.behavior.scaleUp.tolerance", not_a_quantity(&q.0)))?,
+            None => 0.1,
+        };
         Ok(HpaSpec {
-            name,
-            min_replicas,
-            max_replicas,
+            name: hpa.metadata.name.unwrap_or_else(|| "hpa".into()),
+            min_replicas: min_replicas as u32,
+            max_replicas: max_replicas as u32,
             metric_name,
             metric_kind,
             target: target_value,
@@ -210,93 +213,105 @@ impl HpaSpec {
     }
 }
 
-fn uint(v: &serde_yaml::Value, what: &str) -> Result<u32, String> {
-    v.as_u64()
-        .and_then(|x| u32::try_from(x).ok())
-        .ok_or_else(|| format!("{what}: expected a non-negative integer, got {}", yaml_short(v)))
+/// Why a HorizontalPodAutoscaler manifest cannot be used; names the field and what is allowed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum HpaError {
+    #[error("cannot read: {0}")]
+    Read(String),
+    #[error("invalid YAML: {0}")]
+    Yaml(String),
+    #[error("no document with kind: HorizontalPodAutoscaler")]
+    NotFound,
+    #[error("{field}: {problem}")]
+    Invalid { field: String, problem: String },
 }
 
-fn yaml_short(v: &serde_yaml::Value) -> String {
-    serde_yaml::to_string(v).unwrap_or_default().trim().chars().take(40).collect()
+fn not_a_quantity(s: &str) -> String {
+    format!("{s:?} is not a quantity (examples: 100m, 0.1, 2, 500Mi)")
 }
 
-fn rules(v: Option<&serde_yaml::Value>, what: &str, default: ScalingRules) -> Result<ScalingRules, String> {
+fn rules(v: Option<&HPAScalingRules>, what: &str, default: ScalingRules) -> Result<ScalingRules, HpaError> {
+    let bad = |field: String, problem: String| HpaError::Invalid { field, problem };
     let Some(v) = v else { return Ok(default) };
     let mut r = default;
-    if let Some(w) = v.get("stabilizationWindowSeconds") {
-        r.stabilization_window_seconds = uint(w, &format!("{what}.stabilizationWindowSeconds"))?;
-        if r.stabilization_window_seconds > 3600 {
-            return Err(format!("{what}.stabilizationWindowSeconds: must be 0..=3600"));
+    if let Some(w) = v.stabilization_window_seconds {
+        if !(0..=3600).contains(&w) {
+            return Err(bad(format!("{what}.stabilizationWindowSeconds"), format!("{w}: must be 0..=3600")));
         }
+        r.stabilization_window_seconds = w as u32;
     }
-    if let Some(s) = v.get("selectPolicy") {
+    if let Some(s) = &v.select_policy {
         r.select_policy = match s.as_str() {
-            Some("Max") => SelectPolicy::Max,
-            Some("Min") => SelectPolicy::Min,
-            Some("Disabled") => SelectPolicy::Disabled,
-            _ => return Err(format!("{what}.selectPolicy: got {}, allowed: Max, Min, Disabled", yaml_short(s))),
+            "Max" => SelectPolicy::Max,
+            "Min" => SelectPolicy::Min,
+            "Disabled" => SelectPolicy::Disabled,
+            other => {
+                return Err(bad(format!("{what}.selectPolicy"), format!("got {other:?}, allowed: Max, Min, Disabled")))
+            }
         };
     }
-    if let Some(ps) = v.get("policies") {
-        let seq = ps.as_sequence().ok_or_else(|| format!("{what}.policies: expected a list"))?;
+    if let Some(ps) = &v.policies {
         let mut out = Vec::new();
-        for (i, p) in seq.iter().enumerate() {
-            let kind = match p.get("type").and_then(serde_yaml::Value::as_str) {
-                Some("Pods") => PolicyType::Pods,
-                Some("Percent") => PolicyType::Percent,
-                _ => return Err(format!("{what}.policies[{i}].type: allowed: Pods, Percent")),
+        for (i, p) in ps.iter().enumerate() {
+            let kind = match p.type_.as_str() {
+                "Pods" => PolicyType::Pods,
+                "Percent" => PolicyType::Percent,
+                other => {
+                    return Err(bad(
+                        format!("{what}.policies[{i}].type"),
+                        format!("got {other:?}, allowed: Pods, Percent"),
+                    ))
+                }
             };
-            let value = uint(
-                p.get("value").ok_or_else(|| format!("{what}.policies[{i}].value: missing"))?,
-                &format!("{what}.policies[{i}].value"),
-            )?;
-            let period_seconds = uint(
-                p.get("periodSeconds").ok_or_else(|| format!("{what}.policies[{i}].periodSeconds: missing"))?,
-                &format!("{what}.policies[{i}].periodSeconds"),
-            )?;
-            if value == 0 || period_seconds == 0 || period_seconds > 1800 {
-                return Err(format!("{what}.policies[{i}]: value must be > 0 and periodSeconds 1..=1800"));
+            if p.value <= 0 || !(1..=1800).contains(&p.period_seconds) {
+                return Err(bad(
+                    format!("{what}.policies[{i}]"),
+                    "value must be > 0 and periodSeconds 1..=1800".into(),
+                ));
             }
-            out.push(ScalingPolicy { kind, value, period_seconds });
+            out.push(ScalingPolicy { kind, value: p.value as u32, period_seconds: p.period_seconds as u32 });
         }
         r.policies = out;
     }
     Ok(r)
 }
 
-/// A Kubernetes resource quantity (`100m`, `0.1`, `2`, `500Mi`, `1k`) as a float.
-pub fn quantity(v: &serde_yaml::Value) -> Result<f64, String> {
-    if let Some(f) = v.as_f64() {
-        return Ok(f);
-    }
-    let s = v.as_str().ok_or_else(|| format!("expected a quantity such as 100m, got {}", yaml_short(v)))?.trim();
-    let suffixes: [(&str, f64); 12] = [
-        ("Ki", 1024.0),
-        ("Mi", 1024.0 * 1024.0),
-        ("Gi", 1024.0 * 1024.0 * 1024.0),
-        ("Ti", 1024f64.powi(4)),
-        ("n", 1e-9),
-        ("u", 1e-6),
-        ("m", 1e-3),
-        ("k", 1e3),
-        ("M", 1e6),
-        ("G", 1e9),
-        ("T", 1e12),
-        ("", 1.0),
-    ];
-    for (suf, mul) in suffixes {
-        if let Some(num) = s.strip_suffix(suf) {
-            if let Ok(x) = num.parse::<f64>() {
-                if x.is_finite() {
-                    return Ok(x * mul);
-                }
-            }
-            if !suf.is_empty() {
-                continue;
-            }
-        }
-    }
-    Err(format!("{s:?} is not a quantity (examples: 100m, 0.1, 2, 500Mi)"))
+/// A Kubernetes quantity as a number: `100m` → 0.1, `1.5` → 1.5, `2k` → 2000, `1Ki` → 1024,
+/// `2E` → 2·10¹⁸ (the suffixes of apimachinery's `resource.Quantity`). The one parser the
+/// console uses, for HPA targets and for the cluster's GPU counts alike.
+pub fn quantity(q: &str) -> Option<f64> {
+    let q = q.trim();
+    let split = q
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == '+' || c == 'e' || c == 'E'))
+        .unwrap_or(q.len());
+    // `e` may be an exponent (1e3) or nothing else; suffixes never start with e/E except "E" (exa).
+    let (num, suffix) = q.split_at(split);
+    let (num, suffix) = if suffix.is_empty() && (num.ends_with('E') || num.ends_with('e')) && num.len() > 1 {
+        (&num[..num.len() - 1], &q[num.len() - 1..])
+    } else {
+        (num, suffix)
+    };
+    let x: f64 = num.parse().ok()?;
+    let m = match suffix {
+        "" => 1.0,
+        "n" => 1e-9,
+        "u" => 1e-6,
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        "Ki" => 1024.0,
+        "Mi" => 1024.0f64.powi(2),
+        "Gi" => 1024.0f64.powi(3),
+        "Ti" => 1024.0f64.powi(4),
+        "Pi" => 1024.0f64.powi(5),
+        "Ei" => 1024.0f64.powi(6),
+        _ => return None,
+    };
+    Some(x * m).filter(|v| v.is_finite())
 }
 
 /// The local autoscaler's metric: p95 through the same dead band as the cluster's PromQL.
@@ -972,26 +987,38 @@ mod tests {
 
     #[test]
     fn bad_manifests_name_the_field() {
-        let e = HpaSpec::from_yaml("kind: Deployment\n").unwrap_err();
+        let e = HpaSpec::from_yaml("kind: Deployment\n").unwrap_err().to_string();
         assert!(e.contains("HorizontalPodAutoscaler"), "{e}");
-        let e = HpaSpec::from_yaml("kind: HorizontalPodAutoscaler\nspec:\n  minReplicas: 2\n").unwrap_err();
+        let e = HpaSpec::from_yaml("kind: HorizontalPodAutoscaler\nspec:\n  minReplicas: 2\n").unwrap_err().to_string();
         assert!(e.contains("maxReplicas"), "{e}");
-        let y = "kind: HorizontalPodAutoscaler\nspec:\n  maxReplicas: 3\n  metrics:\n  - type: Object\n    object:\n      target: {type: Value, value: 100m}\n  behavior:\n    scaleUp:\n      selectPolicy: Fastest\n";
-        let e = HpaSpec::from_yaml(y).unwrap_err();
+        // An Object metric as autoscaling/v2 requires it: describedObject, metric, target.
+        let object = "  - type: Object\n    object:\n      describedObject: {apiVersion: apps/v1, kind: Deployment, name: gpu-media}\n      metric: {name: p95}\n";
+        let y = format!("kind: HorizontalPodAutoscaler\nspec:\n  maxReplicas: 3\n  scaleTargetRef: {{kind: Deployment, name: gpu-media}}\n  metrics:\n{object}      target: {{type: Value, value: 100m}}\n  behavior:\n    scaleUp:\n      selectPolicy: Fastest\n");
+        let e = HpaSpec::from_yaml(&y).unwrap_err().to_string();
         assert!(e.contains("selectPolicy") && e.contains("Max, Min, Disabled"), "{e}");
-        let y = "kind: HorizontalPodAutoscaler\nspec:\n  maxReplicas: 3\n  metrics:\n  - type: Object\n    object:\n      target: {type: Value, value: lots}\n";
-        let e = HpaSpec::from_yaml(y).unwrap_err();
+        let y = format!("kind: HorizontalPodAutoscaler\nspec:\n  maxReplicas: 3\n  scaleTargetRef: {{kind: Deployment, name: gpu-media}}\n  metrics:\n{object}      target: {{type: Value, value: lots}}\n");
+        let e = HpaSpec::from_yaml(&y).unwrap_err().to_string();
         assert!(e.contains("target.value"), "{e}");
+        // A number is a quantity too, as the API server takes it.
+        let y = y.replace("value: lots", "value: 2");
+        assert_eq!(HpaSpec::from_yaml(&y).unwrap().target, 2.0);
         assert!(HpaSpec::from_yaml(":\n  - [").is_err());
     }
 
     #[test]
     fn quantities() {
-        let q = |s: &str| quantity(&serde_yaml::Value::String(s.into())).unwrap();
-        assert_eq!(q("100m"), 0.1);
-        assert_eq!(q("2"), 2.0);
-        assert_eq!(q("1k"), 1000.0);
-        assert_eq!(q("1Mi"), 1048576.0);
-        assert!(quantity(&serde_yaml::Value::String("m".into())).is_err());
+        assert_eq!(quantity("100m"), Some(0.1));
+        assert_eq!(quantity("0.1"), Some(0.1));
+        assert_eq!(quantity("2"), Some(2.0));
+        assert_eq!(quantity("2k"), Some(2000.0));
+        assert_eq!(quantity("1Ki"), Some(1024.0));
+        assert_eq!(quantity("1Mi"), Some(1048576.0));
+        assert_eq!(quantity("87500u"), Some(0.0875));
+        assert_eq!(quantity("1e3"), Some(1000.0));
+        assert_eq!(quantity("2E"), Some(2e18));
+        assert_eq!(quantity("2P"), Some(2e15));
+        for bad in ["m", "abc", "1x", ""] {
+            assert_eq!(quantity(bad), None, "{bad}");
+        }
     }
 }

@@ -12,20 +12,40 @@ use tokio::sync::broadcast;
 
 use super::model::{RatePlan, Totals};
 use super::timeline::ClientSecond;
-use crate::load::{LoadConfig, LoadEngine, LoadHandle, LoadSecond};
+use crate::load::{LoadConfig, LoadEngine, LoadError, LoadHandle, LoadSecond};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Why the load did not do what it was asked.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DriverError {
+    #[error("load engine: {0}")]
+    Start(LoadError),
+    #[error("load plan: {0}")]
+    Plan(LoadError),
+    #[error("load targets: {0}")]
+    Targets(LoadError),
+    #[error(
+        "rate ×{factor:.2} is not available with in-cluster load: the Job runs the stage's plan (r restarts the stage)"
+    )]
+    ScaleUnsupported { factor: f64 },
+    /// The configuration gives the load nowhere to go (the message says what to set).
+    #[error("{0}")]
+    Unconfigured(&'static str),
+}
+
+pub type DriverResult = Result<(), DriverError>;
 
 /// How long stopping may take: quitting stops the load within a second whatever happens.
 pub const STOP_DEADLINE: Duration = Duration::from_millis(800);
 
 pub trait LoadDriver: Send {
     /// A stage starts: `plan` from its beginning, at the scenario's rate (scale 1, unpaused).
-    fn start_stage(&mut self, index: usize, plan: RatePlan) -> Result<(), String>;
-    fn pause(&mut self) -> Result<(), String>;
-    fn resume(&mut self) -> Result<(), String>;
+    fn start_stage(&mut self, index: usize, plan: RatePlan) -> DriverResult;
+    fn pause(&mut self) -> DriverResult;
+    fn resume(&mut self) -> DriverResult;
     /// Multiplies the offered rate (`+`/`-`).
-    fn scale(&mut self, factor: f64) -> Result<(), String>;
+    fn scale(&mut self, factor: f64) -> DriverResult;
     fn is_paused(&self) -> bool;
     /// The next measured second; never resolves while no load runs.
     fn next_second(&mut self) -> BoxFuture<'_, ClientSecond>;
@@ -48,14 +68,14 @@ impl EngineDriver {
         EngineDriver { config, handle: None, seconds: None, targets }
     }
 
-    fn engine(&mut self) -> Result<&LoadHandle, String> {
+    fn engine(&mut self) -> Result<&LoadHandle, DriverError> {
         if self.handle.is_none() {
             let cfg = LoadConfig {
                 targets: self.targets.clone(),
                 plan: RatePlan::Constant { rps: 0.0 },
                 ..self.config.clone()
             };
-            let h = LoadEngine::start(cfg).map_err(|e| format!("load engine: {e}"))?;
+            let h = LoadEngine::start(cfg).map_err(DriverError::Start)?;
             self.seconds = Some(h.subscribe());
             self.handle = Some(h);
         }
@@ -63,43 +83,43 @@ impl EngineDriver {
     }
 
     /// Where the requests go (the ready replicas, round robin); kept across restarts.
-    pub fn set_targets(&mut self, targets: Vec<hyper::Uri>) -> Result<(), String> {
+    pub fn set_targets(&mut self, targets: Vec<hyper::Uri>) -> DriverResult {
         if let Some(h) = &self.handle {
-            h.set_targets(&targets).map_err(|e| format!("load targets: {e}"))?;
+            h.set_targets(&targets).map_err(DriverError::Targets)?;
         }
         self.targets = targets;
         Ok(())
     }
 
     /// Starts the engine (idle) so that targets and the first stage find it running.
-    pub fn start(&mut self) -> Result<(), String> {
+    pub fn start(&mut self) -> DriverResult {
         self.engine().map(|_| ())
     }
 }
 
 impl LoadDriver for EngineDriver {
-    fn start_stage(&mut self, _index: usize, plan: RatePlan) -> Result<(), String> {
+    fn start_stage(&mut self, _index: usize, plan: RatePlan) -> DriverResult {
         let h = self.engine()?;
         h.set_scale(1.0);
         h.resume();
-        h.set_plan(plan).map_err(|e| format!("load plan: {e}"))
+        h.set_plan(plan).map_err(DriverError::Plan)
     }
 
-    fn pause(&mut self) -> Result<(), String> {
+    fn pause(&mut self) -> DriverResult {
         if let Some(h) = &self.handle {
             h.pause();
         }
         Ok(())
     }
 
-    fn resume(&mut self) -> Result<(), String> {
+    fn resume(&mut self) -> DriverResult {
         if let Some(h) = &self.handle {
             h.resume();
         }
         Ok(())
     }
 
-    fn scale(&mut self, factor: f64) -> Result<(), String> {
+    fn scale(&mut self, factor: f64) -> DriverResult {
         if let Some(h) = &self.handle {
             h.scale(factor);
         }
@@ -134,20 +154,20 @@ impl LoadDriver for EngineDriver {
 }
 
 /// No load can be sent (the configuration lacks a target); every command says why.
-pub struct Unconfigured(pub String);
+pub struct Unconfigured(pub &'static str);
 
 impl LoadDriver for Unconfigured {
-    fn start_stage(&mut self, _index: usize, _plan: RatePlan) -> Result<(), String> {
-        Err(self.0.clone())
+    fn start_stage(&mut self, _index: usize, _plan: RatePlan) -> DriverResult {
+        Err(DriverError::Unconfigured(self.0))
     }
-    fn pause(&mut self) -> Result<(), String> {
-        Err(self.0.clone())
+    fn pause(&mut self) -> DriverResult {
+        Err(DriverError::Unconfigured(self.0))
     }
-    fn resume(&mut self) -> Result<(), String> {
-        Err(self.0.clone())
+    fn resume(&mut self) -> DriverResult {
+        Err(DriverError::Unconfigured(self.0))
     }
-    fn scale(&mut self, _factor: f64) -> Result<(), String> {
-        Err(self.0.clone())
+    fn scale(&mut self, _factor: f64) -> DriverResult {
+        Err(DriverError::Unconfigured(self.0))
     }
     fn is_paused(&self) -> bool {
         false

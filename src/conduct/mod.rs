@@ -1,13 +1,15 @@
 //! `rtc-demo conduct`: the presenter's console (SPEC §4).
 //!
+//! - [`settings`]: the flags below, resolved once into the one value a run reads.
 //! - [`model`]: immutable snapshots and the [`model::Backend`] trait every backend implements.
+//! - [`timeline`]: the per-second samples both live backends record; [`load_driver`]: the
+//!   one interface to the load (engine here, or the in-cluster Job).
 //! - [`local`]: replicas as `rtc-demo serve` children, scaled by [`hpa`] (HPA v2 algorithm).
 //! - [`replay`]: plays a report folder back, labelled REPLAY.
 //! - [`ui`] + [`keymap`]: the ratatui screen; [`director`]: the stage machine;
 //!   [`report`]: `timeline.csv`, `summary.json`, `timeline.png`; [`run`]: the loops (TUI and
 //!   `--headless`) that tie them together over channels.
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 pub mod director;
 pub mod hpa;
@@ -21,6 +23,7 @@ pub mod prom;
 pub mod replay;
 pub mod report;
 pub mod run;
+pub mod settings;
 pub mod story;
 pub mod timeline;
 pub mod ui;
@@ -89,14 +92,4 @@ pub struct ConductArgs {
     /// kube backend: the namespace (default: the scenario's [manifests] namespace).
     #[arg(long, value_name = "NS")]
     pub namespace: Option<String>,
-}
-
-pub fn main(args: ConductArgs) -> ExitCode {
-    match run::main(args) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("rtc-demo conduct: {e}");
-            ExitCode::from(2)
-        }
-    }
 }

@@ -231,12 +231,17 @@ pub type Totals = Option<crate::load::LoadSummary>;
 pub trait Backend: Send {
     /// Snapshots, newest wins (about one per second).
     fn subscribe(&self) -> watch::Receiver<Arc<ClusterSnapshot>>;
-    /// Queue a command; never blocks. Errors say why (e.g. the backend has shut down).
-    fn command(&self, cmd: BackendCommand) -> Result<(), String>;
+    /// Queue a command; never blocks. Fails only when the backend has shut down.
+    fn command(&self, cmd: BackendCommand) -> Result<(), BackendGone>;
     /// Stop everything the backend started (load within 1 s, child processes), and wait for it.
     /// With `teardown`, also remove applied resources. Idempotent.
     fn shutdown(&mut self, teardown: bool) -> std::pin::Pin<Box<dyn std::future::Future<Output = Totals> + Send + '_>>;
 }
+
+/// A command sent to a backend that has already shut down (named: "local", "kube" …).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the {0} backend has shut down")]
+pub struct BackendGone(pub &'static str);
 
 /// What a backend's controller task receives from its `BackendHandle`.
 pub enum ControlMsg {
@@ -269,8 +274,8 @@ impl Backend for BackendHandle {
     fn subscribe(&self) -> watch::Receiver<Arc<ClusterSnapshot>> {
         self.snap.clone()
     }
-    fn command(&self, cmd: BackendCommand) -> Result<(), String> {
-        self.tx.send(ControlMsg::Cmd(cmd)).map_err(|_| format!("the {} backend has shut down", self.name))
+    fn command(&self, cmd: BackendCommand) -> Result<(), BackendGone> {
+        self.tx.send(ControlMsg::Cmd(cmd)).map_err(|_| BackendGone(self.name))
     }
     fn shutdown(&mut self, teardown: bool) -> std::pin::Pin<Box<dyn std::future::Future<Output = Totals> + Send + '_>> {
         Box::pin(async move {

@@ -13,6 +13,28 @@ use super::timeline;
 /// How long one query may take.
 pub const QUERY_TIMEOUT: Duration = Duration::from_millis(1500);
 
+/// What went wrong asking Prometheus; each names the URL.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PromError {
+    #[error("Prometheus URL {url:?}: must start with http:// (e.g. http://127.0.0.1:9090 after `kubectl -n monitoring port-forward svc/prometheus-operated 9090`)")]
+    NotHttp { url: String },
+    #[error(
+        "Prometheus URL {url:?}: https is not supported by this build; port-forward and use http://127.0.0.1:9090"
+    )]
+    Https { url: String },
+    #[error("Prometheus URL {url:?}: {reason}")]
+    BadUrl { url: String, reason: String },
+    #[error("{url}: no answer within {}ms", QUERY_TIMEOUT.as_millis())]
+    NoAnswer { url: String },
+    /// The query failed (connection refused, bad PromQL …): the client's error chain.
+    #[error("{url}: {reason}")]
+    Query { url: String, reason: String },
+    #[error("{url}: query {query:?} gave a range vector, expected an instant vector")]
+    RangeVector { url: String, query: String },
+    #[error("{url}: `vector(1)` answered {answer}, expected 1")]
+    NotUp { url: String, answer: String },
+}
+
 /// The latest answer of a polled source, and how healthy the polling is.
 #[derive(Debug, Clone, Default)]
 pub struct Polled<T> {
@@ -30,7 +52,7 @@ impl<T> Polled<T> {
     }
 
     /// Takes one poll's outcome.
-    pub fn record(&mut self, outcome: Result<T, String>) {
+    pub fn record(&mut self, outcome: Result<T, PromError>) {
         match outcome {
             Ok(v) => {
                 self.value = v;
@@ -40,7 +62,7 @@ impl<T> Polled<T> {
             }
             Err(e) => {
                 self.failures = self.failures.saturating_add(1);
-                self.error = Some(e);
+                self.error = Some(e.to_string());
             }
         }
     }
@@ -57,13 +79,13 @@ pub fn spawn_poller<T, E, F, Fut>(
     interval: Duration,
     mut fetch: F,
     tx: mpsc::UnboundedSender<E>,
-    wrap: fn(Result<T, String>) -> E,
+    wrap: fn(Result<T, PromError>) -> E,
 ) -> tokio::task::JoinHandle<()>
 where
     T: Send + 'static,
     E: Send + 'static,
     F: FnMut() -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = Result<T, String>> + Send,
+    Fut: std::future::Future<Output = Result<T, PromError>> + Send,
 {
     tokio::spawn(async move {
         let mut failures = 0u32;
@@ -86,23 +108,27 @@ pub struct Source {
 }
 
 impl Source {
-    pub fn new(url: &str) -> Result<Source, String> {
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(format!("Prometheus URL {url:?}: must start with http:// (e.g. http://127.0.0.1:9090 after `kubectl -n monitoring port-forward svc/prometheus-operated 9090`)"));
-        }
+    pub fn new(url: &str) -> Result<Source, PromError> {
         if url.starts_with("https://") {
-            return Err(format!("Prometheus URL {url:?}: https is not supported by this build; port-forward and use http://127.0.0.1:9090"));
+            return Err(PromError::Https { url: url.into() });
         }
-        let client = url.trim_end_matches('/').parse::<Client>().map_err(|e| format!("Prometheus URL {url:?}: {e}"))?;
+        if !url.starts_with("http://") {
+            return Err(PromError::NotHttp { url: url.into() });
+        }
+        let client = url
+            .trim_end_matches('/')
+            .parse::<Client>()
+            .map_err(|e| PromError::BadUrl { url: url.into(), reason: e.to_string() })?;
         Ok(Source { client, url: url.trim_end_matches('/').to_string() })
     }
 
     /// One instant query: the first sample's value (`None` when the answer is empty or NaN).
-    pub async fn value(&self, query: &str) -> Result<Option<f64>, String> {
+    pub async fn value(&self, query: &str) -> Result<Option<f64>, PromError> {
+        let url = || self.url.clone();
         let fut = self.client.query(query).timeout(QUERY_TIMEOUT.as_millis() as i64).get();
         let r = match tokio::time::timeout(QUERY_TIMEOUT + Duration::from_millis(500), fut).await {
-            Err(_) => return Err(format!("{}: no answer within {}ms", self.url, QUERY_TIMEOUT.as_millis())),
-            Ok(Err(e)) => return Err(format!("{}: {}", self.url, super::kube::error_chain(&e))),
+            Err(_) => return Err(PromError::NoAnswer { url: url() }),
+            Ok(Err(e)) => return Err(PromError::Query { url: url(), reason: crate::errors::chain(&e) }),
             Ok(Ok(r)) => r,
         };
         let data = r.data();
@@ -111,21 +137,21 @@ impl Source {
         } else if let Some(s) = data.as_scalar() {
             Some(s.value())
         } else {
-            return Err(format!("{}: query {query:?} gave a range vector, expected an instant vector", self.url));
+            return Err(PromError::RangeVector { url: url(), query: query.into() });
         };
         Ok(v.filter(|x| x.is_finite()))
     }
 
     /// Is Prometheus up (answers `vector(1)`)?
-    pub async fn reachable(&self) -> Result<(), String> {
+    pub async fn reachable(&self) -> Result<(), PromError> {
         match self.value("vector(1)").await? {
             Some(v) if (v - 1.0).abs() < 1e-9 => Ok(()),
-            other => Err(format!("{}: `vector(1)` answered {other:?}", self.url)),
+            other => Err(PromError::NotUp { url: self.url.clone(), answer: format!("{other:?}") }),
         }
     }
 
     /// How many series of `metric` exist in `namespace` (0 when none).
-    pub async fn series_count(&self, metric: &str, namespace: &str) -> Result<f64, String> {
+    pub async fn series_count(&self, metric: &str, namespace: &str) -> Result<f64, PromError> {
         Ok(self.value(&format!("count({metric}{{namespace=\"{namespace}\"}})")).await?.unwrap_or(0.0))
     }
 }
@@ -147,8 +173,11 @@ mod tests {
         p.record(Ok(Some(0.12)));
         assert!(!p.stale());
         assert_eq!(p.value, Some(0.12));
-        p.record(Err("connection refused".into()));
+        p.record(Err(PromError::Query { url: "http://127.0.0.1:9".into(), reason: "connection refused".into() }));
         assert!(p.stale());
-        assert_eq!((p.value, p.failures, p.error.as_deref()), (Some(0.12), 1, Some("connection refused")));
+        assert_eq!(
+            (p.value, p.failures, p.error.as_deref()),
+            (Some(0.12), 1, Some("http://127.0.0.1:9: connection refused"))
+        );
     }
 }

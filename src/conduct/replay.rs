@@ -138,8 +138,8 @@ impl Backend for ReplayBackend {
     fn subscribe(&self) -> watch::Receiver<Arc<ClusterSnapshot>> {
         self.snap.clone()
     }
-    fn command(&self, cmd: BackendCommand) -> Result<(), String> {
-        self.tx.send(Msg::Cmd(cmd)).map_err(|_| "the replay has ended".to_string())
+    fn command(&self, cmd: BackendCommand) -> Result<(), BackendGone> {
+        self.tx.send(Msg::Cmd(cmd)).map_err(|_| BackendGone("replay"))
     }
     fn shutdown(
         &mut self,

@@ -1,51 +1,31 @@
 //! Ties backend, director, UI/headless printer and report together. The backend publishes
-//! snapshots on a watch channel, key presses arrive from an input thread on an mpsc channel,
-//! and the loop here aggregates them at a fixed frame rate.
-use std::path::{Path, PathBuf};
+//! snapshots on a watch channel, key presses arrive from crossterm's event stream, and the
+//! loop here aggregates them at a fixed frame rate. Errors leave here as `anyhow` with
+//! their context, for the command to print.
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
+use futures_util::StreamExt;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::mpsc;
 
 use super::director::{Director, StageDef};
 use super::hpa::HpaSpec;
 use super::keymap::Action;
-use super::local::replica::{self, SpawnSpec};
-use super::local::{LocalBackend, LocalConfig};
+use super::local::replica;
+use super::local::LocalBackend;
 use super::model::*;
 use super::replay::ReplayBackend;
 use super::report::{self, Recorder, Summary};
+use super::settings::{BackendSettings, Settings};
 use super::story::TalkFigures;
+use super::timeline::unix_now;
 use super::ui::{self, App, UiEvent, Verdict};
-use super::{BackendKind, ConductArgs};
+use super::ConductArgs;
 use crate::load::Threshold;
 use crate::scenario::Scenario;
-
-pub const DEFAULT_SCENARIO: &str = "scenarios/rehearsal.toml";
-pub const DEFAULT_HPA: &str = "manifests/autoscaling/latency-adapter/hpa.yaml";
-
-/// UTC `YYYYmmdd-HHMMSS` for report folder names.
-pub fn utc_stamp(unix: u64) -> String {
-    let days = (unix / 86_400) as i64;
-    let rem = unix % 86_400;
-    // civil_from_days (H. Hinnant)
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + (m <= 2) as i64;
-    format!("{y:04}{m:02}{d:02}-{:02}{:02}{:02}", rem / 3600, rem / 60 % 60, rem % 60)
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
 
 /// Everything a run needs besides the backend.
 struct Session {
@@ -68,52 +48,75 @@ struct Session {
     teardown: bool,
 }
 
-impl Session {
-    /// A session running `sc` on `backend`; the first replica must be ready within `begin_within`.
-    fn new(
-        backend: Box<dyn Backend>,
-        sc: &Scenario,
-        hpa: &HpaSpec,
-        report_dir: Option<PathBuf>,
-        args: &ConductArgs,
-        started_unix: u64,
+/// What a session runs: a scenario's stages under the director, or a recorded run.
+enum Plan<'a> {
+    /// The first replicas must be ready within `begin_within` (else the first stage starts anyway).
+    Scenario {
+        scenario: &'a Scenario,
+        hpa: &'a HpaSpec,
         begin_within: Duration,
-    ) -> Session {
-        Session {
+    },
+    Replay(&'a Summary),
+}
+
+impl Session {
+    /// The one way a session is made, whatever the backend.
+    fn new(backend: Box<dyn Backend>, plan: Plan<'_>, settings: &Settings) -> Session {
+        let now = Instant::now();
+        let mut s = Session {
             snap: backend.subscribe().borrow().clone(),
             backend,
-            director: Some(Director::new(StageDef::from_scenario(sc), args.headless)),
+            director: None,
             recorder: Recorder::default(),
-            report_dir,
-            scenario: sc.name.clone(),
-            slo_s: sc.slo.p95.as_secs_f64(),
-            thresholds: sc.thresholds.clone(),
-            stages: sc
-                .stages
-                .iter()
-                .map(|s| report::StageSummary {
-                    name: s.name.clone(),
-                    duration_s: s.duration.as_secs_f64(),
-                    manual: s.advance == crate::scenario::Advance::Manual,
-                    notes: s.notes.trim().into(),
-                })
-                .collect(),
-            hpa: report::HpaSummary {
-                name: hpa.name.clone(),
-                min: hpa.min_replicas,
-                max: hpa.max_replicas,
-                metric: hpa.metric_name.clone(),
-                target: hpa.target,
-                scale_up_window_s: hpa.scale_up.stabilization_window_seconds,
-                scale_down_window_s: hpa.scale_down.stabilization_window_seconds,
-            },
-            started_unix,
-            started: Instant::now(),
-            min_ready: hpa.min_replicas,
-            begin_deadline: Instant::now() + begin_within,
+            report_dir: settings.report_dir.clone(),
+            scenario: String::new(),
+            slo_s: 0.1,
+            thresholds: Vec::new(),
+            stages: Vec::new(),
+            hpa: report::HpaSummary::default(),
+            started_unix: settings.started_unix,
+            started: now,
+            min_ready: 0,
+            begin_deadline: now,
             last_printed: -1.0,
-            teardown: args.teardown,
+            teardown: settings.teardown,
+        };
+        match plan {
+            Plan::Scenario { scenario: sc, hpa, begin_within } => {
+                s.director = Some(Director::new(StageDef::from_scenario(sc), settings.headless));
+                s.scenario = sc.name.clone();
+                s.slo_s = sc.slo.p95.as_secs_f64();
+                s.thresholds = sc.thresholds.clone();
+                s.stages = sc
+                    .stages
+                    .iter()
+                    .map(|st| report::StageSummary {
+                        name: st.name.clone(),
+                        duration_s: st.duration.as_secs_f64(),
+                        manual: st.advance == crate::scenario::Advance::Manual,
+                        notes: st.notes.trim().into(),
+                    })
+                    .collect();
+                s.hpa = report::HpaSummary {
+                    name: hpa.name.clone(),
+                    min: hpa.min_replicas,
+                    max: hpa.max_replicas,
+                    metric: hpa.metric_name.clone(),
+                    target: hpa.target,
+                    scale_up_window_s: hpa.scale_up.stabilization_window_seconds,
+                    scale_down_window_s: hpa.scale_down.stabilization_window_seconds,
+                };
+                s.min_ready = hpa.min_replicas;
+                s.begin_deadline = now + begin_within;
+            }
+            Plan::Replay(summary) => {
+                s.scenario = format!("{} (replay)", summary.scenario);
+                s.slo_s = summary.slo_p95_ms / 1000.0;
+                s.stages = summary.stages.clone();
+                s.hpa = summary.hpa.clone();
+            }
         }
+        s
     }
 
     fn send(&self, cmds: Vec<BackendCommand>) {
@@ -287,7 +290,7 @@ impl Session {
             .collect()
     }
 
-    fn write_report(&self, totals: &Totals) -> Option<Result<PathBuf, String>> {
+    fn write_report(&self, totals: &Totals) -> Option<Result<PathBuf, report::ReportError>> {
         let dir = self.report_dir.as_ref()?;
         let th = self.verdicts(totals);
         let ex = self.director.as_ref().map(|d| d.verdicts.clone()).unwrap_or_default();
@@ -326,153 +329,46 @@ fn install_panic_hook() {
     }));
 }
 
-fn resolve_backend(args: &ConductArgs) -> Result<BackendKind, String> {
-    match (args.backend, &args.replay) {
-        (Some(BackendKind::Replay), None) => Err("--backend replay needs --replay DIR (a report folder)".into()),
-        (Some(BackendKind::Local), Some(_)) => {
-            Err("--replay DIR plays a report back: use it without --backend local".into())
-        }
-        (Some(k), _) => Ok(k),
-        (None, Some(_)) => Ok(BackendKind::Replay),
-        (None, None) => Ok(if super::kube::cluster_configured(args.kubeconfig.as_deref()) {
-            BackendKind::Kube
-        } else {
-            BackendKind::Local
-        }),
-    }
-}
-
-pub fn main(args: ConductArgs) -> Result<ExitCode, String> {
-    let kind = resolve_backend(&args)?;
-    if !(args.replay_speed.is_finite() && args.replay_speed > 0.0) {
-        return Err(format!("--replay-speed {}: expected a number > 0", args.replay_speed));
-    }
+/// `rtc-demo conduct`: flags resolved once, then the session on the backend they name.
+pub fn main(args: ConductArgs) -> anyhow::Result<ExitCode> {
+    let settings = Settings::resolve(&args, unix_now() as u64)?;
     install_panic_hook();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-    let r = rt.block_on(run(args, kind));
+        .context("cannot start the async runtime")?;
+    let r = rt.block_on(run(settings));
     rt.shutdown_timeout(Duration::from_millis(300));
-    replica::kill_all_children();
     r
 }
 
-async fn run(args: ConductArgs, kind: BackendKind) -> Result<ExitCode, String> {
-    let started_unix = unix_now();
-    let session = match kind {
-        BackendKind::Replay => {
-            let dir = args.replay.clone().unwrap_or_default();
-            let rep = report::read(&dir)?;
+async fn run(settings: Settings) -> anyhow::Result<ExitCode> {
+    let session = match &settings.backend {
+        BackendSettings::Replay { dir, speed } => {
+            let rep = report::read(dir)?;
             let summary = rep.summary.clone();
-            let backend = Box::new(ReplayBackend::start(rep, args.replay_speed));
-            Session {
-                snap: backend.subscribe().borrow().clone(),
-                backend,
-                director: None,
-                recorder: Recorder::default(),
-                report_dir: None,
-                scenario: format!("{} (replay)", summary.scenario),
-                slo_s: summary.slo_p95_ms / 1000.0,
-                thresholds: Vec::new(),
-                stages: summary.stages.clone(),
-                hpa: summary.hpa.clone(),
-                started_unix,
-                started: Instant::now(),
-                min_ready: 0,
-                begin_deadline: Instant::now(),
-                last_printed: -1.0,
-                teardown: false,
-            }
+            let backend = Box::new(ReplayBackend::start(rep, *speed));
+            Session::new(backend, Plan::Replay(&summary), &settings)
         }
-        BackendKind::Kube => kube_session(&args, started_unix).await?,
-        _ => local_session(&args, started_unix)?,
+        BackendSettings::Local { scenario, hpa, config, begin_within } => {
+            let backend = Box::new(LocalBackend::start((**config).clone()));
+            backend.command(BackendCommand::Apply).map_err(anyhow::Error::msg)?;
+            Session::new(backend, Plan::Scenario { scenario, hpa, begin_within: *begin_within }, &settings)
+        }
+        BackendSettings::Kube { args, hpa, begin_within } => {
+            // Connect (bounded), preflight (printed), start the backend and apply.
+            let backend =
+                super::kube::console::prepare((**args).clone(), settings.teardown).await.map_err(anyhow::Error::msg)?;
+            let plan = Plan::Scenario { scenario: &args.scenario, hpa, begin_within: *begin_within };
+            Session::new(Box::new(backend), plan, &settings)
+        }
     };
-    if args.headless {
+    if settings.headless {
         headless(session).await
     } else {
-        tui(session, args.fps).await
+        tui(session, settings.fps).await
     }
-}
-
-fn local_session(args: &ConductArgs, started_unix: u64) -> Result<Session, String> {
-    let path = scenario_path(args)?;
-    let sc = Scenario::load(&path).map_err(|e| e.to_string())?;
-    let mut hpa = match &args.hpa {
-        Some(p) => HpaSpec::load(p)?,
-        None if Path::new(DEFAULT_HPA).exists() => HpaSpec::load(Path::new(DEFAULT_HPA))?,
-        None => slo_hpa(&sc),
-    };
-    // This machine's replica range (the scenario's [local] section) bounds the manifest's.
-    hpa.min_replicas = sc.local.replicas_min;
-    hpa.max_replicas = sc.local.replicas_max;
-    let report_dir =
-        Some(args.report_dir.clone().unwrap_or_else(|| PathBuf::from("reports").join(utc_stamp(started_unix))));
-    let cfg = LocalConfig {
-        spawn: SpawnSpec {
-            exe: replica::self_exe()?,
-            device: args.local_device.unwrap_or(sc.local.device),
-            serve_args: sc.local.serve_args.clone(),
-            log_dir: report_dir.as_ref().map(|d| d.join("logs")),
-        },
-        port_base: sc.local.port_base,
-        hpa: hpa.clone(),
-        path_and_query: sc.request.path_and_query(),
-        method: sc.request.method.as_hyper(),
-        connections: sc.load.connections,
-        max_inflight: sc.load.max_inflight,
-        timeout: sc.request.timeout,
-        prometheus: args.prometheus.clone().or(sc.prometheus.url.clone()).map(|u| (u, sc.prometheus.p95.clone())),
-        sync_period: args.sync_period.max(Duration::from_millis(500)),
-        namespace: sc.manifests.namespace.clone(),
-        deployment: sc.manifests.deployment.clone(),
-        overlay: sc.manifests.overlay.clone(),
-    };
-    let backend = Box::new(LocalBackend::start(cfg));
-    backend.command(BackendCommand::Apply)?;
-    Ok(Session::new(backend, &sc, &hpa, report_dir, args, started_unix, Duration::from_secs(60)))
-}
-
-/// The kube backend (src/conduct/kube): connect (bounded), preflight, apply; then the same loops.
-async fn kube_session(args: &ConductArgs, started_unix: u64) -> Result<Session, String> {
-    let path = scenario_path(args)?;
-    let report_dir = args.report_dir.clone().unwrap_or_else(|| PathBuf::from("reports").join(utc_stamp(started_unix)));
-    let run_id = report_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let flags = super::kube::console::KubeFlags {
-        kubeconfig: args.kubeconfig.clone(),
-        context: args.context.clone(),
-        namespace: args.namespace.clone(),
-        prometheus: args.prometheus.clone(),
-        teardown: args.teardown,
-    };
-    let p = super::kube::console::prepare(&path, &flags, &run_id).await?;
-    let sc = p.scenario;
-    let hpa = slo_hpa(&sc);
-    let backend: Box<dyn Backend> = Box::new(p.backend);
-    // A cluster rollout (image pull, kernel compile) takes longer than local replicas.
-    Ok(Session::new(backend, &sc, &hpa, Some(report_dir), args, started_unix, Duration::from_secs(600)))
-}
-
-fn scenario_path(args: &ConductArgs) -> Result<PathBuf, String> {
-    match &args.scenario {
-        Some(p) => Ok(p.clone()),
-        None if Path::new(DEFAULT_SCENARIO).exists() => Ok(PathBuf::from(DEFAULT_SCENARIO)),
-        None => Err(format!(
-            "no scenario given and {DEFAULT_SCENARIO} does not exist here (expected: rtc-demo conduct SCENARIO.toml)"
-        )),
-    }
-}
-
-/// The HPA settings from the scenario's SLO when no manifest is at hand.
-fn slo_hpa(sc: &Scenario) -> HpaSpec {
-    let mut h = HpaSpec::slo_default();
-    h.target = sc.slo.scale_up_above.as_secs_f64();
-    h.scale_up.stabilization_window_seconds = sc.slo.scale_up_after.as_secs() as u32;
-    h.scale_down.stabilization_window_seconds = sc.slo.scale_down_after.as_secs() as u32;
-    h.min_replicas = sc.slo.min_replicas;
-    h.max_replicas = sc.slo.max_replicas;
-    h
 }
 
 struct Signals {
@@ -482,8 +378,8 @@ struct Signals {
 }
 
 impl Signals {
-    fn new() -> Result<Self, String> {
-        let s = |k| signal(k).map_err(|e| format!("cannot install signal handlers: {e}"));
+    fn new() -> anyhow::Result<Self> {
+        let s = |k| signal(k).context("cannot install signal handlers");
         Ok(Signals {
             term: s(SignalKind::terminate())?,
             int: s(SignalKind::interrupt())?,
@@ -512,7 +408,7 @@ async fn finish(mut s: Session, teardown: bool) -> (Session, Totals, Vec<Verdict
     (s, totals, v)
 }
 
-async fn headless(mut s: Session) -> Result<ExitCode, String> {
+async fn headless(mut s: Session) -> anyhow::Result<ExitCode> {
     let mut rx = s.backend.subscribe();
     let mut sig = Signals::new()?;
     let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -581,25 +477,10 @@ impl Drop for TerminalGuard {
     }
 }
 
-async fn tui(mut s: Session, fps: u32) -> Result<ExitCode, String> {
-    let mut terminal =
-        ratatui::try_init().map_err(|e| format!("cannot set up the terminal: {e} (use --headless without one)"))?;
+async fn tui(mut s: Session, fps: u32) -> anyhow::Result<ExitCode> {
+    let mut terminal = ratatui::try_init().context("cannot set up the terminal (use --headless without one)")?;
     let guard = TerminalGuard;
-    let (key_tx, mut key_rx) = mpsc::unbounded_channel();
-    let stop_input = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let stop2 = stop_input.clone();
-    let input = std::thread::spawn(move || {
-        use crossterm::event::{poll, read, Event};
-        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
-            if let Ok(true) = poll(Duration::from_millis(50)) {
-                if let Ok(Event::Key(k)) = read() {
-                    if key_tx.send(k).is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-    });
+    let mut keys = crossterm::event::EventStream::new();
     let mut app = App::new(s.scenario.clone(), s.slo_s);
     let mut rx = s.backend.subscribe();
     let mut sig = Signals::new()?;
@@ -635,11 +516,16 @@ async fn tui(mut s: Session, fps: u32) -> Result<ExitCode, String> {
                 }
                 if let Err(e) = terminal.draw(|f| ui::view(&app, f)) {
                     drop(guard);
-                    return Err(format!("cannot draw: {e}"));
+                    return Err(anyhow::Error::new(e).context("cannot draw"));
                 }
             }
-            k = key_rx.recv() => {
-                let Some(k) = k else { break };
+            ev = keys.next() => {
+                let k = match ev {
+                    Some(Ok(crossterm::event::Event::Key(k))) => k,
+                    Some(Ok(_)) => continue,
+                    // The terminal is gone: quit as `q` would.
+                    Some(Err(_)) | None => break,
+                };
                 if let Some(a) = app.update(UiEvent::Key(k)) {
                     match a {
                         Action::Quit => break,
@@ -662,11 +548,10 @@ async fn tui(mut s: Session, fps: u32) -> Result<ExitCode, String> {
         }
     }
     // Quit: load stops and replicas die first, then the terminal comes back, then the report.
-    stop_input.store(true, std::sync::atomic::Ordering::Relaxed);
     let teardown = s.teardown;
     let (s, totals, _) = finish(s, teardown).await;
+    drop(keys);
     drop(guard);
-    let _ = input.join();
     if let Some(r) = s.write_report(&totals) {
         match r {
             Ok(dir) => out(&format!("report: {}/", dir.display())),
@@ -674,16 +559,4 @@ async fn tui(mut s: Session, fps: u32) -> Result<ExitCode, String> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stamps_are_utc_dates() {
-        assert_eq!(utc_stamp(0), "19700101-000000");
-        assert_eq!(utc_stamp(1_700_000_000), "20231114-221320");
-        assert_eq!(utc_stamp(951_782_400), "20000229-000000");
-    }
 }

@@ -19,6 +19,11 @@ use crate::load::{LoadSecond, Percentiles};
 /// the screen says so. One window for every source (replica scrapes, Prometheus, load).
 pub const STALE_AFTER: Duration = Duration::from_secs(10);
 
+/// Unix time in seconds (the Kubernetes objects' clock).
+pub fn unix_now() -> f64 {
+    jiff::Timestamp::now().as_duration().as_secs_f64()
+}
+
 /// Whether a source last heard from at `last_ok` is stale at `now`.
 pub fn stale(last_ok: Option<Instant>, now: Instant) -> bool {
     last_ok.is_none_or(|t| now.saturating_duration_since(t) > STALE_AFTER)

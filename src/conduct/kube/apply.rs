@@ -33,11 +33,11 @@ pub struct ObjectRef {
 }
 
 impl ObjectRef {
-    pub fn of(v: &Value) -> Result<ObjectRef, String> {
+    pub fn of(v: &Value) -> Result<ObjectRef, ApplyError> {
         let s = |p: &str| v.pointer(p).and_then(|x| x.as_str()).map(str::to_string);
-        let api_version = s("/apiVersion").ok_or("an object without apiVersion")?;
-        let kind = s("/kind").ok_or_else(|| format!("an object of apiVersion {api_version} without kind"))?;
-        let name = s("/metadata/name").ok_or_else(|| format!("a {kind} without metadata.name"))?;
+        let api_version = s("/apiVersion").ok_or(ApplyError::NoApiVersion)?;
+        let kind = s("/kind").ok_or_else(|| ApplyError::NoKind { api_version: api_version.clone() })?;
+        let name = s("/metadata/name").ok_or_else(|| ApplyError::NoName { kind: kind.clone() })?;
         Ok(ObjectRef { api_version, kind, namespace: s("/metadata/namespace"), name })
     }
     /// `kind/name` as kubectl prints it (`deployment.apps/gpu-media` style is overkill here).
@@ -57,11 +57,11 @@ pub fn render_manifests(
     extra: &[String],
     scenario_ns: &str,
     namespace: &str,
-) -> Result<Vec<Value>, String> {
+) -> Result<Vec<Value>, ApplyError> {
     let mut out = Vec::new();
     for dir in extra.iter().map(String::as_str).chain(std::iter::once(overlay)) {
         let p = root.join(dir);
-        let objs = crate::kustomize::render(&p).map_err(|e| format!("rendering {dir}: {e}"))?;
+        let objs = crate::kustomize::render(&p).map_err(|source| ApplyError::Render { dir: dir.into(), source })?;
         out.extend(objs);
     }
     if namespace != scenario_ns {
@@ -94,6 +94,18 @@ pub struct Applier {
 pub enum ApplyError {
     #[error("{0}")]
     Bad(String),
+    #[error("an object without apiVersion")]
+    NoApiVersion,
+    #[error("an object of apiVersion {api_version} without kind")]
+    NoKind { api_version: String },
+    #[error("a {kind} without metadata.name")]
+    NoName { kind: String },
+    #[error("rendering {dir}: {source}")]
+    Render { dir: String, source: crate::kustomize::RenderError },
+    #[error("the watch of deployment {name} ended before its rollout did")]
+    WatchEnded { name: String },
+    #[error("rollout of deployment {name} not done after {secs}s: {last}")]
+    RolloutTimeout { name: String, secs: u64, last: String },
     #[error("{what}: kind {kind} is not served by the cluster at {api_version} (is its CRD installed? `kubectl api-resources --api-group={group}`)")]
     UnknownKind { what: String, api_version: String, kind: String, group: String },
     #[error("{what}: {detail}")]
@@ -142,7 +154,7 @@ impl Applier {
     /// `Content-Type: application/apply-patch+yaml` (what `kubectl apply --server-side
     /// --field-manager=rtc-demo --force-conflicts` sends).
     pub async fn apply(&mut self, obj: &Value) -> Result<ObjectRef, ApplyError> {
-        let r = ObjectRef::of(obj).map_err(ApplyError::Bad)?;
+        let r = ObjectRef::of(obj)?;
         let (ar, caps) = self.resolve(&r.api_version, &r.kind).await?;
         let api = self.api(&ar, &caps, r.namespace.as_deref());
         let pp = PatchParams::apply(FIELD_MANAGER).force();
@@ -164,7 +176,7 @@ impl Applier {
         order.sort_by_key(|o| o.get("kind").and_then(|k| k.as_str()) != Some("Namespace"));
         let mut done = Vec::new();
         for (i, o) in order.iter().enumerate() {
-            let label = ObjectRef::of(o).map(|r| r.display()).unwrap_or_else(|e| e);
+            let label = ObjectRef::of(o).map(|r| r.display()).unwrap_or_else(|e| e.to_string());
             progress(i, order.len(), &label);
             done.push(self.apply(o).await?);
         }
@@ -173,7 +185,7 @@ impl Applier {
 
     /// Deletes one object (absent is fine). Background propagation, as kubectl does.
     pub async fn delete(&mut self, obj: &Value) -> Result<ObjectRef, ApplyError> {
-        let r = ObjectRef::of(obj).map_err(ApplyError::Bad)?;
+        let r = ObjectRef::of(obj)?;
         let (ar, caps) = self.resolve(&r.api_version, &r.kind).await?;
         let api = self.api(&ar, &caps, r.namespace.as_deref());
         match api.delete(&r.name, &DeleteParams::background()).await {
@@ -241,7 +253,7 @@ pub async fn wait_rollout(
     name: &str,
     timeout: Duration,
     mut progress: impl FnMut(&str),
-) -> Result<(), String> {
+) -> Result<(), ApplyError> {
     let api: Api<Deployment> = Api::namespaced(client, namespace);
     let cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
     let mut last = String::from("waiting for the Deployment to appear");
@@ -268,11 +280,11 @@ pub async fn wait_rollout(
                 }
             }
         }
-        Err("the watch ended".to_string())
+        Err(ApplyError::WatchEnded { name: name.into() })
     };
     match tokio::time::timeout(timeout, fut).await {
         Ok(r) => r,
-        Err(_) => Err(format!("rollout of deployment {name} not done after {}s: {last}", timeout.as_secs())),
+        Err(_) => Err(ApplyError::RolloutTimeout { name: name.into(), secs: timeout.as_secs(), last }),
     }
 }
 
@@ -329,9 +341,10 @@ mod tests {
 
     #[test]
     fn object_refs_name_what_is_missing() {
-        assert!(ObjectRef::of(&serde_json::json!({"kind":"X"})).unwrap_err().contains("apiVersion"));
+        assert!(ObjectRef::of(&serde_json::json!({"kind":"X"})).unwrap_err().to_string().contains("apiVersion"));
         assert!(ObjectRef::of(&serde_json::json!({"apiVersion":"v1","kind":"Service","metadata":{}}))
             .unwrap_err()
+            .to_string()
             .contains("Service without metadata.name"));
     }
 }

@@ -13,8 +13,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::load_job::{self, LoadJobSpec, LoadLine};
-use super::{apply, error_text, KubeEvent, Tell};
-use crate::conduct::load_driver::{BoxFuture, LoadDriver};
+use super::{apply, KubeError, KubeEvent, Tell};
+use crate::conduct::load_driver::{BoxFuture, DriverError, DriverResult, LoadDriver};
 use crate::conduct::model::{RatePlan, Totals};
 use crate::conduct::timeline::ClientSecond;
 
@@ -98,7 +98,7 @@ impl JobDriver {
 }
 
 impl LoadDriver for JobDriver {
-    fn start_stage(&mut self, index: usize, plan: RatePlan) -> Result<(), String> {
+    fn start_stage(&mut self, index: usize, plan: RatePlan) -> DriverResult {
         self.stage = self.stage_names.get(index).cloned();
         self.paused = false;
         // Past the last stage (the director's "finished" plan) or a 0 rps stage: no Job.
@@ -111,22 +111,20 @@ impl LoadDriver for JobDriver {
         Ok(())
     }
 
-    fn pause(&mut self) -> Result<(), String> {
+    fn pause(&mut self) -> DriverResult {
         self.paused = true;
         self.stop_job("paused");
         Ok(())
     }
 
-    fn resume(&mut self) -> Result<(), String> {
+    fn resume(&mut self) -> DriverResult {
         self.paused = false;
         self.start_job();
         Ok(())
     }
 
-    fn scale(&mut self, factor: f64) -> Result<(), String> {
-        Err(format!(
-            "rate ×{factor:.2} is not available with in-cluster load: the Job runs the stage's plan (r restarts the stage)"
-        ))
+    fn scale(&mut self, factor: f64) -> DriverResult {
+        Err(DriverError::ScaleUnsupported { factor })
     }
 
     fn is_paused(&self) -> bool {
@@ -158,21 +156,23 @@ fn sanitize(s: &str) -> String {
 }
 
 /// Deletes the load Job (its pods with it) and waits until it is gone (at most 20 s).
-pub async fn delete_job(client: &kube::Client, ns: &str) -> Result<(), String> {
+pub async fn delete_job(client: &kube::Client, ns: &str) -> Result<(), KubeError> {
     let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
+    let what = || format!("deleting Job {}", load_job::JOB_NAME);
     match jobs.delete(load_job::JOB_NAME, &DeleteParams::background()).await {
         Ok(_) => {}
+        // Kubernetes answers 404 NotFound for a Job that is already gone (API conventions).
         Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
-        Err(e) => return Err(error_text(&e)),
+        Err(e) => return Err(KubeError::api(what(), &e)),
     }
     for _ in 0..40 {
         match jobs.get_opt(load_job::JOB_NAME).await {
             Ok(None) => return Ok(()),
             Ok(Some(_)) => tokio::time::sleep(Duration::from_millis(500)).await,
-            Err(e) => return Err(error_text(&e)),
+            Err(e) => return Err(KubeError::api(what(), &e)),
         }
     }
-    Err(format!("Job {} still exists 20 s after its deletion", load_job::JOB_NAME))
+    Err(KubeError::JobNotDeleted { name: load_job::JOB_NAME })
 }
 
 /// Replaces the load Job with `objects` (ConfigMap, Job, …), waits for its pod to run and
@@ -183,17 +183,17 @@ async fn run_load_job(
     objects: &[Value],
     tell: &Tell,
     lines: &mpsc::UnboundedSender<LoadLine>,
-) -> Result<(), String> {
+) -> Result<(), KubeError> {
     delete_job(&client, ns).await?;
     let mut applier = apply::Applier::new(client.clone());
-    applier.apply_all(objects, |_, _, _| {}).await.map_err(|e| e.to_string())?;
+    applier.apply_all(objects, |_, _, _| {}).await?;
     tell.event("Normal", "LoadStarted", &format!("job/{}", load_job::JOB_NAME), "in-cluster load Job created".into());
     let pods: Api<Pod> = Api::namespaced(client, ns);
     let lp = ListParams::default().labels(&format!("job-name={}", load_job::JOB_NAME));
     let mut pod_name = None;
     let waiting_since = Instant::now();
     while waiting_since.elapsed() < Duration::from_secs(60) {
-        let list = pods.list(&lp).await.map_err(|e| format!("listing the load pod: {}", error_text(&e)))?;
+        let list = pods.list(&lp).await.map_err(|e| KubeError::api("listing the load pod", &e))?;
         if let Some(p) = list.items.iter().find(|p| {
             matches!(
                 p.status.as_ref().and_then(|s| s.phase.as_deref()),
@@ -205,14 +205,14 @@ async fn run_load_job(
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let name = pod_name.ok_or("the load pod did not start within 60 s")?;
+    let name = pod_name.ok_or(KubeError::LoadPodNotStarted)?;
     let logs = pods
         .log_stream(&name, &LogParams { follow: true, ..Default::default() })
         .await
-        .map_err(|e| format!("reading the load pod's log: {}", error_text(&e)))?;
+        .map_err(|e| KubeError::api("reading the load pod's log", &e))?;
     let mut log = logs.lines();
     while let Some(line) = log.next().await {
-        let line = line.map_err(|e| format!("load pod log: {e}"))?;
+        let line = line.map_err(|e| KubeError::Api { what: "load pod log".into(), detail: e.to_string() })?;
         if let Some(l) = load_job::parse_line(&line) {
             if lines.send(l).is_err() {
                 return Ok(());

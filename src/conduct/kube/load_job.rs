@@ -34,22 +34,30 @@ pub fn service_url(service: &str, namespace: &str, port: u16) -> String {
     format!("http://{service}.{namespace}.svc:{port}")
 }
 
+/// The load Job template is missing or not what the console expects.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadJobError {
+    #[error("{}: cannot read: {source}", path.display())]
+    Read { path: std::path::PathBuf, source: std::io::Error },
+    #[error("{}: {problem}", path.display())]
+    Template { path: std::path::PathBuf, problem: String },
+}
+
 /// Fills the template folder (`manifests/load`): every object of `job.yaml`, plus the load
 /// ServiceAccount and NetworkPolicy (so the Job's `serviceAccountName` exists and its traffic is
 /// allowed). The conductor's own Role/RoleBinding are not applied (they are for an admin to
 /// grant). Errors name the file and what is wrong.
-pub fn render(dir: &Path, spec: &LoadJobSpec) -> Result<Vec<Value>, String> {
+pub fn render(dir: &Path, spec: &LoadJobSpec) -> Result<Vec<Value>, LoadJobError> {
     let job_path = dir.join("job.yaml");
-    let text = std::fs::read_to_string(&job_path).map_err(|e| format!("{}: cannot read: {e}", job_path.display()))?;
+    let text =
+        std::fs::read_to_string(&job_path).map_err(|source| LoadJobError::Read { path: job_path.clone(), source })?;
+    let bad = |problem: String| LoadJobError::Template { path: job_path.clone(), problem };
     // The template's comments name the placeholders too; count them in the YAML itself.
     let body: String = text.lines().filter(|l| !l.trim_start().starts_with('#')).collect::<Vec<_>>().join("\n");
     for p in [SCENARIO_PLACEHOLDER, RUN_ID_PLACEHOLDER] {
         let n = body.matches(p).count();
         if n != 1 {
-            return Err(format!(
-                "{}: placeholder {p} must appear exactly once outside comments (found {n})",
-                job_path.display()
-            ));
+            return Err(bad(format!("placeholder {p} must appear exactly once outside comments (found {n})")));
         }
     }
     // Substitute in the parsed objects (not in the text): the scenario goes in verbatim
@@ -66,7 +74,7 @@ pub fn render(dir: &Path, spec: &LoadJobSpec) -> Result<Vec<Value>, String> {
                 let data = o
                     .pointer_mut("/data")
                     .and_then(|d| d.as_object_mut())
-                    .ok_or_else(|| format!("{}: the ConfigMap has no data", job_path.display()))?;
+                    .ok_or_else(|| bad("the ConfigMap has no data".into()))?;
                 data.insert(SCENARIO_KEY.into(), Value::String(spec.scenario_toml.clone()));
             }
             "Job" => {
@@ -74,12 +82,12 @@ pub fn render(dir: &Path, spec: &LoadJobSpec) -> Result<Vec<Value>, String> {
                 let ann = o
                     .pointer_mut("/metadata/annotations")
                     .and_then(|a| a.as_object_mut())
-                    .ok_or_else(|| format!("{}: the Job has no annotations", job_path.display()))?;
+                    .ok_or_else(|| bad("the Job has no annotations".into()))?;
                 ann.insert(RUN_ID_ANNOTATION.into(), Value::String(spec.run_id.clone()));
                 let c = o
                     .pointer_mut("/spec/template/spec/containers/0")
                     .and_then(|c| c.as_object_mut())
-                    .ok_or_else(|| format!("{}: the Job has no container", job_path.display()))?;
+                    .ok_or_else(|| bad("the Job has no container".into()))?;
                 let mut args: Vec<Value> = c.get("args").and_then(|a| a.as_array()).cloned().unwrap_or_default();
                 if let Some(st) = &spec.stage {
                     args.push("--stage".into());
@@ -95,7 +103,7 @@ pub fn render(dir: &Path, spec: &LoadJobSpec) -> Result<Vec<Value>, String> {
         }
     }
     if !saw_cm || !saw_job {
-        return Err(format!("{}: expected a ConfigMap and a Job", job_path.display()));
+        return Err(bad("expected a ConfigMap and a Job".into()));
     }
     // The ServiceAccount the Job runs as, and the NetworkPolicy for its pods.
     let rbac = dir.join("rbac.yaml");
@@ -125,22 +133,17 @@ fn set_namespace(o: &mut Value, ns: &str) {
     }
 }
 
-fn parse_docs(text: &str, path: &Path) -> Result<Vec<Value>, String> {
-    use serde::Deserialize;
-    let mut out = Vec::new();
-    for doc in serde_yaml::Deserializer::from_str(text) {
-        let v = serde_yaml::Value::deserialize(doc).map_err(|e| format!("{}: {e}", path.display()))?;
-        if v.is_null() {
-            continue;
-        }
-        out.push(serde_json::to_value(v).map_err(|e| format!("{}: {e}", path.display()))?);
-    }
-    Ok(out)
+fn parse_docs(text: &str, path: &Path) -> Result<Vec<Value>, LoadJobError> {
+    // Empty documents are skipped; errors carry line and column.
+    let docs: Vec<Value> = serde_saphyr::from_multiple(text)
+        .map_err(|e| LoadJobError::Template { path: path.to_path_buf(), problem: e.to_string() })?;
+    Ok(docs.into_iter().filter(|v| !v.is_null()).collect())
 }
 
 /// The objects as one YAML file (what the kubectl panel's `apply -f` names).
 pub fn to_yaml(objs: &[Value]) -> String {
-    objs.iter().map(|o| serde_yaml::to_string(o).unwrap_or_default()).collect::<Vec<_>>().join("---\n")
+    // Plain JSON values always serialise.
+    serde_saphyr::to_string_multiple(objs).unwrap_or_default()
 }
 
 /// One second of the in-cluster load as its log line reports it.
@@ -283,7 +286,7 @@ mod tests {
                 "http://gpu-media.demo.svc:80"
             ])
         );
-        let e = render(std::path::Path::new("/nonexistent"), &spec).unwrap_err();
+        let e = render(std::path::Path::new("/nonexistent"), &spec).unwrap_err().to_string();
         assert!(e.contains("/nonexistent/job.yaml") && e.contains("cannot read"), "{e}");
     }
 

@@ -66,18 +66,41 @@ pub fn watcher_error_text(e: &kube::runtime::watcher::Error) -> String {
     }
 }
 
-/// An error and its sources, each said once.
-pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        let t = inner.to_string();
-        if !s.contains(&t) {
-            s = format!("{s}: {t}");
-        }
-        src = inner.source();
+pub(crate) use crate::errors::chain as error_chain;
+
+/// Why the kube backend could not start or do what it was asked; each says where and what
+/// would fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeError {
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error(transparent)]
+    Apply(#[from] apply::ApplyError),
+    #[error(transparent)]
+    LoadJob(#[from] load_job::LoadJobError),
+    #[error(transparent)]
+    Backend(#[from] BackendGone),
+    #[error("{}: cannot read: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{}: [load] from = \"this-machine\" needs [load] url with the kube backend (an ingress, or `kubectl -n {namespace} port-forward svc/{service} 8080:80` and url = \"http://127.0.0.1:8080\"), or use from = \"in-cluster\"", scenario.display())]
+    NoLoadUrl { scenario: PathBuf, namespace: String, service: String },
+    #[error("load URL {url:?}: {reason}")]
+    LoadUrl { url: String, reason: String },
+    #[error("preflight: {failed} check(s) failed on {server} (see above); nothing was applied")]
+    Preflight { failed: usize, server: String },
+    /// A Kubernetes API call failed (`403 Forbidden: …`, a transport error …).
+    #[error("{what}: {detail}")]
+    Api { what: String, detail: String },
+    #[error("Job {name} still exists 20 s after its deletion")]
+    JobNotDeleted { name: &'static str },
+    #[error("the load pod did not start within 60 s")]
+    LoadPodNotStarted,
+}
+
+impl KubeError {
+    pub(crate) fn api(what: impl Into<String>, e: &kube::Error) -> KubeError {
+        KubeError::Api { what: what.into(), detail: error_text(e) }
     }
-    s
 }
 
 /// Names the backend derives from the rendered manifests.
@@ -171,13 +194,15 @@ pub struct KubeConfig {
     pub load_image: Option<String>,
     /// Port of the Service (the in-cluster load's target).
     pub service_port: u16,
+    /// The rendered manifests, rendered once by [`configure`] (or [`KubeConfig::render`]).
+    pub objects: Vec<Value>,
 }
 
 impl KubeConfig {
-    /// The rendered manifests (extra folders, then the overlay), in this backend's namespace.
-    pub fn objects(&self) -> Result<Vec<Value>, String> {
+    /// Renders the manifests (extra folders, then the overlay) in this backend's namespace.
+    pub fn render(&self) -> Result<Vec<Value>, KubeError> {
         let m = &self.scenario.manifests;
-        apply::render_manifests(&self.root, &m.overlay, &m.extra, &m.namespace, &self.namespace)
+        Ok(apply::render_manifests(&self.root, &m.overlay, &m.extra, &m.namespace, &self.namespace)?)
     }
 
     pub fn kubectl(&self) -> kubectl::Kubectl {
@@ -185,9 +210,9 @@ impl KubeConfig {
     }
 
     /// The in-cluster load Job's spec (the stage is set per stage); reads the scenario's text.
-    pub fn job_spec(&self) -> Result<load_job::LoadJobSpec, String> {
+    pub fn job_spec(&self) -> Result<load_job::LoadJobSpec, KubeError> {
         let text = std::fs::read_to_string(&self.scenario_path)
-            .map_err(|e| format!("{}: cannot read: {e}", self.scenario_path.display()))?;
+            .map_err(|source| KubeError::Read { path: self.scenario_path.clone(), source })?;
         Ok(load_job::LoadJobSpec {
             scenario_toml: text,
             run_id: self.run_id.clone(),
@@ -211,7 +236,8 @@ impl KubeConfig {
     }
 }
 
-/// What `conduct::main` hands over to start the kube backend (its flags and the scenario).
+/// The kube backend's settings, resolved from the flags with the scenario loaded
+/// (`conduct::settings`); [`configure`] connects and turns them into a [`KubeConfig`].
 #[derive(Clone)]
 pub struct KubeArgs {
     /// `--kubeconfig`, `--context`, `--namespace` (None: kubeconfig's current context, the
@@ -231,20 +257,20 @@ pub struct KubeArgs {
 
 /// Connects (failing within 10 s with the server's address, or listing the contexts when
 /// `--context` names none of them) and derives the backend's configuration.
-pub async fn configure(a: KubeArgs) -> Result<KubeConfig, String> {
-    let connected = connect(&a.target).await.map_err(|e| e.to_string())?;
+pub async fn configure(a: KubeArgs) -> Result<KubeConfig, KubeError> {
+    let connected = connect(&a.target).await?;
     let namespace = a.target.namespace.clone().unwrap_or_else(|| a.scenario.manifests.namespace.clone());
     let in_cluster = a.scenario.load.from == crate::scenario::LoadOrigin::InCluster;
     let load_url = a.scenario.load.url.clone();
     if !in_cluster && load_url.is_none() {
-        return Err(format!(
-            "{}: [load] from = \"this-machine\" needs [load] url with the kube backend (an ingress, or `kubectl -n {namespace} port-forward svc/{} 8080:80` and url = \"http://127.0.0.1:8080\"), or use from = \"in-cluster\"",
-            a.scenario_path.display(),
-            a.scenario.manifests.service
-        ));
+        return Err(KubeError::NoLoadUrl {
+            scenario: a.scenario_path.clone(),
+            namespace,
+            service: a.scenario.manifests.service.clone(),
+        });
     }
     let prometheus = a.prometheus.or_else(|| a.scenario.prometheus.url.clone());
-    let cfg = KubeConfig {
+    let mut cfg = KubeConfig {
         connected,
         namespace,
         scenario: a.scenario,
@@ -256,15 +282,15 @@ pub async fn configure(a: KubeArgs) -> Result<KubeConfig, String> {
         run_id: a.run_id,
         load_image: a.load_image,
         service_port: 80,
+        objects: Vec::new(),
     };
-    cfg.objects()?;
+    cfg.objects = cfg.render()?;
     Ok(cfg)
 }
 
 /// Runs preflight for this configuration (the console's checklist).
-pub async fn preflight(cfg: &KubeConfig, teardown: bool) -> Result<Vec<preflight::Check>, String> {
-    let objs = cfg.objects()?;
-    Ok(preflight::run(&cfg.connected.client, &cfg.preflight_plan(&objs, teardown), &cfg.kubectl()).await)
+pub async fn preflight(cfg: &KubeConfig, teardown: bool) -> Vec<preflight::Check> {
+    preflight::run(&cfg.connected.client, &cfg.preflight_plan(&cfg.objects, teardown), &cfg.kubectl()).await
 }
 
 /// The kube backend is a controller task behind the shared handle.
@@ -275,7 +301,7 @@ pub type KubeBackend = BackendHandle;
 #[derive(Debug)]
 pub enum KubeEvent {
     Watch(watch::WatchUpdate),
-    Prometheus(Result<prometheus::Reading, String>),
+    Prometheus(Result<prometheus::Reading, prometheus::PromError>),
     /// The flow's phase (None: unchanged) and the status line (None clears it).
     Status(Option<Phase>, Option<String>),
     /// An event of the console's own (Preflight, Applied, LoadStarted …), timed by the sender.
@@ -311,17 +337,27 @@ impl Tell {
     }
 }
 
-/// Renders the manifests (errors here, before anything runs), starts the watchers and the
-/// Prometheus poller. Nothing is applied until `Apply`. Needs a tokio runtime.
-pub fn start_backend(cfg: KubeConfig) -> Result<KubeBackend, String> {
-    let objects = cfg.objects()?;
+/// Starts the watchers and the Prometheus poller on the rendered manifests. Nothing is
+/// applied until `Apply`, which runs preflight first. Needs a tokio runtime.
+pub fn start_backend(cfg: KubeConfig) -> Result<KubeBackend, KubeError> {
+    start(cfg, None)
+}
+
+/// As [`start_backend`], with preflight already run (and passed): the first `Apply` applies.
+pub fn start_backend_checked(cfg: KubeConfig, checks: Vec<preflight::Check>) -> Result<KubeBackend, KubeError> {
+    start(cfg, Some(checks))
+}
+
+fn start(cfg: KubeConfig, checks: Option<Vec<preflight::Check>>) -> Result<KubeBackend, KubeError> {
+    let objects = cfg.objects.clone();
     let names = names_from(&objects, &cfg.scenario.manifests.deployment);
     let label = BackendLabel::Kube { context: cfg.connected.context.clone(), namespace: cfg.namespace.clone() };
     let (snap_tx, snap) =
         tokio::sync::watch::channel(Arc::new(ClusterSnapshot { backend: label, ..Default::default() }));
     let (tx, rx) = mpsc::unbounded_channel();
     let (events_tx, events_rx) = mpsc::unbounded_channel();
-    let ctl = Controller::new(cfg, objects, names, snap_tx, events_tx)?;
+    let mut ctl = Controller::new(cfg, objects, names, snap_tx, events_tx)?;
+    ctl.preflight = checks;
     tokio::spawn(ctl.run(rx, events_rx));
     Ok(BackendHandle::new("kube", snap, tx))
 }
@@ -348,6 +384,8 @@ struct Controller {
     timeline: Timeline,
     stage_name: Option<String>,
     apply_task: Option<JoinHandle<()>>,
+    /// Preflight already run for the first Apply (by `console::prepare`).
+    preflight: Option<Vec<preflight::Check>>,
 }
 
 impl Controller {
@@ -357,7 +395,7 @@ impl Controller {
         names: Names,
         snap_tx: tokio::sync::watch::Sender<Arc<ClusterSnapshot>>,
         events_tx: mpsc::UnboundedSender<KubeEvent>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, KubeError> {
         let k = cfg.kubectl();
         let start = Instant::now();
         let tell = Tell { tx: events_tx, start };
@@ -386,7 +424,7 @@ impl Controller {
                     Some((prometheus::PromState::default(), task))
                 }
                 Err(e) => {
-                    prom_error = Some(e);
+                    prom_error = Some(e.to_string());
                     None
                 }
             },
@@ -402,7 +440,10 @@ impl Controller {
             ))
         } else if let Some(base) = &cfg.load_url {
             let url = cfg.scenario.request.url_for(base);
-            let uri: hyper::Uri = url.parse().map_err(|e| format!("load URL {url:?}: {e}"))?;
+            let uri: hyper::Uri = url.parse().map_err(|e: hyper::http::uri::InvalidUri| KubeError::LoadUrl {
+                url: url.clone(),
+                reason: e.to_string(),
+            })?;
             Box::new(EngineDriver::new(LoadConfig {
                 targets: vec![uri],
                 method: cfg.scenario.request.method.as_hyper(),
@@ -412,7 +453,7 @@ impl Controller {
                 ..Default::default()
             }))
         } else {
-            Box::new(Unconfigured("no load URL: set [load] url in the scenario (or from = \"in-cluster\")".into()))
+            Box::new(Unconfigured("no load URL: set [load] url in the scenario (or from = \"in-cluster\")"))
         };
         Ok(Controller {
             cfg,
@@ -436,6 +477,7 @@ impl Controller {
             timeline: Timeline::default(),
             stage_name: None,
             apply_task: None,
+            preflight: None,
         })
     }
 
@@ -524,7 +566,7 @@ impl Controller {
             }
         };
         if let Err(e) = r {
-            self.set_status(e);
+            self.set_status(e.to_string());
         }
     }
 
@@ -537,10 +579,15 @@ impl Controller {
         let objects = self.objects.clone();
         let tell = self.tell.clone();
         let deployment = self.names.deployment.clone();
+        let already = self.preflight.take();
         self.apply_task = Some(tokio::spawn(async move {
             tell.status(Some(Phase::Preflight), Some("preflight…".into()));
-            let checks =
-                preflight::run(&cfg.connected.client, &cfg.preflight_plan(&objects, false), &cfg.kubectl()).await;
+            let checks = match already {
+                Some(c) => c,
+                None => {
+                    preflight::run(&cfg.connected.client, &cfg.preflight_plan(&objects, false), &cfg.kubectl()).await
+                }
+            };
             for c in &checks {
                 let kind = match c.verdict {
                     preflight::Verdict::Fail => "Warning",
@@ -601,7 +648,7 @@ impl Controller {
                     );
                     tell.status(Some(Phase::Running), None);
                 }
-                Err(e) => tell.status(Some(Phase::RollingOut), Some(e)),
+                Err(e) => tell.status(Some(Phase::RollingOut), Some(e.to_string())),
             }
         }));
     }

@@ -405,7 +405,7 @@ pub async fn run(client: &Client, plan: &Plan, k: &Kubectl) -> Vec<Check> {
                 plan.prometheus_service.2,
             );
             match Source::new(url) {
-                Err(e) => out.push(Check::new("Prometheus", Verdict::Fail, e, pf)),
+                Err(e) => out.push(Check::new("Prometheus", Verdict::Fail, e.to_string(), pf)),
                 Ok(src) => match src.reachable().await {
                     Err(e) => out.push(Check::new("Prometheus", Verdict::Fail, format!("unreachable: {e}"), pf)),
                     Ok(()) => {
@@ -418,13 +418,13 @@ pub async fn run(client: &Client, plan: &Plan, k: &Kubectl) -> Vec<Check> {
                                 format!("no app_requests_total{{namespace=\"{}\"}} yet: fine before the first apply; afterwards check the ServiceMonitor is selected by Prometheus", plan.namespace),
                                 k.get_servicemonitors(),
                             )),
-                            Err(e) => out.push(Check::new("service metrics", Verdict::Fail, e, pf.clone())),
+                            Err(e) => out.push(Check::new("service metrics", Verdict::Fail, e.to_string(), pf.clone())),
                         }
                         if plan.needs.gpu {
                             match src.value("count(DCGM_FI_DEV_GPU_UTIL)").await {
                                 Ok(Some(n)) if n > 0.0 => out.push(Check::new("DCGM metrics", Verdict::Ok, format!("{n} GPUs report DCGM_FI_DEV_GPU_UTIL"), pf.clone())),
                                 Ok(_) => out.push(Check::new("DCGM metrics", Verdict::Warn, "no DCGM_FI_DEV_GPU_UTIL: the GPU chart stays empty (kubectl apply -k manifests/observability)", pf.clone())),
-                                Err(e) => out.push(Check::new("DCGM metrics", Verdict::Warn, e, pf)),
+                                Err(e) => out.push(Check::new("DCGM metrics", Verdict::Warn, e.to_string(), pf)),
                             }
                         }
                     }

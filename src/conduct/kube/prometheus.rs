@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-pub use crate::conduct::prom::{backoff, Source};
+pub use crate::conduct::prom::{backoff, PromError, Source};
 use crate::scenario::Prometheus as PromCfg;
 
 /// The queries the console runs (from the scenario's `[prometheus]`, defaults filled in).
@@ -59,7 +59,7 @@ pub type PromState = crate::conduct::prom::Polled<Reading>;
 
 /// Runs the five queries concurrently. Any failure fails the poll (with the first error),
 /// except the GPU query, which is optional (no DCGM exporter: `None`).
-pub async fn poll(src: &Source, q: &Queries) -> Result<Reading, String> {
+pub async fn poll(src: &Source, q: &Queries) -> Result<Reading, PromError> {
     let (p95, rps, errors, shed, gpu) =
         tokio::join!(src.value(&q.p95), src.value(&q.rps), src.value(&q.errors), src.value(&q.shed), src.value(&q.gpu));
     Ok(Reading { p95_s: p95?, rps: rps?, errors_per_s: errors?, shed_per_s: shed?, gpu_util: gpu.ok().flatten() })
@@ -71,7 +71,7 @@ pub fn spawn<E: Send + 'static>(
     queries: Queries,
     interval: Duration,
     tx: mpsc::UnboundedSender<E>,
-    wrap: fn(Result<Reading, String>) -> E,
+    wrap: fn(Result<Reading, PromError>) -> E,
 ) -> tokio::task::JoinHandle<()> {
     let (src, queries) = (Arc::new(src), Arc::new(queries));
     crate::conduct::prom::spawn_poller(
@@ -99,8 +99,8 @@ mod tests {
 
     #[test]
     fn bad_urls_say_what_is_allowed() {
-        assert!(Source::new("localhost:9090").err().unwrap().contains("http://"));
-        assert!(Source::new("https://prom.example").err().unwrap().contains("port-forward"));
+        assert!(Source::new("localhost:9090").err().unwrap().to_string().contains("http://"));
+        assert!(Source::new("https://prom.example").err().unwrap().to_string().contains("port-forward"));
         assert!(Source::new("http://127.0.0.1:9090").is_ok());
     }
 }

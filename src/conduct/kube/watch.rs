@@ -4,7 +4,7 @@
 //! `EventInfo`). The watcher tasks only send [`WatchUpdate`]s; the backend's one owner task
 //! folds them into its `ClusterView`.
 use std::collections::{BTreeMap, HashSet, VecDeque};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -34,44 +34,9 @@ pub struct WatchTargets {
     pub event_prefixes: Vec<String>,
 }
 
-/// Unix time in seconds.
-pub fn unix_now() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
-}
+pub use crate::conduct::timeline::unix_now;
 
-/// A Kubernetes quantity as a number: `100m` → 0.1, `1.5` → 1.5, `2k` → 2000, `1Ki` → 1024.
-pub fn parse_quantity(q: &str) -> Option<f64> {
-    let q = q.trim();
-    let split = q
-        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == '+' || c == 'e' || c == 'E'))
-        .unwrap_or(q.len());
-    // `e` may be an exponent (1e3) or nothing else; suffixes never start with e/E except "E" (exa).
-    let (num, suffix) = q.split_at(split);
-    let (num, suffix) = if suffix.is_empty() && (num.ends_with('E') || num.ends_with('e')) && num.len() > 1 {
-        (&num[..num.len() - 1], &q[num.len() - 1..])
-    } else {
-        (num, suffix)
-    };
-    let x: f64 = num.parse().ok()?;
-    let m = match suffix {
-        "" => 1.0,
-        "n" => 1e-9,
-        "u" => 1e-6,
-        "m" => 1e-3,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "E" => 1e18,
-        "Ki" => 1024.0,
-        "Mi" => 1024.0f64.powi(2),
-        "Gi" => 1024.0f64.powi(3),
-        "Ti" => 1024.0f64.powi(4),
-        _ => return None,
-    };
-    Some(x * m).filter(|v| v.is_finite())
-}
+pub use crate::conduct::hpa::quantity as parse_quantity;
 
 /// One pod as the pods panel shows it. `now` is unix seconds.
 pub fn pod_info(p: &Pod, now: f64) -> PodInfo {
@@ -454,23 +419,4 @@ pub fn spawn_watchers<E: Send + 'static>(
             WatchUpdate::Event,
         )),
     ]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn quantities() {
-        assert_eq!(parse_quantity("100m"), Some(0.1));
-        assert_eq!(parse_quantity("0.1"), Some(0.1));
-        assert_eq!(parse_quantity("2k"), Some(2000.0));
-        assert_eq!(parse_quantity("1Ki"), Some(1024.0));
-        assert_eq!(parse_quantity("87500u"), Some(0.0875));
-        assert_eq!(parse_quantity("1e3"), Some(1000.0));
-        assert_eq!(parse_quantity("2E"), Some(2e18));
-        assert_eq!(parse_quantity("abc"), None);
-        assert_eq!(parse_quantity("1x"), None);
-        assert_eq!(parse_quantity(""), None);
-    }
 }

@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 
 use super::hpa::{dead_band_p95, HpaController, HpaDecision, HpaInput, HpaSpec, MetricInput, MetricKind, PodSample};
 use super::http::HttpGet;
-use super::load_driver::{EngineDriver, LoadDriver, STOP_DEADLINE};
+use super::load_driver::{DriverResult, EngineDriver, LoadDriver, STOP_DEADLINE};
 use super::model::*;
 use super::prom::{self, Polled};
 use super::timeline::{self, PodCounts, ServerReading, Timeline};
@@ -71,7 +71,7 @@ impl Backend for LocalBackend {
     fn subscribe(&self) -> watch::Receiver<Arc<ClusterSnapshot>> {
         self.handle.subscribe()
     }
-    fn command(&self, cmd: BackendCommand) -> Result<(), String> {
+    fn command(&self, cmd: BackendCommand) -> Result<(), BackendGone> {
         self.handle.command(cmd)
     }
     fn shutdown(&mut self, teardown: bool) -> std::pin::Pin<Box<dyn std::future::Future<Output = Totals> + Send + '_>> {
@@ -185,7 +185,7 @@ impl Controller {
                     Some(prom::spawn_poller(Duration::from_secs(1), fetch, prom_tx, |o| o))
                 }
                 Err(e) => {
-                    self.status = Some(e);
+                    self.status = Some(e.to_string());
                     None
                 }
             },
@@ -271,7 +271,7 @@ impl Controller {
                     self.spawn_replica(slot, 0);
                 }
                 if let Err(e) = self.load.start() {
-                    self.status = Some(e);
+                    self.status = Some(e.to_string());
                 }
             }
             BackendCommand::StartStage { index, plan } => {
@@ -287,9 +287,9 @@ impl Controller {
         }
     }
 
-    fn load_result(&mut self, f: impl FnOnce(&mut EngineDriver) -> Result<(), String>) {
+    fn load_result(&mut self, f: impl FnOnce(&mut EngineDriver) -> DriverResult) {
         if let Err(e) = f(&mut self.load) {
-            self.status = Some(e);
+            self.status = Some(e.to_string());
         }
     }
 
@@ -505,7 +505,7 @@ impl Controller {
         if targets != self.targets {
             let uris: Vec<hyper::Uri> = targets.iter().filter_map(|t| t.parse().ok()).collect();
             if let Err(e) = self.load.set_targets(uris) {
-                self.status = Some(e);
+                self.status = Some(e.to_string());
             }
             self.targets = targets;
         }

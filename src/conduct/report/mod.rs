@@ -176,17 +176,33 @@ fn split_csv(line: &str) -> Vec<String> {
     out
 }
 
+/// What can go wrong reading or writing a report; each names the file (and line) and what
+/// was expected.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("{}: cannot read: {source} (expected a report folder written by rtc-demo conduct)", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{}:{line}: {problem}", file.display())]
+    Timeline { file: PathBuf, line: usize, problem: String },
+    #[error("{}:{}:{}: {source}", path.display(), source.line(), source.column())]
+    Summary { path: PathBuf, source: serde_json::Error },
+    #[error("{}: cannot write: {source}", path.display())]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error("{0}")]
+    Chart(String),
+}
+
 /// Parses `timeline.csv`; errors name the line and column.
-pub fn parse_timeline(text: &str, file: &Path) -> Result<Vec<Row>, String> {
+pub fn parse_timeline(text: &str, file: &Path) -> Result<Vec<Row>, ReportError> {
+    let at = |line: usize, problem: String| ReportError::Timeline { file: file.to_path_buf(), line, problem };
     let mut lines = text.lines();
-    let header =
-        lines.next().ok_or_else(|| format!("{}: empty file (expected the header {CSV_HEADER})", file.display()))?;
+    let header = lines.next().ok_or_else(|| at(1, format!("empty file (expected the header {CSV_HEADER})")))?;
     let cols = split_csv(header);
     let idx = |name: &str| cols.iter().position(|c| c == name);
     let need = ["t_s", "offered_rps", "achieved_rps", "pods_ready", "desired"];
     for n in need {
         if idx(n).is_none() {
-            return Err(format!("{}:1: missing column {n} (expected the header {CSV_HEADER})", file.display()));
+            return Err(at(1, format!("missing column {n} (expected the header {CSV_HEADER})")));
         }
     }
     let mut rows = Vec::new();
@@ -196,14 +212,14 @@ pub fn parse_timeline(text: &str, file: &Path) -> Result<Vec<Row>, String> {
         }
         let f = split_csv(line);
         let get = |n: &str| idx(n).and_then(|i| f.get(i)).map(|s| s.trim()).unwrap_or("");
-        let num = |n: &str| -> Result<f64, String> {
+        let num = |n: &str| -> Result<f64, ReportError> {
             let v = get(n);
             if v.is_empty() {
                 return Ok(0.0);
             }
-            v.parse::<f64>().map_err(|_| format!("{}:{}: column {n}: {v:?} is not a number", file.display(), ln + 2))
+            v.parse::<f64>().map_err(|_| at(ln + 2, format!("column {n}: {v:?} is not a number")))
         };
-        let opt = |n: &str| -> Result<Option<f64>, String> {
+        let opt = |n: &str| -> Result<Option<f64>, ReportError> {
             if get(n).is_empty() {
                 Ok(None)
             } else {
@@ -239,17 +255,13 @@ pub struct Report {
     pub summary: Summary,
 }
 
-pub fn read(dir: &Path) -> Result<Report, String> {
+pub fn read(dir: &Path) -> Result<Report, ReportError> {
     let tl = dir.join("timeline.csv");
-    let text = std::fs::read_to_string(&tl).map_err(|e| {
-        format!("{}: cannot read: {e} (expected a report folder written by rtc-demo conduct)", tl.display())
-    })?;
+    let text = std::fs::read_to_string(&tl).map_err(|source| ReportError::Read { path: tl.clone(), source })?;
     let mut rows = parse_timeline(&text, &tl)?;
     let sp = dir.join("summary.json");
-    let summary: Summary = match std::fs::read_to_string(&sp) {
-        Ok(t) => serde_json::from_str(&t).map_err(|e| format!("{}:{}:{}: {e}", sp.display(), e.line(), e.column()))?,
-        Err(e) => return Err(format!("{}: cannot read: {e}", sp.display())),
-    };
+    let t = std::fs::read_to_string(&sp).map_err(|source| ReportError::Read { path: sp.clone(), source })?;
+    let summary: Summary = serde_json::from_str(&t).map_err(|source| ReportError::Summary { path: sp, source })?;
     // Put the events back on their seconds.
     for e in &summary.events {
         let i = rows.iter().position(|r| r.sample.t_s >= e.at_s.floor()).unwrap_or(rows.len().saturating_sub(1));
@@ -261,16 +273,17 @@ pub fn read(dir: &Path) -> Result<Report, String> {
 }
 
 /// Writes the three files into `dir` (created if needed). Returns the chart's path.
-pub fn write(dir: &Path, rows: &[Row], summary: &Summary) -> Result<PathBuf, String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: cannot create the report folder: {e}", dir.display()))?;
+pub fn write(dir: &Path, rows: &[Row], summary: &Summary) -> Result<PathBuf, ReportError> {
+    std::fs::create_dir_all(dir).map_err(|source| ReportError::Write { path: dir.to_path_buf(), source })?;
     let w = |name: &str, body: String| {
-        let p = dir.join(name);
-        std::fs::write(&p, body).map_err(|e| format!("{}: {e}", p.display()))
+        let path = dir.join(name);
+        std::fs::write(&path, body).map_err(|source| ReportError::Write { path, source })
     };
     w("timeline.csv", timeline_csv(rows))?;
-    w("summary.json", serde_json::to_string_pretty(summary).map_err(|e| e.to_string())? + "\n")?;
+    // A Summary is plain data: serialising it cannot fail.
+    w("summary.json", serde_json::to_string_pretty(summary).unwrap_or_default() + "\n")?;
     let png = dir.join("timeline.png");
-    chart::draw(&png, rows, summary)?;
+    chart::draw(&png, rows, summary).map_err(ReportError::Chart)?;
     Ok(png)
 }
 
@@ -315,10 +328,10 @@ mod tests {
 
     #[test]
     fn bad_timeline_says_where() {
-        let e = parse_timeline("t_s,offered_rps\n", Path::new("x.csv")).unwrap_err();
+        let e = parse_timeline("t_s,offered_rps\n", Path::new("x.csv")).unwrap_err().to_string();
         assert!(e.contains("x.csv:1: missing column achieved_rps"), "{e}");
         let t = format!("{CSV_HEADER}\n1,0,idle,abc,1,,,,1,1,1,0,0,0,,\n");
-        let e = parse_timeline(&t, Path::new("x.csv")).unwrap_err();
+        let e = parse_timeline(&t, Path::new("x.csv")).unwrap_err().to_string();
         assert!(e.contains("x.csv:2: column offered_rps"), "{e}");
     }
 
@@ -343,7 +356,7 @@ mod tests {
         assert_eq!(back.summary.scenario, "rehearsal");
         assert_eq!(back.rows.iter().map(|r| r.events.len()).sum::<usize>(), 3);
         let _ = std::fs::remove_dir_all(&dir);
-        assert!(read(Path::new("/nonexistent-report")).unwrap_err().contains("cannot read"));
+        assert!(read(Path::new("/nonexistent-report")).unwrap_err().to_string().contains("cannot read"));
     }
 
     #[test]
