@@ -46,7 +46,13 @@ pub enum RenderError {
     Yaml {
         path: PathBuf,
         #[source]
-        source: serde_yaml::Error,
+        source: serde_saphyr::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Shape {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
     },
     #[error("{}: field `{field}` is not supported (only `resources` and `namespace` are)", path.display())]
     UnsupportedField { path: PathBuf, field: String },
@@ -153,23 +159,22 @@ fn read(path: &Path) -> Result<String, RenderError> {
 fn parse_kustomization(path: &Path) -> Result<Kustomization, RenderError> {
     let text = read(path)?;
     // Look at the keys first, so an unsupported field gets its own clear error.
-    let raw: serde_yaml::Value =
-        serde_yaml::from_str(&text).map_err(|source| RenderError::Yaml { path: path.to_path_buf(), source })?;
-    let serde_yaml::Value::Mapping(map) = &raw else {
+    let raw: Value =
+        serde_saphyr::from_str(&text).map_err(|source| RenderError::Yaml { path: path.to_path_buf(), source })?;
+    let Value::Object(map) = &raw else {
         return Err(RenderError::BadField {
             path: path.to_path_buf(),
             field: "(top level)".into(),
             problem: "expected a mapping".into(),
         });
     };
-    for key in map.keys() {
-        let key = key.as_str().unwrap_or("(non-string key)");
+    for key in map.keys().map(String::as_str) {
         if !matches!(key, "apiVersion" | "kind" | "resources" | "namespace") {
             return Err(RenderError::UnsupportedField { path: path.to_path_buf(), field: key.to_string() });
         }
     }
     let k: Kustomization =
-        serde_yaml::from_value(raw).map_err(|source| RenderError::Yaml { path: path.to_path_buf(), source })?;
+        serde_json::from_value(raw).map_err(|source| RenderError::Shape { path: path.to_path_buf(), source })?;
     if let Some(kind) = &k.kind {
         if kind != "Kustomization" {
             return Err(RenderError::BadField {
@@ -247,17 +252,10 @@ fn render_dir(dir: &Path, stack: &mut Vec<PathBuf>) -> Result<Vec<(PathBuf, Valu
 pub fn read_objects(path: &Path) -> Result<Vec<Value>, RenderError> {
     let text = read(path)?;
     let mut out = Vec::new();
-    for (index, doc) in serde_yaml::Deserializer::from_str(&text).enumerate() {
-        let value = serde_yaml::Value::deserialize(doc)
-            .map_err(|source| RenderError::Yaml { path: path.to_path_buf(), source })?;
-        if value.is_null() {
-            continue;
-        }
-        let json: Value = serde_json::to_value(&value).map_err(|e| RenderError::BadObject {
-            path: path.to_path_buf(),
-            index: index + 1,
-            problem: format!("cannot be represented as JSON: {e}"),
-        })?;
+    // Empty documents are skipped: `index` counts the documents that hold something.
+    let docs: Vec<Value> =
+        serde_saphyr::from_multiple(&text).map_err(|source| RenderError::Yaml { path: path.to_path_buf(), source })?;
+    for (index, json) in docs.into_iter().filter(|d| !d.is_null()).enumerate() {
         if json["kind"] == "List" && json["items"].is_array() {
             for item in json["items"].as_array().into_iter().flatten() {
                 check_object(path, index + 1, item)?;

@@ -34,6 +34,17 @@ impl Conductor {
         });
         Conductor { child, lines, seen: Vec::new() }
     }
+    /// `conduct --backend local FIXTURE --headless --report-dir REPORT`.
+    fn local_headless(fixture: &Path, report: &Path) -> Conductor {
+        Conductor::start(&[
+            "--backend",
+            "local",
+            fixture.to_str().unwrap(),
+            "--headless",
+            "--report-dir",
+            report.to_str().unwrap(),
+        ])
+    }
     /// Waits for a stdout line matching `ok`.
     fn wait_line(&mut self, what: &str, timeout: Duration, ok: impl Fn(&str) -> bool) -> String {
         let t0 = Instant::now();
@@ -94,14 +105,7 @@ fn ready_count(line: &str) -> Option<u32> {
 fn killed_replica_is_replaced() {
     let report = std::env::temp_dir().join(format!("rtc-conduct-kill-{}", std::process::id()));
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/conduct/e2e-28150.toml");
-    let mut c = Conductor::start(&[
-        "--backend",
-        "local",
-        fixture.to_str().unwrap(),
-        "--headless",
-        "--report-dir",
-        report.to_str().unwrap(),
-    ]);
+    let mut c = Conductor::local_headless(&fixture, &report);
     c.wait_line("a ready replica", Duration::from_secs(60), |l| l.contains("stage 1/3") && ready_count(l) == Some(1));
     let before = c.serve_children();
     assert_eq!(before.len(), 1, "one replica expected, found {before:?}");
@@ -141,14 +145,7 @@ fn killed_replica_is_replaced() {
 fn a_mostly_shed_run_fails_its_verdict() {
     let report = std::env::temp_dir().join(format!("rtc-conduct-shed-{}", std::process::id()));
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/conduct/e2e-28170.toml");
-    let mut c = Conductor::start(&[
-        "--backend",
-        "local",
-        fixture.to_str().unwrap(),
-        "--headless",
-        "--report-dir",
-        report.to_str().unwrap(),
-    ]);
+    let mut c = Conductor::local_headless(&fixture, &report);
     let line = c.wait_line("the error_rate verdict", Duration::from_secs(90), |l| l.contains("error_rate<2%"));
     assert!(line.starts_with('✗'), "{line}");
     let observed: f64 = line
@@ -218,14 +215,7 @@ fn bad_input_is_refused_clearly() {
 fn replicas_die_with_a_sigkilled_console() {
     let report = std::env::temp_dir().join(format!("rtc-conduct-sigkill-{}", std::process::id()));
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/conduct/e2e-28150.toml");
-    let mut c = Conductor::start(&[
-        "--backend",
-        "local",
-        fixture.to_str().unwrap(),
-        "--headless",
-        "--report-dir",
-        report.to_str().unwrap(),
-    ]);
+    let mut c = Conductor::local_headless(&fixture, &report);
     c.wait_line("a ready replica", Duration::from_secs(60), |l| ready_count(l) == Some(1));
     let kids = c.serve_children();
     assert!(!kids.is_empty());

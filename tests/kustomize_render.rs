@@ -13,7 +13,6 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use serde::Deserialize;
 use serde_json::Value;
 
 const SETUP_HINT: &str = "run `eval \"$(scripts/setup/test-deps.sh)\"` first";
@@ -79,9 +78,8 @@ fn kustomize_takes_folders(kubectl: &Path) -> bool {
 }
 
 fn lists_only_files(dir: &Path) -> bool {
-    let k: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(dir.join("kustomization.yaml")).unwrap()).unwrap();
-    k["resources"].as_sequence().map(|rs| rs.iter().all(|r| dir.join(r.as_str().unwrap()).is_file())).unwrap_or(true)
+    let k: Value = serde_saphyr::from_str(&std::fs::read_to_string(dir.join("kustomization.yaml")).unwrap()).unwrap();
+    k["resources"].as_array().map(|rs| rs.iter().all(|r| dir.join(r.as_str().unwrap()).is_file())).unwrap_or(true)
 }
 
 fn kubectl_render(kubectl: &Path, dir: &Path) -> Vec<Value> {
@@ -98,11 +96,7 @@ fn kubectl_render(kubectl: &Path, dir: &Path) -> Vec<Value> {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8(out.stdout).unwrap();
-    serde_yaml::Deserializer::from_str(&text)
-        .map(|doc| serde_yaml::Value::deserialize(doc).unwrap())
-        .filter(|v| !v.is_null())
-        .map(|v| serde_json::to_value(v).unwrap())
-        .collect()
+    serde_saphyr::from_multiple::<Value>(&text).unwrap().into_iter().filter(|v| !v.is_null()).collect()
 }
 
 fn canonical(objects: &[Value]) -> Vec<String> {

@@ -328,3 +328,71 @@ async fn a_ramp_offers_the_integral_of_its_rate() {
     // 0 -> 400 req/s over 2 s: 400 requests.
     assert!((s.planned as i64 - 400).abs() <= 8, "planned {}", s.planned);
 }
+
+/// A stand-in for kube-proxy in front of a ClusterIP Service: a TCP proxy that picks the next
+/// backend, round robin, for each new connection and then only forwards bytes both ways.
+async fn per_connection_balancer(backends: Arc<std::sync::Mutex<Vec<std::net::SocketAddr>>>) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut n = 0usize;
+        loop {
+            let Ok((mut inbound, _)) = listener.accept().await else { continue };
+            let target = {
+                let b = backends.lock().unwrap();
+                b[n % b.len()]
+            };
+            n += 1;
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Requests each backend answered during `window`, after `change` was made.
+async fn answered_during(servers: &[&TestServer], window: Duration, change: impl FnOnce()) -> Vec<u64> {
+    let before: Vec<u64> = servers.iter().map(|s| s.requests()).collect();
+    change();
+    tokio::time::sleep(window).await;
+    servers.iter().zip(before).map(|(s, b)| s.requests() - b).collect()
+}
+
+/// A pod the autoscaler adds behind a per-connection balancer gets its share of the load
+/// within 10 s: connections are re-opened on their age budget. With connections kept for the
+/// whole run (the engine before the budget), the new backend gets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_added_behind_a_per_connection_balancer_gets_its_share() {
+    let (a, b, c) = (
+        server(TestServerOptions::default()).await,
+        server(TestServerOptions::default()).await,
+        server(TestServerOptions::default()).await,
+    );
+    for (max_age, name) in [(Some(rtc_demo::load::DEFAULT_CONNECTION_MAX_AGE), "age budget"), (None, "kept")] {
+        let backends = Arc::new(std::sync::Mutex::new(vec![a.addr, b.addr]));
+        let proxy = per_connection_balancer(backends.clone()).await;
+        let mut cfg = config(vec![format!("http://{proxy}/")], RatePlan::Constant { rps: 200.0 });
+        cfg.connection_max_age = max_age;
+        let h = LoadEngine::start(cfg).unwrap();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let window = if max_age.is_some() { Duration::from_secs(10) } else { Duration::from_secs(4) };
+        let got = answered_during(&[&a, &b, &c], window, || backends.lock().unwrap().push(c.addr)).await;
+        let _ = h.stop().await;
+        let total: u64 = got.iter().sum();
+        let share = got[2] as f64 / total.max(1) as f64;
+        eprintln!(
+            "{name}: the added backend answered {} of {total} requests ({:.1} %) in {window:?}",
+            got[2],
+            share * 100.0
+        );
+        assert!(total > 500, "{name}: load went through the balancer: {got:?}");
+        if max_age.is_some() {
+            assert!(share >= 0.5 / 3.0, "{name}: at least half its fair third: {got:?}");
+        } else {
+            assert_eq!(got[2], 0, "{name}: kept connections never reach the new backend: {got:?}");
+        }
+    }
+}

@@ -11,6 +11,8 @@ use hyper::{Method, Uri};
 use serde::Serialize;
 use tokio::sync::broadcast::error::RecvError;
 
+use anyhow::Context as _;
+
 use crate::load::*;
 use crate::scenario::Scenario;
 use rtc_service::duration::{duration_arg, format_duration};
@@ -70,22 +72,35 @@ pub struct LoadArgs {
     /// No per-second lines.
     #[arg(long)]
     pub quiet: bool,
+    /// Re-open each connection once it is this old (0: keep it for the whole run), so that a
+    /// balancer working per connection (a Kubernetes Service, an ingress) spreads the load
+    /// onto pods added mid-run. `kubectl port-forward` sends everything to one pod whatever this is.
+    #[arg(long, default_value = "1s", value_parser = duration_arg, value_name = "DUR")]
+    pub connection_max_age: Duration,
 }
 
-fn rate_arg(s: &str) -> Result<f64, String> {
+/// A flag value that is not what the flag takes.
+#[derive(Debug, thiserror::Error)]
+enum FlagError {
+    #[error("`{0}` is not a rate (expected requests per second, a number in (0, 10000000])")]
+    Rate(String),
+    #[error("`{0}` is not an HTTP method (expected GET, POST, PUT, HEAD ...)")]
+    Method(String),
+}
+
+fn rate_arg(s: &str) -> Result<f64, FlagError> {
     match s.trim().parse::<f64>() {
         Ok(v) if v.is_finite() && v > 0.0 && v <= 10_000_000.0 => Ok(v),
-        _ => Err(format!("`{s}` is not a rate (expected requests per second, a number in (0, 10000000])")),
+        _ => Err(FlagError::Rate(s.into())),
     }
 }
 
-fn method_arg(s: &str) -> Result<Method, String> {
-    Method::from_bytes(s.to_ascii_uppercase().as_bytes())
-        .map_err(|_| format!("`{s}` is not an HTTP method (expected GET, POST, PUT, HEAD ...)"))
+fn method_arg(s: &str) -> Result<Method, FlagError> {
+    Method::from_bytes(s.to_ascii_uppercase().as_bytes()).map_err(|_| FlagError::Method(s.into()))
 }
 
-fn threshold_arg(s: &str) -> Result<Threshold, String> {
-    Threshold::parse(s).map_err(|e| e.to_string())
+fn threshold_arg(s: &str) -> Result<Threshold, ThresholdError> {
+    Threshold::parse(s)
 }
 
 /// One phase of a run: a plan held for a duration.
@@ -103,9 +118,9 @@ struct Setup {
     label: String,
 }
 
-fn setup(args: &LoadArgs) -> Result<Setup, String> {
+fn setup(args: &LoadArgs) -> anyhow::Result<Setup> {
     let scenario = match &args.scenario {
-        Some(p) => Some(Scenario::load(p).map_err(|e| e.to_string())?),
+        Some(p) => Some(Scenario::load(p)?),
         None => None,
     };
     let mut urls: Vec<String> = args.urls.clone();
@@ -114,20 +129,20 @@ fn setup(args: &LoadArgs) -> Result<Setup, String> {
             urls.extend(s.load.url.clone());
         }
         if urls.is_empty() {
-            return Err(format!(
+            anyhow::bail!(
                 "scenario `{}` has no load.url: give the service's base URL(s) after `rtc-demo load`, e.g. http://127.0.0.1:8080",
                 s.name
-            ));
+            );
         }
         urls = urls.iter().map(|u| s.request.url_for(u)).collect();
     }
     if urls.is_empty() {
-        return Err("no target URL (expected one or more http://HOST:PORT/PATH URLs)".into());
+        anyhow::bail!("no target URL (expected one or more http://HOST:PORT/PATH URLs)");
     }
     let mut targets = Vec::new();
     for u in &urls {
         let uri: Uri =
-            u.parse().map_err(|e| format!("`{u}` is not a URL: {e} (expected http://HOST:PORT/PATH?QUERY)"))?;
+            u.parse().map_err(|e| anyhow::anyhow!("`{u}` is not a URL: {e} (expected http://HOST:PORT/PATH?QUERY)"))?;
         targets.push(uri);
     }
     let mut thresholds = Vec::new();
@@ -140,7 +155,7 @@ fn setup(args: &LoadArgs) -> Result<Setup, String> {
         config.connections = args.connections.map(|c| c as usize).unwrap_or(s.load.connections);
         config.max_inflight = args.max_inflight.map(|c| c as usize).unwrap_or(s.load.max_inflight);
         let stages: Vec<&crate::scenario::Stage> = match &args.stage {
-            Some(name) => vec![s.stage(name)?],
+            Some(name) => vec![s.stage(name).map_err(anyhow::Error::msg)?],
             None => s.stages.iter().collect(),
         };
         for st in stages {
@@ -170,8 +185,9 @@ fn setup(args: &LoadArgs) -> Result<Setup, String> {
         };
         phases.push(Phase { name: "run".into(), plan, duration });
     }
+    config.connection_max_age = Some(args.connection_max_age).filter(|d| !d.is_zero());
     if config.timeout.is_zero() {
-        return Err("--timeout must be positive (expected a duration such as 5s)".into());
+        anyhow::bail!("--timeout must be positive (expected a duration such as 5s)");
     }
     thresholds.extend(args.thresholds.iter().cloned());
     config.plan = phases[0].plan;
@@ -200,7 +216,7 @@ pub fn main(args: LoadArgs) -> ExitCode {
     let setup = match setup(&args) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("rtc-demo load: {e}");
+            eprintln!("rtc-demo load: {}", crate::errors::chain(e.as_ref()));
             return ExitCode::from(2);
         }
     };
@@ -279,7 +295,7 @@ async fn run(args: LoadArgs, setup: Setup) -> ExitCode {
 
     if let Some(path) = &args.hgrm {
         if let Err(e) = write_hgrm(path, &summary) {
-            eprintln!("rtc-demo load: {e}");
+            eprintln!("rtc-demo load: {}", crate::errors::chain(e.as_ref()));
             return ExitCode::from(2);
         }
     }
@@ -348,14 +364,14 @@ fn uncorrected_path(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
-fn write_hgrm(path: &Path, s: &LoadSummary) -> Result<(), String> {
+fn write_hgrm(path: &Path, s: &LoadSummary) -> anyhow::Result<()> {
     let up = uncorrected_path(path);
     for (p, h, title) in [
         (path, &s.corrected_histogram, format!("latency in ms, {CORRECTED_LABEL}")),
         (up.as_path(), &s.uncorrected_histogram, format!("latency in ms, {UNCORRECTED_LABEL}")),
     ] {
         std::fs::write(p, percentile_distribution(h, &title))
-            .map_err(|e| format!("--hgrm: cannot write {}: {e} (expected a writable file path)", p.display()))?;
+            .with_context(|| format!("--hgrm: cannot write {} (expected a writable file path)", p.display()))?;
     }
     Ok(())
 }

@@ -30,18 +30,31 @@ impl HttpGet {
         HttpGet { client }
     }
 
-    /// GET `url`: (status, body) or a short error ("timeout after 800ms", "connection refused").
-    pub async fn get(&self, url: &str, timeout: Duration) -> Result<(u16, String), String> {
-        let uri: hyper::Uri = url.parse().map_err(|e| format!("bad URL {url:?}: {e}"))?;
+    /// GET `url`: (status, body) or why not ("timeout after 800ms", "… connection refused").
+    pub async fn get(&self, url: &str, timeout: Duration) -> Result<(u16, String), HttpError> {
+        let uri: hyper::Uri = url
+            .parse()
+            .map_err(|e: hyper::http::uri::InvalidUri| HttpError::Url { url: url.into(), reason: e.to_string() })?;
         let fut = async {
-            let resp = self.client.get(uri).await.map_err(|e| crate::errors::chain(&e))?;
+            let resp = self.client.get(uri).await.map_err(|e| HttpError::Transport(crate::errors::chain(&e)))?;
             let status = resp.status().as_u16();
-            let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
-            Ok::<_, String>((status, String::from_utf8_lossy(&body).into_owned()))
+            let body = resp.into_body().collect().await.map_err(|e| HttpError::Transport(e.to_string()))?.to_bytes();
+            Ok((status, String::from_utf8_lossy(&body).into_owned()))
         };
         match tokio::time::timeout(timeout, fut).await {
             Ok(r) => r,
-            Err(_) => Err(format!("timeout after {}ms", timeout.as_millis())),
+            Err(_) => Err(HttpError::Timeout { ms: timeout.as_millis() as u64 }),
         }
     }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HttpError {
+    #[error("bad URL {url:?}: {reason}")]
+    Url { url: String, reason: String },
+    #[error("timeout after {ms}ms")]
+    Timeout { ms: u64 },
+    /// Connecting, sending or reading failed: the transport's error chain.
+    #[error("{0}")]
+    Transport(String),
 }

@@ -14,7 +14,6 @@ use tokio::signal::unix::{signal, SignalKind};
 use super::director::{Director, StageDef};
 use super::hpa::HpaSpec;
 use super::keymap::Action;
-use super::local::replica;
 use super::local::LocalBackend;
 use super::model::*;
 use super::replay::ReplayBackend;
@@ -321,18 +320,9 @@ fn out(line: &str) {
     let _ = o.flush();
 }
 
-fn install_panic_hook() {
-    let prev = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        replica::kill_all_children();
-        prev(info);
-    }));
-}
-
 /// `rtc-demo conduct`: flags resolved once, then the session on the backend they name.
 pub fn main(args: ConductArgs) -> anyhow::Result<ExitCode> {
     let settings = Settings::resolve(&args, unix_now() as u64)?;
-    install_panic_hook();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

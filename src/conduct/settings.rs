@@ -34,8 +34,8 @@ pub enum SettingsError {
     Scenario(#[from] ScenarioError),
     #[error("{}: {source}", path.display())]
     Hpa { path: PathBuf, source: super::hpa::HpaError },
-    #[error("{0}")]
-    Local(String),
+    #[error(transparent)]
+    Local(#[from] super::local::replica::ReplicaError),
     #[error("current directory: {0}")]
     CurrentDir(std::io::Error),
 }

@@ -2,6 +2,12 @@
 //! (one keep-alive HTTP/1.1 connection per target each, one request at a time), and one
 //! aggregator task that owns the histograms and publishes a [`LoadSecond`] once per second.
 //!
+//! Connections have an age budget ([`LoadConfig::connection_max_age`], 1 s by default, a
+//! little different for each worker): past it a worker closes its connection and opens a
+//! new one. A balancer that picks a backend per connection (kube-proxy for a ClusterIP
+//! Service, IPVS, Cilium, most ingresses) so spreads the load onto pods the autoscaler adds
+//! within seconds; with connections kept for the whole run, a new pod would get nothing.
+//!
 //! Open loop: the scheduler puts each request's intended time in a queue when it falls due;
 //! a free worker takes it and sends it. Latency is recorded from the intended time
 //! (corrected) and from the actual send (uncorrected). When more than `max_inflight`
@@ -67,6 +73,9 @@ pub struct LoadConfig {
     pub plan: RatePlan,
     /// Stop scheduling after this many requests (`-n`).
     pub request_limit: Option<u64>,
+    /// Close and re-open a connection once it is this old (each worker's budget is 75–125 %
+    /// of it, so reconnects do not come in bursts); None keeps connections for the whole run.
+    pub connection_max_age: Option<Duration>,
     /// Where worker tasks (and their connections) run: spread over these runtimes in turn,
     /// e.g. [`WorkerRuntimes::per_core`]'s one current-thread runtime per core, which avoids
     /// cross-thread wake-ups. Empty: the runtime `start` is called from.
@@ -124,10 +133,15 @@ impl Default for LoadConfig {
             max_inflight: 10_000,
             plan: RatePlan::Constant { rps: 0.0 },
             request_limit: None,
+            connection_max_age: Some(DEFAULT_CONNECTION_MAX_AGE),
             runtimes: Vec::new(),
         }
     }
 }
+
+/// The default connection age budget: new pods behind a per-connection balancer get their
+/// share of the load within a couple of seconds.
+pub const DEFAULT_CONNECTION_MAX_AGE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LoadError {
@@ -192,6 +206,7 @@ struct Shared {
     body: Bytes,
     timeout: Duration,
     connections: usize,
+    connection_max_age: Option<Duration>,
     max_inflight: u64,
     queue: Mutex<VecDeque<Instant>>,
     permits: Semaphore,
@@ -273,6 +288,7 @@ impl LoadEngine {
             body: config.body,
             timeout: config.timeout,
             connections: config.connections,
+            connection_max_age: config.connection_max_age.filter(|d| !d.is_zero()),
             max_inflight: config.max_inflight as u64,
             queue: Mutex::new(VecDeque::new()),
             permits: Semaphore::new(0),
@@ -587,11 +603,26 @@ fn emit_due(shared: &Shared, seg: &mut Segment, scale: f64) {
     }
 }
 
-type Conns = Vec<(u64, SendRequest<Full<Bytes>>)>;
+/// An open connection: its target, its sender, and when its age budget runs out.
+struct Conn {
+    target: u64,
+    sender: SendRequest<Full<Bytes>>,
+    retire_at: Option<Instant>,
+}
+
+type Conns = Vec<Conn>;
+
+/// This worker's connection age budget: 75–125 % of the configured one, spread by index.
+fn worker_max_age(idx: usize, base: Option<Duration>) -> Option<Duration> {
+    // The golden-ratio sequence spreads any number of workers evenly over [0, 1).
+    let frac = (idx as f64 * 0.618_033_988_75).fract();
+    base.map(|b| b.mul_f64(0.75 + 0.5 * frac))
+}
 
 async fn worker(idx: usize, shared: Arc<Shared>, results: mpsc::UnboundedSender<Vec<Sample>>) {
     let mut control = shared.control.subscribe();
     let mut conns: Conns = Vec::new();
+    let max_age = worker_max_age(idx, shared.connection_max_age);
     let mut batch: Vec<Sample> = Vec::with_capacity(64);
     let mut targets = shared.targets.read().unwrap_or_else(|e| e.into_inner()).clone();
     let mut targets_version = shared.targets_version.load(Relaxed);
@@ -651,7 +682,7 @@ async fn worker(idx: usize, shared: Arc<Shared>, results: mpsc::UnboundedSender<
         if v != targets_version {
             targets = shared.targets.read().unwrap_or_else(|e| e.into_inner()).clone();
             targets_version = v;
-            conns.retain(|(id, _)| targets.iter().any(|t| t.id == *id));
+            conns.retain(|c| targets.iter().any(|t| t.id == c.target));
         }
         shared.sent.fetch_add(1, Relaxed);
         let started = Instant::now();
@@ -666,13 +697,13 @@ async fn worker(idx: usize, shared: Arc<Shared>, results: mpsc::UnboundedSender<
             deadline.as_mut().reset((started + shared.timeout).into());
             let outcome = tokio::select! {
                 biased;
-                o = send_one(&shared, &mut conns, target) => o,
+                o = send_one(&shared, &mut conns, target, max_age) => o,
                 _ = &mut deadline => Outcome::Timeout,
                 _ = &mut stopped => Outcome::Cancelled,
             };
             if matches!(outcome, Outcome::Timeout | Outcome::Cancelled) {
                 // The connection is mid-request: it cannot be reused.
-                conns.retain(|(id, _)| *id != target.id);
+                conns.retain(|c| c.target != target.id);
             }
             outcome
         };
@@ -705,22 +736,24 @@ async fn connect(target: &Target) -> Result<SendRequest<Full<Bytes>>, Outcome> {
     Ok(sender)
 }
 
-async fn send_one(shared: &Shared, conns: &mut Conns, target: &Target) -> Outcome {
+async fn send_one(shared: &Shared, conns: &mut Conns, target: &Target, max_age: Option<Duration>) -> Outcome {
     // A reused keep-alive connection may have been closed by the server meanwhile: one retry
     // on a fresh connection when that happens before the request went out.
     for attempt in 0..2 {
-        conns.retain(|(_, s)| !s.is_closed());
-        let (reused, pos) = match conns.iter().position(|(id, _)| *id == target.id) {
+        // Closed ones go, and so do those past their age budget (dropping the sender closes it).
+        let now = Instant::now();
+        conns.retain(|c| !c.sender.is_closed() && c.retire_at.is_none_or(|t| now < t));
+        let (reused, pos) = match conns.iter().position(|c| c.target == target.id) {
             Some(p) => (true, p),
             None => match connect(target).await {
-                Ok(s) => {
-                    conns.push((target.id, s));
+                Ok(sender) => {
+                    conns.push(Conn { target: target.id, sender, retire_at: max_age.map(|a| Instant::now() + a) });
                     (false, conns.len() - 1)
                 }
                 Err(o) => return o,
             },
         };
-        let sender = &mut conns[pos].1;
+        let sender = &mut conns[pos].sender;
         if sender.ready().await.is_err() {
             conns.swap_remove(pos);
             if reused && attempt == 0 {
@@ -751,7 +784,7 @@ async fn send_one(shared: &Shared, conns: &mut Conns, target: &Target) -> Outcom
         let mut body = resp.into_body();
         while let Some(frame) = body.frame().await {
             if frame.is_err() {
-                conns.retain(|(id, _)| *id != target.id);
+                conns.retain(|c| c.target != target.id);
                 return Outcome::OtherError;
             }
         }

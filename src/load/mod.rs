@@ -38,7 +38,7 @@ pub mod stats;
 pub mod testserver;
 pub mod threshold;
 
-pub use engine::{LoadConfig, LoadEngine, LoadError, LoadHandle, RatePlan, WorkerRuntimes};
+pub use engine::{LoadConfig, LoadEngine, LoadError, LoadHandle, RatePlan, WorkerRuntimes, DEFAULT_CONNECTION_MAX_AGE};
 pub use stats::{
     fmt_ms, percentile_distribution, LoadMode, LoadSecond, LoadSummary, Outcome, Percentiles, StatusCounts,
 };

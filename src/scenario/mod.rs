@@ -1,4 +1,4 @@
-//! Scenario files (`scenarios/*.toml`, SPEC §3) and `rtc-demo check`.
+//! Scenario files (`scenarios/*.toml`, SPEC §3); `rtc-demo check` is `crate::commands::check`.
 //!
 //! # Public API (stable; the conductor builds on it)
 //!
@@ -7,7 +7,7 @@
 //!   semantic checks. [`ScenarioError`]'s Display is `file:line:column: message (expected …)`.
 //! - [`Scenario`]: `name`, `description`, [`Slo`], [`TargetRequest`] (`request`),
 //!   [`LoadSource`] (`load`), [`Manifests`], [`Prometheus`] (queries with NaN-safe defaults),
-//!   [`LocalRehearsal`] (`local`: replica min/max, port base, serve flags),
+//!   [`LocalRehearsal`] (`local`: replica min/max, port base, [`LocalDevice`], serve flags),
 //!   `thresholds: Vec<`[`crate::load::Threshold`]`>`, `stages: Vec<`[`Stage`]`>`.
 //! - [`Stage`]: `name`, `duration`, `load:` [`StageLoad`] (`Rate(`[`Rate`]`)` constant or ramp,
 //!   or `Concurrency(n)`), `notes`, `advance:` [`Advance`] (auto | manual), `expect:`

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::hpa::{dead_band_p95, HpaController, HpaDecision, HpaInput, HpaSpec, MetricInput, MetricKind, PodSample};
-use super::http::HttpGet;
+use super::http::{HttpError, HttpGet};
 use super::load_driver::{DriverResult, EngineDriver, LoadDriver, STOP_DEADLINE};
 use super::model::*;
 use super::prom::{self, Polled};
@@ -59,6 +59,7 @@ pub struct LocalBackend {
 impl LocalBackend {
     /// Starts the controller task (nothing is spawned until `Apply`). Needs a tokio runtime.
     pub fn start(cfg: LocalConfig) -> Self {
+        replica::kill_children_on_panic();
         let (snap_tx, snap) = watch::channel(Arc::new(ClusterSnapshot { backend: cfg.label(), ..Default::default() }));
         let (tx, rx) = mpsc::unbounded_channel();
         let ctl = Controller::new(cfg, snap_tx);
@@ -93,8 +94,16 @@ impl Drop for LocalBackend {
 struct Scrape {
     idx: usize,
     pid: i32,
-    ready: Result<bool, String>,
-    metrics: Result<metrics::ReplicaMetrics, String>,
+    ready: Result<bool, HttpError>,
+    metrics: Result<metrics::ReplicaMetrics, ScrapeError>,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ScrapeError {
+    #[error("/metrics answered {0}")]
+    Status(u16),
+    #[error(transparent)]
+    Http(#[from] HttpError),
 }
 
 /// Server-side p95 from `--prometheus`, as its poller reports it.
@@ -240,8 +249,8 @@ impl Controller {
                 self.event("Normal", "Started", &name, msg);
             }
             Err(e) => {
-                self.event("Warning", "FailedCreate", "deploy/local", e.clone());
-                self.status = Some(e);
+                self.event("Warning", "FailedCreate", "deploy/local", e.to_string());
+                self.status = Some(e.to_string());
             }
         }
     }
@@ -325,8 +334,8 @@ impl Controller {
                 let ready = http.get(&format!("{base}/readyz"), t).await.map(|(c, _)| c == 200);
                 let metrics = match http.get(&format!("{base}/metrics"), t).await {
                     Ok((200, body)) => Ok(metrics::parse(&body)),
-                    Ok((c, _)) => Err(format!("/metrics answered {c}")),
-                    Err(e) => Err(e),
+                    Ok((c, _)) => Err(ScrapeError::Status(c)),
+                    Err(e) => Err(e.into()),
                 };
                 Scrape { idx, pid, ready, metrics }
             });
@@ -359,9 +368,9 @@ impl Controller {
                     r.scrape_error = None;
                 }
                 Err(e) => {
-                    r.scrape_error = Some(e.clone());
+                    r.scrape_error = Some(e.to_string());
                     r.p95_s = None;
-                    last_err = Some(e);
+                    last_err = Some(e.to_string());
                 }
             }
         }

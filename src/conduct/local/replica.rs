@@ -15,6 +15,18 @@ fn pids() -> std::sync::MutexGuard<'static, BTreeSet<i32>> {
     PIDS.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// On a panic anywhere, the replicas die first (once per process; the local backend calls it).
+pub fn kill_children_on_panic() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let prev = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            kill_all_children();
+            prev(info);
+        }));
+    });
+}
+
 /// SIGKILLs every child still registered (safe to call from a panic hook or twice).
 pub fn kill_all_children() {
     let list: Vec<i32> = pids().iter().copied().collect();
@@ -97,7 +109,7 @@ pub struct SpawnSpec {
 }
 
 impl SpawnSpec {
-    pub fn spawn(&self, slot: u32, port: u16, restarts: u32) -> Result<Replica, String> {
+    pub fn spawn(&self, slot: u32, port: u16, restarts: u32) -> Result<Replica, ReplicaError> {
         let mut cmd = Command::new(&self.exe);
         cmd.arg("serve").arg("--listen").arg(format!("127.0.0.1:{port}"));
         let has = |flag: &str| self.serve_args.iter().any(|a| a == flag || a.starts_with(&format!("{flag}=")));
@@ -122,8 +134,8 @@ impl SpawnSpec {
                     .create(true)
                     .append(true)
                     .open(&path)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
-                let f2 = f.try_clone().map_err(|e| e.to_string())?;
+                    .map_err(|e| ReplicaError::Log { path: path.clone(), reason: e.to_string() })?;
+                let f2 = f.try_clone().map_err(|e| ReplicaError::Log { path: path.clone(), reason: e.to_string() })?;
                 cmd.stdout(f).stderr(f2);
             }
             None => {
@@ -131,7 +143,7 @@ impl SpawnSpec {
             }
         }
         set_parent_death_signal(&mut cmd);
-        let child = cmd.spawn().map_err(|e| format!("cannot start {} serve: {e}", self.exe.display()))?;
+        let child = cmd.spawn().map_err(|e| ReplicaError::Spawn { exe: self.exe.clone(), reason: e.to_string() })?;
         let pid = child.id() as i32;
         pids().insert(pid);
         Ok(Replica {
@@ -209,8 +221,18 @@ pub fn exited(r: &mut Replica) -> Option<String> {
 }
 
 /// The `rtc-demo` binary to run replicas with: this executable.
-pub fn self_exe() -> Result<PathBuf, String> {
-    std::env::current_exe().map_err(|e| format!("cannot find the rtc-demo executable to start replicas: {e}"))
+pub fn self_exe() -> Result<PathBuf, ReplicaError> {
+    std::env::current_exe().map_err(|e| ReplicaError::NoExe(e.to_string()))
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplicaError {
+    #[error("cannot find the rtc-demo executable to start replicas: {0}")]
+    NoExe(String),
+    #[error("{}: cannot open the replica's log: {reason}", path.display())]
+    Log { path: PathBuf, reason: String },
+    #[error("cannot start {} serve: {reason}", exe.display())]
+    Spawn { exe: PathBuf, reason: String },
 }
 
 pub fn exists(p: &Path) -> bool {

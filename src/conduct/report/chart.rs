@@ -41,9 +41,10 @@ pub fn scale_events(rows: &[Row]) -> Vec<(f64, u32, bool)> {
     out
 }
 
-pub fn draw(path: &Path, rows: &[Row], summary: &Summary) -> Result<(), String> {
+pub fn draw(path: &Path, rows: &[Row], summary: &Summary) -> Result<(), super::ReportError> {
     register_font();
-    draw_inner(path, rows, summary).map_err(|e| format!("{}: cannot draw the chart: {e}", path.display()))
+    draw_inner(path, rows, summary)
+        .map_err(|e| super::ReportError::Chart { path: path.to_path_buf(), reason: e.to_string() })
 }
 
 fn draw_inner(path: &Path, rows: &[Row], summary: &Summary) -> Result<(), Box<dyn std::error::Error>> {

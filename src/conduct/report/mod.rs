@@ -188,8 +188,8 @@ pub enum ReportError {
     Summary { path: PathBuf, source: serde_json::Error },
     #[error("{}: cannot write: {source}", path.display())]
     Write { path: PathBuf, source: std::io::Error },
-    #[error("{0}")]
-    Chart(String),
+    #[error("{}: cannot draw the chart: {reason}", path.display())]
+    Chart { path: PathBuf, reason: String },
 }
 
 /// Parses `timeline.csv`; errors name the line and column.
@@ -283,7 +283,7 @@ pub fn write(dir: &Path, rows: &[Row], summary: &Summary) -> Result<PathBuf, Rep
     // A Summary is plain data: serialising it cannot fail.
     w("summary.json", serde_json::to_string_pretty(summary).unwrap_or_default() + "\n")?;
     let png = dir.join("timeline.png");
-    chart::draw(&png, rows, summary).map_err(ReportError::Chart)?;
+    chart::draw(&png, rows, summary)?;
     Ok(png)
 }
 
