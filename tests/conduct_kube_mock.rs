@@ -252,7 +252,9 @@ fn pod(name: &str, phase: &str, ready: bool, rv: &str) -> Value {
 fn hpa(desired: i32, current: i32, value: &str, rv: &str) -> Value {
     json!({
         "apiVersion":"autoscaling/v2","kind":"HorizontalPodAutoscaler",
-        "metadata":{"name":"keda-hpa-gpu-media","namespace":"rtc","resourceVersion":rv},
+        // KEDA names the HPA after spec.advanced.horizontalPodAutoscalerConfig.name, which the
+        // shipped ScaledObject sets to gpu-media (kedacore/keda controllers/keda/hpa.go, getHPAName).
+        "metadata":{"name":"gpu-media","namespace":"rtc","resourceVersion":rv},
         "spec":{"scaleTargetRef":{"apiVersion":"apps/v1","kind":"Deployment","name":"gpu-media"},"minReplicas":2,"maxReplicas":10,
             "metrics":[{"type":"External","external":{"metric":{"name":"s0-prometheus","selector":{"matchLabels":{"scaledobject.keda.sh/name":"gpu-media"}}},"target":{"type":"Value","value":"100m"}}}]},
         "status":{"currentReplicas":current,"desiredReplicas":desired,
@@ -267,8 +269,8 @@ fn rescale_event(rv: &str) -> Value {
     let now = jiff_now();
     json!({
         "apiVersion":"v1","kind":"Event",
-        "metadata":{"name":"keda-hpa-gpu-media.1","namespace":"rtc","uid":"ev-1","resourceVersion":rv},
-        "involvedObject":{"kind":"HorizontalPodAutoscaler","name":"keda-hpa-gpu-media","namespace":"rtc","apiVersion":"autoscaling/v2"},
+        "metadata":{"name":"gpu-media.1","namespace":"rtc","uid":"ev-1","resourceVersion":rv},
+        "involvedObject":{"kind":"HorizontalPodAutoscaler","name":"gpu-media","namespace":"rtc","apiVersion":"autoscaling/v2"},
         "reason":"SuccessfulRescale","message":"New size: 4; reason: external metric s0-prometheus above target",
         "type":"Normal","count":1,"firstTimestamp":now,"lastTimestamp":now,"source":{"component":"horizontal-pod-autoscaler"}
     })
@@ -411,14 +413,14 @@ async fn watchers_turn_pods_hpa_and_events_into_snapshots() {
     assert!(!c.ready && c.phase == "Pending", "{c:?}");
     // The HPA: KEDA's external metric, value vs target in seconds, conditions with reasons.
     let a = snap.autoscaler.as_ref().unwrap();
-    assert_eq!((a.name.as_str(), a.current, a.desired, a.min, a.max), ("keda-hpa-gpu-media", 3, 4, 2, 10));
+    assert_eq!((a.name.as_str(), a.current, a.desired, a.min, a.max), ("gpu-media", 3, 4, 2, 10));
     assert_eq!(a.metric_name, "s0-prometheus");
     assert_eq!(a.unit, "s");
     assert!((a.target - 0.1).abs() < 1e-12 && (a.metric_value.unwrap() - 0.15).abs() < 1e-12, "{a:?}");
     assert!(a.conditions.iter().any(|c| c.kind == "AbleToScale" && c.status && c.reason == "SucceededRescale"));
     // The event, as the events panel shows it.
     let e = snap.events.iter().find(|e| e.reason == "SuccessfulRescale").unwrap();
-    assert_eq!((e.kind.as_str(), e.object.as_str()), ("Normal", "hpa/keda-hpa-gpu-media"));
+    assert_eq!((e.kind.as_str(), e.object.as_str()), ("Normal", "hpa/gpu-media"));
     assert!(e.message.contains("New size: 4"), "{e:?}");
     // The series carries the same figures.
     let last = wait_for(&mut rx, "a sample with the watched counts", |s| {
@@ -428,7 +430,7 @@ async fn watchers_turn_pods_hpa_and_events_into_snapshots() {
     assert!(last.backend.text().contains("mock/rtc"));
     // The kubectl panel names the KEDA HPA and the pods' real selector.
     assert!(
-        last.kubectl.contains(&"kubectl --context mock -n rtc get hpa keda-hpa-gpu-media -w".to_string()),
+        last.kubectl.contains(&"kubectl --context mock -n rtc get hpa gpu-media -w".to_string()),
         "{:#?}",
         last.kubectl
     );
@@ -456,7 +458,7 @@ async fn watchers_turn_pods_hpa_and_events_into_snapshots() {
         .iter()
         .find(|s| s.path().ends_with("/horizontalpodautoscalers") && s.query().contains("watch=true"))
         .unwrap();
-    assert!(hpa_w.query().contains("fieldSelector=metadata.name%3Dkeda-hpa-gpu-media"), "{}", hpa_w.uri);
+    assert!(hpa_w.query().contains("fieldSelector=metadata.name%3Dgpu-media"), "{}", hpa_w.uri);
     be.shutdown(false).await;
 }
 

@@ -150,7 +150,7 @@ impl Kubectl {
         format!("{} get pods -l {} -o wide -w", self.ns(), sh_quote(selector))
     }
 
-    /// The HPA panel (for KEDA, the HPA it made: `keda-hpa-<name>`).
+    /// The HPA panel (for KEDA, the HPA it made: see `kube::keda_hpa_name`).
     pub fn get_hpa(&self, hpa: &str) -> String {
         format!("{} get hpa {} -w", self.ns(), sh_quote(hpa))
     }

@@ -6,7 +6,8 @@
 //! - [`apply`]: server-side apply (field manager `rtc-demo`) of the rendered kustomize
 //!   folders, rollout wait with kubectl's progress lines, teardown.
 //! - [`watch`]: kube-runtime watchers on the Deployment, its Pods, the HPA (or KEDA's
-//!   `keda-hpa-<name>`) and Events, folded into the snapshot types the local backend uses.
+//!   HPA it makes, named by [`keda_hpa_name`]) and Events, folded into the snapshot types the
+//!   local backend uses.
 //! - [`job_driver`]: the in-cluster load Job behind the console's `LoadDriver` interface.
 //!
 //! One task, the controller, owns the backend's state; the watchers, the Prometheus poller,
@@ -108,7 +109,7 @@ impl KubeError {
 pub struct Names {
     pub deployment: String,
     pub pod_selector: String,
-    /// The HPA to watch: the overlay's HPA, or `keda-hpa-<ScaledObject name>`.
+    /// The HPA to watch: the overlay's HPA, or the one KEDA makes for the ScaledObject.
     pub hpa: String,
     /// The ScaledObject, when KEDA owns the scaling.
     pub scaled_object: Option<String>,
@@ -127,12 +128,26 @@ pub fn names_from(objects: &[Value], deployment: &str) -> Names {
         .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(","))
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| format!("app.kubernetes.io/name={deployment}"));
-    let scaled_object = of_kind(objects, "ScaledObject").next().map(name);
-    let hpa = match &scaled_object {
-        Some(so) => format!("keda-hpa-{so}"),
+    let so = of_kind(objects, "ScaledObject").next();
+    let scaled_object = so.map(name);
+    let hpa = match so {
+        Some(so) => keda_hpa_name(so),
         None => of_kind(objects, "HorizontalPodAutoscaler").next().map(name).unwrap_or_else(|| deployment.to_string()),
     };
     Names { deployment: deployment.to_string(), pod_selector, hpa, scaled_object }
+}
+
+/// The name of the HPA KEDA creates for a ScaledObject, as KEDA's controller names it
+/// (kedacore/keda, controllers/keda/hpa.go, `getHPAName`: a non-empty
+/// `spec.advanced.horizontalPodAutoscalerConfig.name`, else `keda-hpa-<ScaledObject name>`).
+pub fn keda_hpa_name(scaled_object: &Value) -> String {
+    match scaled_object.pointer("/spec/advanced/horizontalPodAutoscalerConfig/name").and_then(|n| n.as_str()) {
+        Some(n) if !n.is_empty() => n.to_string(),
+        _ => {
+            let so = scaled_object.pointer("/metadata/name").and_then(|n| n.as_str()).unwrap_or("");
+            format!("keda-hpa-{so}")
+        }
+    }
 }
 
 /// Where the console is in its flow (what the kubectl panel shows).
@@ -812,6 +827,22 @@ mod tests {
         let n = names_from(&objs(), "gpu-media");
         assert_eq!(n.pod_selector, "app.kubernetes.io/name=gpu-media");
         assert_eq!(n.hpa, "keda-hpa-gpu-media");
+        // KEDA takes spec.advanced.horizontalPodAutoscalerConfig.name when it is set
+        // (controllers/keda/hpa.go, getHPAName); the shipped ScaledObject sets it.
+        let named = json!({"apiVersion":"keda.sh/v1alpha1","kind":"ScaledObject","metadata":{"name":"gpu-media"},
+            "spec":{"advanced":{"horizontalPodAutoscalerConfig":{"name":"gpu-media-hpa"}}}});
+        assert_eq!(keda_hpa_name(&named), "gpu-media-hpa");
+        let empty = json!({"kind":"ScaledObject","metadata":{"name":"so"},"spec":{"advanced":{"horizontalPodAutoscalerConfig":{"name":""}}}});
+        assert_eq!(keda_hpa_name(&empty), "keda-hpa-so");
+        let shipped = apply::render_manifests(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")),
+            "manifests/overlays/gpu-keda",
+            &[],
+            "rtc",
+            "rtc",
+        )
+        .unwrap();
+        assert_eq!(names_from(&shipped, "gpu-media").hpa, "gpu-media");
         let o = vec![
             objs()[0].clone(),
             json!({"apiVersion":"autoscaling/v2","kind":"HorizontalPodAutoscaler","metadata":{"name":"gpu-media-hpa"}}),

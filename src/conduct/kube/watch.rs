@@ -1,5 +1,5 @@
 //! Watchers (kube-runtime `watcher`, not polling) on the Deployment, its Pods, the HPA (or
-//! KEDA's `keda-hpa-<name>`) and the namespace's Events, folded into a [`ClusterView`] that
+//! the one KEDA makes for the ScaledObject) and the namespace's Events, folded into a [`ClusterView`] that
 //! yields the same snapshot parts the local backend produces (`PodInfo`, `AutoscalerState`,
 //! `EventInfo`). The watcher tasks only send [`WatchUpdate`]s; the backend's one owner task
 //! folds them into its `ClusterView`.
@@ -28,7 +28,7 @@ pub struct WatchTargets {
     pub deployment: String,
     /// Label selector of the Deployment's pods (`app.kubernetes.io/name=gpu-media`).
     pub pod_selector: String,
-    /// The HPA to show: the overlay's HPA, or `keda-hpa-<ScaledObject>` for KEDA.
+    /// The HPA to show: the overlay's HPA, or the one KEDA makes (`super::keda_hpa_name`).
     pub hpa: String,
     /// Names whose events matter (the deployment's pods and ReplicaSets share its prefix).
     pub event_prefixes: Vec<String>,

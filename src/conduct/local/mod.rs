@@ -140,6 +140,9 @@ impl Controller {
             connections: cfg.connections,
             timeout: cfg.timeout,
             max_inflight: cfg.max_inflight,
+            // Each replica is its own target (round robin here), so new replicas get their
+            // share at once: no balancer to re-balance, no connection age budget needed.
+            connection_max_age: None,
             ..Default::default()
         });
         Controller {
