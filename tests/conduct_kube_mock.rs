@@ -496,6 +496,7 @@ fn plan(objs: &[Value]) -> kb::preflight::Plan {
         needs: kb::preflight::needs(objs, "rtc"),
         prometheus: None,
         prometheus_service: ("monitoring".into(), "prometheus-operated".into(), 9090),
+        load_url: None,
     }
 }
 

@@ -272,6 +272,10 @@ impl Session {
         }
     }
 
+    fn stage_names(&self) -> Vec<String> {
+        self.stages.iter().map(|s| s.name.clone()).collect()
+    }
+
     fn talk(&self) -> TalkFigures {
         TalkFigures::from_samples(self.recorder.rows.iter().map(|r| &r.sample), self.slo_s)
     }
@@ -443,7 +447,9 @@ async fn headless(mut s: Session) -> anyhow::Result<ExitCode> {
     if let Some(t) = &totals {
         out(&load_figures(t));
     }
-    out(&s.talk().headline());
+    let talk = s.talk();
+    out(&talk.headline());
+    out(&talk.within_slo_line(&s.stage_names()));
     for v in &verdicts {
         out(&v.text);
     }
@@ -492,8 +498,9 @@ async fn tui(mut s: Session, fps: u32) -> anyhow::Result<ExitCode> {
                     ended = true;
                     let _ = s.backend.command(BackendCommand::Pause);
                     let v: Vec<Verdict> = s.director.as_ref().map(|d| d.verdicts.clone()).unwrap_or_default();
+                    let within = s.talk().within_slo_line(&s.stage_names());
                     let msg = match s.write_report(&None) {
-                        Some(Ok(d)) => format!("run over: report in {}/ — q to quit", d.display()),
+                        Some(Ok(d)) => format!("run over ({within}): report in {}/ — q to quit", d.display()),
                         Some(Err(e)) => format!("report failed: {e}"),
                         None => "run over — q to quit".into(),
                     };

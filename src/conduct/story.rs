@@ -124,6 +124,20 @@ impl TalkFigures {
         parts.push(format!("peak {} replicas", self.peak_replicas));
         parts.join(" · ")
     }
+
+    /// The share of seconds within the SLO per stage, e.g. `within the SLO: idle 100 % ·
+    /// peak 60 %`; `names` gives the stages' names by index.
+    pub fn within_slo_line(&self, names: &[String]) -> String {
+        let parts: Vec<String> = self
+            .stages
+            .iter()
+            .map(|s| {
+                let name = names.get(s.stage).map(String::as_str).unwrap_or("?");
+                format!("{name} {:.0} %", s.within_slo * 100.0)
+            })
+            .collect();
+        format!("seconds within the SLO: {}", if parts.is_empty() { "no p95 yet".into() } else { parts.join(" · ") })
+    }
 }
 
 #[cfg(test)]
@@ -176,6 +190,8 @@ mod tests {
         assert!((f.stages[1].within_slo - 29.0 / 70.0).abs() < 1e-9, "{:?}", f.stages[1]);
         let h = f.headline();
         assert!(h.contains("scale-up 30 s later") && h.contains("SLO restored in 12 s at 4 replicas"), "{h}");
+        let names = ["idle".to_string(), "peak".to_string()];
+        assert_eq!(f.within_slo_line(&names), "seconds within the SLO: idle 100 % · peak 41 %");
     }
 
     #[test]

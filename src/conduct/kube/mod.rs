@@ -247,6 +247,7 @@ impl KubeConfig {
             needs: preflight::needs(objects, &self.namespace),
             prometheus: self.prometheus.clone(),
             prometheus_service: ("monitoring".into(), "prometheus-operated".into(), 9090),
+            load_url: if self.in_cluster_load { None } else { self.load_url.clone() },
         }
     }
 }

@@ -218,6 +218,28 @@ pub struct Plan {
     pub prometheus: Option<String>,
     /// The Prometheus namespace/service for the port-forward hint.
     pub prometheus_service: (String, String, u16),
+    /// Where load from this machine goes (`[load] url`; None with in-cluster load).
+    pub load_url: Option<String>,
+}
+
+/// A warning when load from this machine goes to this machine: that is a `kubectl
+/// port-forward`, which tunnels every connection to one pod, so the pods the autoscaler adds
+/// get no load and p95 cannot come back under the SLO.
+pub fn load_target_check(load_url: &str, namespace: &str) -> Option<Check> {
+    let host = load_url.split("://").nth(1).unwrap_or(load_url).split(['/', '?']).next().unwrap_or("");
+    let host = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host).trim_matches(['[', ']']);
+    let local = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    local.then(|| {
+        Check::new(
+            "load target",
+            Verdict::Warn,
+            format!(
+                "{load_url} is this machine, a port-forward: it sends every request to one pod, so added pods get none; \
+use an ingress URL or [load] from = \"in-cluster\""
+            ),
+            format!("kubectl -n {namespace} get ingress,svc"),
+        )
+    })
 }
 
 /// Runs every check in order. A failed reachability check skips the rest.
@@ -250,6 +272,9 @@ pub async fn run(client: &Client, plan: &Plan, k: &Kubectl) -> Vec<Check> {
             ));
             return skip_rest(out);
         }
+    }
+    if let Some(c) = plan.load_url.as_deref().and_then(|u| load_target_check(u, &plan.namespace)) {
+        out.push(c);
     }
     // 2. allowed
     let ssar: Api<SelfSubjectAccessReview> = Api::all(client.clone());
@@ -468,6 +493,17 @@ async fn group_check(client: &Client, name: &str, gv: &str, kind: &str, missing:
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_port_forwarded_load_target_is_warned_about() {
+        for url in ["http://127.0.0.1:8080", "http://localhost:8080/", "http://[::1]:8080"] {
+            let c = load_target_check(url, "rtc").unwrap_or_else(|| panic!("{url}: no warning"));
+            assert_eq!(c.verdict, Verdict::Warn);
+            assert!(c.detail.contains("one pod") && c.detail.contains("in-cluster"), "{}", c.detail);
+        }
+        assert_eq!(load_target_check("http://gpu-media.example.com", "rtc"), None);
+        assert_eq!(load_target_check("http://10.0.0.7:80", "rtc"), None);
+    }
 
     #[test]
     fn plurals() {
