@@ -69,7 +69,61 @@ pub fn render_manifests(
             retarget_namespace(o, scenario_ns, namespace);
         }
     }
+    sort_for_apply(&mut out);
     Ok(out)
+}
+
+/// Kinds in the order `kubectl apply -k` applies them, first and last; every other kind
+/// (ServiceMonitor, ScaledObject, HorizontalPodAutoscaler, NetworkPolicy …) sits between.
+/// From kustomize's legacy sort, the default of `kubectl kustomize`
+/// (kubernetes-sigs/kustomize, api/internal/builtins/SortOrderTransformer.go,
+/// `defaultOrderFirst` / `defaultOrderLast`, marked "DO NOT CHANGE").
+const APPLY_FIRST: [&str; 22] = [
+    "Namespace",
+    "ResourceQuota",
+    "StorageClass",
+    "CustomResourceDefinition",
+    "ServiceAccount",
+    "PodSecurityPolicy",
+    "Role",
+    "ClusterRole",
+    "RoleBinding",
+    "ClusterRoleBinding",
+    "ConfigMap",
+    "Secret",
+    "Endpoints",
+    "Service",
+    "LimitRange",
+    "PriorityClass",
+    "PersistentVolume",
+    "PersistentVolumeClaim",
+    "Deployment",
+    "StatefulSet",
+    "CronJob",
+    "PodDisruptionBudget",
+];
+const APPLY_LAST: [&str; 2] = ["MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"];
+
+/// Sorts objects as kustomize's legacy sorter does (`legacyIDSorter.Less`): by the kind's
+/// place in the lists above, then by group_version_kind (`~G` for the core group), then by
+/// namespace (`~X` for none) and name. So the Deployment exists before an object of a kind
+/// the cluster may not serve (a ServiceMonitor without the Prometheus Operator) is tried.
+pub fn sort_for_apply(objects: &mut [Value]) {
+    fn key(o: &Value) -> (i64, String, String, String) {
+        let s = |p: &str| o.pointer(p).and_then(|x| x.as_str()).unwrap_or("").to_string();
+        let kind = s("/kind");
+        let order = match (APPLY_FIRST.iter().position(|k| *k == kind), APPLY_LAST.iter().position(|k| *k == kind)) {
+            (Some(i), _) => i as i64 - APPLY_FIRST.len() as i64,
+            (None, Some(i)) => 1 + i as i64,
+            (None, None) => 0,
+        };
+        let api_version = s("/apiVersion");
+        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version.as_str()));
+        let or = |v: &str, none: &str| if v.is_empty() { none.to_string() } else { v.to_string() };
+        let gvk = [or(group, "~G"), or(version, "~V"), or(&kind, "~K")].join("_");
+        (order, gvk, or(&s("/metadata/namespace"), "~X"), or(&s("/metadata/name"), "~N"))
+    }
+    objects.sort_by_cached_key(key);
 }
 
 fn retarget_namespace(o: &mut Value, from: &str, to: &str) {
@@ -337,6 +391,29 @@ mod tests {
         assert_eq!(ns["metadata"]["name"], "demo");
         assert_eq!(d["metadata"]["namespace"], "demo");
         assert_eq!(other["metadata"]["namespace"], "monitoring");
+    }
+
+    #[test]
+    fn applied_in_kubectl_kustomize_order() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let objs = render_manifests(root, "manifests/overlays/gpu-keda", &[], "rtc", "rtc").unwrap();
+        let kinds: Vec<&str> = objs.iter().map(|o| o["kind"].as_str().unwrap_or("")).collect();
+        let at = |k: &str| kinds.iter().position(|x| *x == k).unwrap_or_else(|| panic!("no {k} in {kinds:?}"));
+        assert_eq!(at("Namespace"), 0, "{kinds:?}");
+        assert!(at("Service") < at("Deployment"), "{kinds:?}");
+        // Kinds the cluster may not serve come after everything the pods need.
+        for late in ["ServiceMonitor", "ScaledObject", "NetworkPolicy"] {
+            assert!(at(late) > at("Deployment") && at(late) > at("PodDisruptionBudget"), "{late}: {kinds:?}");
+        }
+        let mut v = vec![
+            serde_json::json!({"apiVersion":"admissionregistration.k8s.io/v1","kind":"ValidatingWebhookConfiguration","metadata":{"name":"w"}}),
+            serde_json::json!({"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"b","namespace":"rtc"}}),
+            serde_json::json!({"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"a","namespace":"rtc"}}),
+            serde_json::json!({"apiVersion":"v1","kind":"Namespace","metadata":{"name":"rtc"}}),
+        ];
+        sort_for_apply(&mut v);
+        let order: Vec<&str> = v.iter().map(|o| o["metadata"]["name"].as_str().unwrap()).collect();
+        assert_eq!(order, ["rtc", "a", "b", "w"]);
     }
 
     #[test]
