@@ -110,7 +110,8 @@ const RESOURCES: &[(&str, &str, &str, bool)] = &[
 ];
 
 /// Discovery answers (`GET /api/v1`, `GET /apis/G/V`); `None` when the path is not discovery.
-fn discovery(s: &Seen, keda: bool) -> Option<Answer> {
+/// `missing`: group/versions the cluster does not serve (their CRDs are not installed).
+fn discovery(s: &Seen, missing: &[&str]) -> Option<Answer> {
     if s.method != "GET" {
         return None;
     }
@@ -118,7 +119,7 @@ fn discovery(s: &Seen, keda: bool) -> Option<Answer> {
     if gv.matches('/').count() != 1 && gv != "v1" {
         return None;
     }
-    if gv == "keda.sh/v1alpha1" && !keda {
+    if missing.contains(&gv.as_str()) {
         return Some(status(404, "NotFound", "the server could not find the requested resource"));
     }
     let rs: Vec<Value> = RESOURCES
@@ -149,7 +150,7 @@ fn overlay(dir: &str) -> Vec<Value> {
 #[tokio::test]
 async fn apply_sends_one_server_side_apply_patch_per_object() {
     let (client, log) = mock(|s| {
-        if let Some(a) = discovery(s, true) {
+        if let Some(a) = discovery(s, &[]) {
             return a;
         }
         if s.method == "PATCH" {
@@ -204,7 +205,8 @@ async fn apply_sends_one_server_side_apply_patch_per_object() {
 #[tokio::test]
 async fn apply_without_keda_names_the_missing_kind() {
     let (client, _log) = mock(|s| {
-        discovery(s, false).unwrap_or_else(|| Answer::Json(200, String::from_utf8_lossy(&s.body).into_owned()))
+        discovery(s, &["keda.sh/v1alpha1"])
+            .unwrap_or_else(|| Answer::Json(200, String::from_utf8_lossy(&s.body).into_owned()))
     });
     let objs = overlay("manifests/overlays/gpu-keda");
     let e = kb::apply::Applier::new(client).apply_all(&objs, |_, _, _| {}).await.unwrap_err().to_string();
@@ -214,7 +216,7 @@ async fn apply_without_keda_names_the_missing_kind() {
 #[tokio::test]
 async fn apply_error_from_the_server_names_the_object() {
     let (client, _log) = mock(|s| {
-        discovery(s, true).unwrap_or_else(|| {
+        discovery(s, &[]).unwrap_or_else(|| {
             if s.uri.contains("/deployments/") {
                 status(
                     422,
@@ -516,7 +518,7 @@ fn node(name: &str, gpus: Option<&str>) -> Value {
 fn preflight_route(
     deny: &'static [&'static str],
     gpus: bool,
-    keda: bool,
+    missing: &'static [&'static str],
 ) -> impl Fn(&Seen) -> Answer + Send + Sync + 'static {
     move |s: &Seen| {
         if s.path() == "/version" {
@@ -545,7 +547,7 @@ fn preflight_route(
             };
             return list("Node", items);
         }
-        if let Some(a) = discovery(s, keda) {
+        if let Some(a) = discovery(s, missing) {
             return a;
         }
         status(404, "NotFound", "mock: no route")
@@ -558,7 +560,7 @@ fn find<'a>(checks: &'a [kb::preflight::Check], name: &str) -> &'a kb::preflight
 
 #[tokio::test]
 async fn preflight_passes_on_a_ready_cluster() {
-    let (client, log) = mock(preflight_route(&[], true, true));
+    let (client, log) = mock(preflight_route(&[], true, &[]));
     let objs = overlay("manifests/overlays/gpu-keda");
     let checks = kb::preflight::run(&client, &plan(&objs), &k()).await;
     assert!(kb::preflight::passed(&checks), "{checks:#?}");
@@ -598,7 +600,7 @@ async fn preflight_unreachable_names_the_server_and_skips_the_rest() {
 
 #[tokio::test]
 async fn preflight_forbidden_lists_what_is_denied_with_kubectl_auth_can_i() {
-    let (client, _log) = mock(preflight_route(&["patch deployments", "create configmaps"], true, true));
+    let (client, _log) = mock(preflight_route(&["patch deployments", "create configmaps"], true, &[]));
     let checks = kb::preflight::run(&client, &plan(&overlay("manifests/overlays/gpu-keda")), &k()).await;
     let c = find(&checks, "allowed");
     assert_eq!(c.verdict, Verdict::Fail);
@@ -610,7 +612,7 @@ async fn preflight_forbidden_lists_what_is_denied_with_kubectl_auth_can_i() {
 
 #[tokio::test]
 async fn preflight_without_gpu_nodes_says_so() {
-    let (client, _log) = mock(preflight_route(&[], false, true));
+    let (client, _log) = mock(preflight_route(&[], false, &[]));
     let checks = kb::preflight::run(&client, &plan(&overlay("manifests/overlays/gpu-keda")), &k()).await;
     let c = find(&checks, "GPU nodes");
     assert_eq!(c.verdict, Verdict::Fail);
@@ -620,21 +622,37 @@ async fn preflight_without_gpu_nodes_says_so() {
         r"kubectl --context demo get nodes -o custom-columns=NAME:.metadata.name,GPU:.status.allocatable.nvidia\.com/gpu"
     );
     // A CPU overlay does not ask for GPU nodes at all.
-    let (client, _log) = mock(preflight_route(&[], false, true));
+    let (client, _log) = mock(preflight_route(&[], false, &[]));
     let checks = kb::preflight::run(&client, &plan(&overlay("manifests/overlays/cpu-keda")), &k()).await;
     assert!(checks.iter().all(|c| c.name != "GPU nodes"), "{checks:#?}");
 }
 
+/// Every overlay applies a ServiceMonitor: without the Prometheus Operator, preflight says so
+/// before anything is applied (discovery of an unserved group answers 404, as above).
+#[tokio::test]
+async fn preflight_without_the_prometheus_operator_fails_before_applying() {
+    let (client, _log) = mock(preflight_route(&[], true, &["monitoring.coreos.com/v1"]));
+    let checks = kb::preflight::run(&client, &plan(&overlay("manifests/overlays/gpu-keda")), &k()).await;
+    assert!(!kb::preflight::passed(&checks));
+    let c = find(&checks, "Prometheus Operator");
+    assert_eq!(c.verdict, Verdict::Fail);
+    assert!(c.detail.contains("not installed") && c.detail.contains("kube-prometheus-stack"), "{c:?}");
+    assert_eq!(c.kubectl, "kubectl --context demo get crd servicemonitors.monitoring.coreos.com");
+    let (client, _log) = mock(preflight_route(&[], true, &[]));
+    let checks = kb::preflight::run(&client, &plan(&overlay("manifests/overlays/gpu-keda")), &k()).await;
+    assert_eq!(find(&checks, "Prometheus Operator").verdict, Verdict::Ok);
+}
+
 #[tokio::test]
 async fn preflight_without_keda_crd_fails_with_the_crd_command() {
-    let (client, _log) = mock(preflight_route(&[], true, false));
+    let (client, _log) = mock(preflight_route(&[], true, &["keda.sh/v1alpha1"]));
     let checks = kb::preflight::run(&client, &plan(&overlay("manifests/overlays/gpu-keda")), &k()).await;
     let c = find(&checks, "KEDA");
     assert_eq!(c.verdict, Verdict::Fail);
     assert!(c.detail.contains("KEDA is not installed"), "{c:?}");
     assert_eq!(c.kubectl, "kubectl --context demo get crd scaledobjects.keda.sh");
     // The adapter overlay asks for the custom metrics API instead.
-    let (client, _log) = mock(preflight_route(&[], true, false));
+    let (client, _log) = mock(preflight_route(&[], true, &["keda.sh/v1alpha1"]));
     let checks = kb::preflight::run(&client, &plan(&overlay("manifests/overlays/gpu-adapter")), &k()).await;
     let c = find(&checks, "metrics API");
     assert_eq!(c.verdict, Verdict::Fail);
@@ -676,7 +694,7 @@ async fn in_cluster_load_applies_configmap_and_job_and_reads_the_pods_log() {
         if s.path() == "/api/v1/namespaces/rtc/pods/rtc-demo-load-x7k2p/log" {
             return Answer::Json(200, logbody.clone());
         }
-        if let Some(a) = discovery(s, true) {
+        if let Some(a) = discovery(s, &[]) {
             return a;
         }
         base(s)

@@ -171,6 +171,8 @@ pub fn required_access(objects: &[Value], namespace: &str, in_cluster_load: bool
 pub struct Needs {
     pub gpu: bool,
     pub keda: bool,
+    /// A ServiceMonitor (or another monitoring.coreos.com object) is applied.
+    pub prometheus_operator: bool,
     /// Aggregated metrics APIs the HPAs read (`v1beta1.custom.metrics.k8s.io`, …).
     pub metrics_apis: Vec<String>,
     /// The Namespace object is part of the manifests (so a missing namespace is fine).
@@ -185,6 +187,9 @@ pub fn needs(objects: &[Value], namespace: &str) -> Needs {
         let av = o.get("apiVersion").and_then(|v| v.as_str()).unwrap_or("");
         if av.starts_with("keda.sh/") {
             n.keda = true;
+        }
+        if av.starts_with("monitoring.coreos.com/") {
+            n.prometheus_operator = true;
         }
         if kind == "Namespace" && o.pointer("/metadata/name").and_then(|v| v.as_str()) == Some(namespace) {
             n.creates_namespace = true;
@@ -398,6 +403,9 @@ pub async fn run(client: &Client, plan: &Plan, k: &Kubectl) -> Vec<Check> {
         }
     }
     // 5. KEDA / metrics adapters (API discovery: allowed to every authenticated user)
+    if plan.needs.prometheus_operator {
+        out.push(group_check(client, "Prometheus Operator", "monitoring.coreos.com/v1", "ServiceMonitor", "the Prometheus Operator is not installed (no monitoring.coreos.com/v1 ServiceMonitor), and every overlay applies one: `helm install kube-prometheus-stack prometheus-community/kube-prometheus-stack -n monitoring --create-namespace`", k.get_crd("servicemonitors.monitoring.coreos.com")).await);
+    }
     if plan.needs.keda {
         out.push(group_check(client, "KEDA", "keda.sh/v1alpha1", "ScaledObject", "KEDA is not installed (no keda.sh/v1alpha1 ScaledObject): `helm install keda kedacore/keda -n keda --create-namespace`, or pick an *-adapter overlay", k.get_crd("scaledobjects.keda.sh")).await);
     }
