@@ -4,7 +4,7 @@
 //! it dies even when the console is killed with SIGKILL.
 use std::collections::BTreeSet;
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -36,11 +36,6 @@ pub fn kill_all_children() {
             libc::kill(pid, libc::SIGKILL);
         }
     }
-}
-
-/// How many children are registered (tests).
-pub fn live_children() -> usize {
-    pids().len()
 }
 
 /// Is this loopback port free to listen on right now?
@@ -233,8 +228,4 @@ pub enum ReplicaError {
     Log { path: PathBuf, reason: String },
     #[error("cannot start {} serve: {reason}", exe.display())]
     Spawn { exe: PathBuf, reason: String },
-}
-
-pub fn exists(p: &Path) -> bool {
-    p.exists()
 }
