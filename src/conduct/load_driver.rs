@@ -58,23 +58,17 @@ pub struct EngineDriver {
     config: LoadConfig,
     handle: Option<LoadHandle>,
     seconds: Option<broadcast::Receiver<Arc<LoadSecond>>>,
-    targets: Vec<hyper::Uri>,
 }
 
 impl EngineDriver {
     /// `config`'s plan is ignored: the engine starts idle and each stage sets its plan.
     pub fn new(config: LoadConfig) -> Self {
-        let targets = config.targets.clone();
-        EngineDriver { config, handle: None, seconds: None, targets }
+        EngineDriver { config, handle: None, seconds: None }
     }
 
     fn engine(&mut self) -> Result<&LoadHandle, DriverError> {
         if self.handle.is_none() {
-            let cfg = LoadConfig {
-                targets: self.targets.clone(),
-                plan: RatePlan::Constant { rps: 0.0 },
-                ..self.config.clone()
-            };
+            let cfg = LoadConfig { plan: RatePlan::Constant { rps: 0.0 }, ..self.config.clone() };
             let h = LoadEngine::start(cfg).map_err(DriverError::Start)?;
             self.seconds = Some(h.subscribe());
             self.handle = Some(h);
@@ -87,7 +81,7 @@ impl EngineDriver {
         if let Some(h) = &self.handle {
             h.set_targets(&targets).map_err(DriverError::Targets)?;
         }
-        self.targets = targets;
+        self.config.targets = targets;
         Ok(())
     }
 

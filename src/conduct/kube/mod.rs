@@ -31,7 +31,7 @@ use tokio::task::JoinHandle;
 
 use super::load_driver::{EngineDriver, LoadDriver, Unconfigured, STOP_DEADLINE};
 use super::model::*;
-use super::timeline::{PodCounts, ServerReading, Timeline};
+use super::timeline::{PodCounts, Timeline};
 use crate::load::LoadConfig;
 use crate::scenario::Scenario;
 
@@ -729,16 +729,7 @@ impl Controller {
     fn record(&mut self) {
         let (ready, total) = self.view.pod_counts(watch::unix_now());
         let pods = PodCounts { ready, total, desired: self.view.desired().unwrap_or(0) };
-        let server = self
-            .fresh_reading()
-            .map(|r| ServerReading {
-                p95_s: r.p95_s,
-                gpu_util: r.gpu_util,
-                rps: r.rps,
-                errors_per_s: r.errors_per_s,
-                shed_per_s: r.shed_per_s,
-            })
-            .unwrap_or_default();
+        let server = self.fresh_reading().copied().unwrap_or_default();
         let paused = self.load.is_paused();
         self.timeline.sample(self.now_s(), Instant::now(), pods, server, paused);
     }

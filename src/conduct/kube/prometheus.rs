@@ -44,15 +44,9 @@ impl Queries {
     }
 }
 
-/// One poll's answers. `None`: empty answer or NaN (the GPU query is empty without DCGM).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Reading {
-    pub p95_s: Option<f64>,
-    pub rps: Option<f64>,
-    pub errors_per_s: Option<f64>,
-    pub shed_per_s: Option<f64>,
-    pub gpu_util: Option<f64>,
-}
+/// One poll's answers are the timeline's server reading (`None`: empty answer or NaN; the
+/// GPU query is empty without DCGM).
+pub use crate::conduct::timeline::ServerReading as Reading;
 
 /// The readings as the kube backend sees them.
 pub type PromState = crate::conduct::prom::Polled<Reading>;
