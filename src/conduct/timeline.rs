@@ -11,7 +11,6 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use super::kube::load_job::LoadLine;
 use super::model::{Sample, SERIES_SECONDS};
 use crate::load::{LoadSecond, Percentiles};
 
@@ -56,20 +55,6 @@ impl From<&LoadSecond> for ClientSecond {
             errors: s.status.errors(),
             shed: s.status.shed_503,
             dropped: s.dropped,
-        }
-    }
-}
-
-impl From<&LoadLine> for ClientSecond {
-    fn from(l: &LoadLine) -> Self {
-        ClientSecond {
-            offered_rps: l.offered_rps,
-            achieved_rps: l.achieved_rps,
-            p95_corrected_s: l.p95_corrected_s,
-            p95_uncorrected_s: l.p95_uncorrected_s,
-            errors: l.errors,
-            shed: l.shed,
-            dropped: l.dropped,
         }
     }
 }
@@ -266,18 +251,20 @@ mod tests {
         assert_eq!((s.achieved_rps, s.errors, s.shed, s.gpu_util, s.stage), (180.0, 2, 3, Some(71.0), 2));
         assert_eq!(s.p95_client_s, None);
         // The load pod's line wins over the counters.
-        let line = LoadLine {
+        let line = crate::conduct::kube::load_job::LoadLine {
             second: 7,
-            offered_rps: 200.0,
-            achieved_rps: 198.0,
-            p95_corrected_s: Some(0.123),
-            p95_uncorrected_s: Some(0.088),
             ok: 190,
-            shed: 5,
-            errors: 3,
-            dropped: 0,
+            figures: ClientSecond {
+                offered_rps: 200.0,
+                achieved_rps: 198.0,
+                p95_corrected_s: Some(0.123),
+                p95_uncorrected_s: Some(0.088),
+                shed: 5,
+                errors: 3,
+                dropped: 0,
+            },
         };
-        tl.client_second((&line).into(), t0 + Duration::from_millis(500));
+        tl.client_second(line.figures, t0 + Duration::from_millis(500));
         let s = tl.sample(1.0, t0 + Duration::from_secs(1), PODS, prom, false).clone();
         assert_eq!((s.offered_rps, s.achieved_rps, s.shed, s.errors), (200.0, 198.0, 5, 3));
         assert_eq!(s.p95_client_s, Some(0.123));

@@ -135,7 +135,7 @@ impl LoadDriver for JobDriver {
         Box::pin(async move {
             // The driver holds a sender itself: the channel never closes.
             let line = self.lines_rx.recv().await.expect("the driver keeps a sender");
-            ClientSecond::from(&line)
+            line.figures
         })
     }
 

@@ -6,6 +6,8 @@ use std::path::Path;
 
 use serde_json::Value;
 
+use crate::conduct::timeline::ClientSecond;
+
 /// Names fixed by the template (the conductor's Role is scoped to the ConfigMap's name).
 pub const JOB_NAME: &str = "rtc-demo-load";
 pub const CONFIGMAP_NAME: &str = "rtc-demo-load-scenario";
@@ -150,14 +152,10 @@ pub fn to_yaml(objs: &[Value]) -> String {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LoadLine {
     pub second: u64,
-    pub offered_rps: f64,
-    pub achieved_rps: f64,
-    pub p95_corrected_s: Option<f64>,
-    pub p95_uncorrected_s: Option<f64>,
+    /// Successful (2xx) answers.
     pub ok: u64,
-    pub shed: u64,
-    pub errors: u64,
-    pub dropped: u64,
+    /// What the timeline takes: rates, p95, failures.
+    pub figures: ClientSecond,
 }
 
 /// `850µs`, `2.50ms`, `12.3ms`, `1.20s` → seconds (the load engine's `fmt_ms`).
@@ -187,25 +185,27 @@ pub fn parse_line(line: &str) -> Option<LoadLine> {
         toks.get(i + 1).map(|t| (i + 1, *t))
     };
     let mut l = LoadLine { second: second.saturating_sub(1), ..Default::default() };
+    let f = &mut l.figures;
     if let Some((_, v)) = after("offered", 0) {
-        l.offered_rps = v.strip_suffix("/s").and_then(|x| x.parse().ok()).unwrap_or(0.0);
+        f.offered_rps = v.strip_suffix("/s").and_then(|x| x.parse().ok()).unwrap_or(0.0);
     }
     // "(   198.0/s)"
     let achieved = rest.split_once('(').and_then(|(_, r)| r.split_once("/s)")).map(|(x, _)| x.trim().to_string());
-    l.achieved_rps = achieved.and_then(|x| x.parse().ok()).unwrap_or(0.0);
+    f.achieved_rps = achieved.and_then(|x| x.parse().ok()).unwrap_or(0.0);
     let corr = toks.iter().position(|t| *t == "corrected")?;
-    l.p95_corrected_s = after("p95", corr).and_then(|(_, v)| parse_latency(v));
+    f.p95_corrected_s = after("p95", corr).and_then(|(_, v)| parse_latency(v));
     let unc = toks.iter().position(|t| *t == "uncorrected")?;
-    l.p95_uncorrected_s = after("p95", unc).and_then(|(_, v)| parse_latency(v));
+    f.p95_uncorrected_s = after("p95", unc).and_then(|(_, v)| parse_latency(v));
     let num = |key: &str| after(key, unc).and_then(|(_, v)| v.parse::<u64>().ok()).unwrap_or(0);
-    l.ok = num("ok");
-    l.shed = num("shed");
-    l.errors = num("5xx") + num("4xx") + num("1xx/3xx") + num("timeout") + num("conn-err") + num("err");
-    l.dropped = num("dropped");
-    if l.ok + l.shed + l.errors == 0 {
+    let ok = num("ok");
+    f.shed = num("shed");
+    f.errors = num("5xx") + num("4xx") + num("1xx/3xx") + num("timeout") + num("conn-err") + num("err");
+    f.dropped = num("dropped");
+    l.ok = ok;
+    if ok + f.shed + f.errors == 0 {
         // "no requests": keep the percentiles unknown rather than 0.
-        l.p95_corrected_s = None;
-        l.p95_uncorrected_s = None;
+        f.p95_corrected_s = None;
+        f.p95_uncorrected_s = None;
     }
     Some(l)
 }
@@ -244,11 +244,12 @@ mod tests {
         let line = crate::load::second_line(&s);
         let l = parse_line(&line).unwrap_or_else(|| panic!("not parsed: {line}"));
         assert_eq!(l.second, 4, "{line}");
-        assert_eq!(l.offered_rps, 200.0);
-        assert_eq!(l.achieved_rps, 198.0);
-        assert!((l.p95_corrected_s.unwrap() - 0.1234).abs() < 1e-9, "{line}");
-        assert!((l.p95_uncorrected_s.unwrap() - 0.08765).abs() < 1e-4, "{line}");
-        assert_eq!((l.ok, l.shed, l.errors, l.dropped), (190, 5, 4, 3), "{line}");
+        let f = &l.figures;
+        assert_eq!(f.offered_rps, 200.0);
+        assert_eq!(f.achieved_rps, 198.0);
+        assert!((f.p95_corrected_s.unwrap() - 0.1234).abs() < 1e-9, "{line}");
+        assert!((f.p95_uncorrected_s.unwrap() - 0.08765).abs() < 1e-4, "{line}");
+        assert_eq!((l.ok, f.shed, f.errors, f.dropped), (190, 5, 4, 3), "{line}");
     }
 
     #[test]
