@@ -36,17 +36,22 @@ sleep 5
 hz=$(getconf CLK_TCK)
 ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
 t0=$(ticks); s0=$(date +%s.%N)
-max_rss=0
+max_rss=0 max_anon=0
 for _ in $(seq "$secs"); do
   sleep 1
   rss=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
+  anon=$(awk '/RssAnon/ {print $2}' "/proc/$pid/status")
   [ "$rss" -gt "$max_rss" ] && max_rss=$rss
+  [ "$anon" -gt "$max_anon" ] && max_anon=$anon
 done
 t1=$(ticks); s1=$(date +%s.%N)
 cpu=$(awk -v a="$t0" -v b="$t1" -v s0="$s0" -v s1="$s1" -v hz="$hz" 'BEGIN { printf "%.2f", 100 * (b - a) / hz / (s1 - s0) }')
 echo "binary: $bin  fps: $fps  window: ${secs}s  terminal: tmux 100x30  scenario: $scenario"
 echo "console pid $pid: $(tr "\\0" " " < /proc/$pid/cmdline)"
 echo "console CPU: ${cpu} % of one core (user+system, console process only; load engine included)"
-echo "console RSS: max $((max_rss / 1024)) MB"
+mb() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
+# RSS counts the binary's code pages once touched (clean, file-backed, shared with the
+# replicas running the same binary); the anonymous part is what the console itself allocates.
+echo "console RSS: max $(mb "$max_rss") MB (anonymous: max $(mb "$max_anon") MB)"
 tmux -L "$sock" send-keys -t t q
 sleep 1

@@ -26,7 +26,7 @@ use hyper::{Method, Request, Uri};
 use hyper_util::rt::TokioIo;
 use tokio::sync::{broadcast, mpsc, oneshot, watch, Semaphore};
 
-use super::stats::{micros, new_histogram, LoadMode, LoadSecond, LoadSummary, Outcome, Percentiles, StatusCounts};
+use super::stats::{micros, record_latency, LoadMode, LoadSecond, LoadSummary, Outcome, Percentiles, StatusCounts};
 
 /// What to offer. Rates are requests per second.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -801,28 +801,28 @@ struct Aggregator {
     limit: Option<u64>,
 }
 
+/// The second being aggregated: its latencies (µs) as recorded, reused from second to second.
+#[derive(Default)]
 struct Window {
-    corrected: hdrhistogram::Histogram<u64>,
-    uncorrected: hdrhistogram::Histogram<u64>,
-    all_corrected: hdrhistogram::Histogram<u64>,
+    corrected: Vec<u64>,
+    uncorrected: Vec<u64>,
+    all_corrected: Vec<u64>,
     status: StatusCounts,
 }
 
 impl Window {
-    fn new() -> Self {
-        Window {
-            corrected: new_histogram(),
-            uncorrected: new_histogram(),
-            all_corrected: new_histogram(),
-            status: StatusCounts::default(),
-        }
+    fn clear(&mut self) {
+        self.corrected.clear();
+        self.uncorrected.clear();
+        self.all_corrected.clear();
+        self.status = StatusCounts::default();
     }
 }
 
 impl Aggregator {
     async fn run(self, mut rx: mpsc::UnboundedReceiver<Vec<Sample>>) -> LoadSummary {
         let mut total = LoadSummary::empty();
-        let mut win = Window::new();
+        let mut win = Window::default();
         let mut second = 0u64;
         let mut last = (0u64, 0u64, 0u64);
         let start = self.shared.start;
@@ -910,12 +910,12 @@ impl Aggregator {
             inflight: s.outstanding.load(Relaxed) + if paused { 0 } else { closed },
             targets: s.targets.read().map(|t| t.len()).unwrap_or(0),
             status: win.status,
-            corrected: Percentiles::of(&win.corrected),
-            uncorrected: Percentiles::of(&win.uncorrected),
-            all_corrected: Percentiles::of(&win.all_corrected),
+            corrected: Percentiles::of_samples(&mut win.corrected),
+            uncorrected: Percentiles::of_samples(&mut win.uncorrected),
+            all_corrected: Percentiles::of_samples(&mut win.all_corrected),
         };
         *last = (planned, sent, dropped);
-        *win = Window::new();
+        win.clear();
         let snap = Arc::new(snap);
         let _ = self.seconds.send(snap.clone());
         let _ = self.latest.send(Some(snap));
@@ -933,14 +933,14 @@ fn record(total: &mut LoadSummary, win: &mut Window, s: &Sample) {
     total.completed += 1;
     let corrected = micros(s.done.saturating_duration_since(s.intended));
     let uncorrected = micros(s.done.saturating_duration_since(s.started));
-    total.all_corrected_histogram.saturating_record(corrected);
-    total.all_uncorrected_histogram.saturating_record(uncorrected);
-    win.all_corrected.saturating_record(corrected);
+    record_latency(&mut total.all_corrected_histogram, corrected);
+    record_latency(&mut total.all_uncorrected_histogram, uncorrected);
+    win.all_corrected.push(corrected);
     // The SLO is about answers: an instant 503 must not make the latency look better.
     if matches!(s.outcome, Outcome::Status(200..=299)) {
-        total.corrected_histogram.saturating_record(corrected);
-        total.uncorrected_histogram.saturating_record(uncorrected);
-        win.corrected.saturating_record(corrected);
-        win.uncorrected.saturating_record(uncorrected);
+        record_latency(&mut total.corrected_histogram, corrected);
+        record_latency(&mut total.uncorrected_histogram, uncorrected);
+        win.corrected.push(corrected);
+        win.uncorrected.push(uncorrected);
     }
 }
