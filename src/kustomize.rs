@@ -1,6 +1,6 @@
 //! A small kustomize renderer for the project's own `manifests/` folders.
 //!
-//! It supports the two `kustomization.yaml` fields our manifests use, with kustomize's
+//! It supports the three `kustomization.yaml` fields our manifests use, with kustomize's
 //! meaning, so that `render(dir)` gives the same objects as `kubectl kustomize dir`
 //! (and so `kubectl apply -k dir`); `tests/kustomize_render.rs` checks that on every
 //! folder under `manifests/`:
@@ -13,6 +13,9 @@
 //!   (`constraints.gatekeeper.sh/*`). Kustomize does not know that those two CRDs are
 //!   cluster-scoped and would set a namespace on them, so our folders that hold them set
 //!   no `namespace`.
+//! - `images`: `name` / `newName` / `newTag` / `digest`, applied to every container and
+//!   init container image of this folder's output whose name (without tag or digest) is
+//!   `name` ([`ImageOverride`]); the console's `--image` goes through the same code.
 //!
 //! Anything else in a kustomization (patches, generators, components, labels, ...) is an
 //! error rather than silently ignored, as are objects without `apiVersion`, `kind` or
@@ -27,6 +30,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use serde_json::Value;
+
+use crate::image_ref::ImageRef;
 
 /// The file names kustomize looks for in a folder, in its order of preference.
 pub const KUSTOMIZATION_FILES: [&str; 3] = ["kustomization.yaml", "kustomization.yml", "Kustomization"];
@@ -54,7 +59,7 @@ pub enum RenderError {
         #[source]
         source: serde_json::Error,
     },
-    #[error("{}: field `{field}` is not supported (only `resources` and `namespace` are)", path.display())]
+    #[error("{}: field `{field}` is not supported (only `resources`, `namespace` and `images` are)", path.display())]
     UnsupportedField { path: PathBuf, field: String },
     #[error("{}: field `{field}`: {problem}", path.display())]
     BadField { path: PathBuf, field: String, problem: String },
@@ -142,6 +147,106 @@ struct Kustomization {
     resources: Vec<String>,
     #[serde(default)]
     namespace: Option<String>,
+    #[serde(default)]
+    images: Vec<ImageOverride>,
+}
+
+/// One entry of a kustomization's `images` (kustomize `api/types/image.go`, `Image`): the
+/// images named `name` get `newName` for their name, and `digest` (which drops any tag) or
+/// else `newTag` (which drops any digest); what is not given is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ImageOverride {
+    pub name: String,
+    #[serde(default)]
+    pub new_name: Option<String>,
+    #[serde(default)]
+    pub new_tag: Option<String>,
+    #[serde(default)]
+    pub digest: Option<String>,
+}
+
+impl ImageOverride {
+    /// The override that makes every `name` image exactly `image` (one without tag or
+    /// digest gets `latest`, as a container runtime reads it).
+    pub fn replacing(name: &str, image: &ImageRef) -> Self {
+        ImageOverride {
+            name: name.to_string(),
+            new_name: Some(image.name.clone()),
+            new_tag: image.tag.clone().or_else(|| image.digest.is_none().then(|| "latest".to_string())),
+            digest: image.digest.clone(),
+        }
+    }
+
+    /// The image `image` becomes, or None when it is not one of `name`'s.
+    pub fn apply_to(&self, image: &str) -> Option<String> {
+        let (name, tag, digest) = split_image(image);
+        if name != self.name {
+            return None;
+        }
+        let name = self.new_name.as_deref().unwrap_or(name);
+        Some(match (&self.digest, &self.new_tag) {
+            (Some(d), _) => format!("{name}@{d}"),
+            (None, Some(t)) => format!("{name}:{t}"),
+            (None, None) => format!("{name}{tag}{digest}"),
+        })
+    }
+
+    /// Applies the override to every container and init container image in the objects.
+    pub fn apply<'a>(&self, objects: impl IntoIterator<Item = &'a mut Value>) {
+        for_each_image(objects, |image| {
+            if let Some(new) = image.as_str().and_then(|i| self.apply_to(i)) {
+                *image = Value::String(new);
+            }
+        });
+    }
+}
+
+/// Calls `f` on every `containers[].image` and `initContainers[].image` in the objects (a
+/// Deployment's, a Job's, a CronJob's, a bare Pod's), as kustomize's image transformer finds them.
+pub fn for_each_image<'a>(objects: impl IntoIterator<Item = &'a mut Value>, mut f: impl FnMut(&mut Value)) {
+    fn walk(v: &mut Value, f: &mut dyn FnMut(&mut Value)) {
+        match v {
+            Value::Object(map) => {
+                for (key, child) in map.iter_mut() {
+                    if key == "containers" || key == "initContainers" {
+                        for c in child.as_array_mut().into_iter().flatten() {
+                            if let Some(image) = c.get_mut("image") {
+                                f(image);
+                            }
+                        }
+                    }
+                    walk(child, f);
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(|i| walk(i, f)),
+            _ => {}
+        }
+    }
+    objects.into_iter().for_each(|obj| walk(obj, &mut f));
+}
+
+/// The distinct container images the objects run, sorted.
+pub fn images_of(objects: &[Value]) -> Vec<String> {
+    let mut copy = objects.to_vec();
+    let mut out = std::collections::BTreeSet::new();
+    for_each_image(copy.iter_mut(), |i| {
+        out.insert(i.as_str().unwrap_or_default().to_string());
+    });
+    out.into_iter().collect()
+}
+
+/// `(name, ":tag" or "", "@digest" or "")`; a `:` before the last `/` is a registry port.
+fn split_image(image: &str) -> (&str, &str, &str) {
+    let (rest, digest) = match image.find('@') {
+        Some(i) => (&image[..i], &image[i..]),
+        None => (image, ""),
+    };
+    let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
+    match rest[last_slash..].find(':') {
+        Some(i) => (&rest[..last_slash + i], &rest[last_slash + i..], digest),
+        None => (rest, "", digest),
+    }
 }
 
 fn kustomization_file(dir: &Path) -> Result<PathBuf, RenderError> {
@@ -169,7 +274,7 @@ fn parse_kustomization(path: &Path) -> Result<Kustomization, RenderError> {
         });
     };
     for key in map.keys().map(String::as_str) {
-        if !matches!(key, "apiVersion" | "kind" | "resources" | "namespace") {
+        if !matches!(key, "apiVersion" | "kind" | "resources" | "namespace" | "images") {
             return Err(RenderError::UnsupportedField { path: path.to_path_buf(), field: key.to_string() });
         }
     }
@@ -201,6 +306,21 @@ fn parse_kustomization(path: &Path) -> Result<Kustomization, RenderError> {
                 problem: format!("`{ns}` is not a valid namespace name (RFC 1123 label)"),
             });
         }
+    }
+    for (i, image) in k.images.iter().enumerate() {
+        let field = format!("images[{i}]");
+        let bad = |problem: String| RenderError::BadField { path: path.to_path_buf(), field: field.clone(), problem };
+        ImageRef::parse(&image.name).map_err(|e| bad(format!("name: {e}")))?;
+        if let Some(n) = &image.new_name {
+            ImageRef::parse(n).map_err(|e| bad(format!("newName: {e}")))?;
+        }
+        let full = format!(
+            "{}{}{}",
+            image.new_name.as_deref().unwrap_or(&image.name),
+            image.new_tag.as_deref().map(|t| format!(":{t}")).unwrap_or_default(),
+            image.digest.as_deref().map(|d| format!("@{d}")).unwrap_or_default()
+        );
+        ImageRef::parse(&full).map_err(|e| bad(e.to_string()))?;
     }
     Ok(k)
 }
@@ -235,6 +355,9 @@ fn render_dir(dir: &Path, stack: &mut Vec<PathBuf>) -> Result<Vec<(PathBuf, Valu
         }
     }
     stack.pop();
+    for image in &k.images {
+        image.apply(out.iter_mut().map(|(_, o)| o));
+    }
     if let Some(ns) = &k.namespace {
         for (_, object) in &mut out {
             let api_version = object["apiVersion"].as_str().unwrap_or("").to_string();
@@ -329,6 +452,47 @@ mod tests {
         assert_eq!(objs[1]["metadata"]["namespace"], "rtc");
         assert!(objs[2]["metadata"].get("namespace").is_none());
         assert!(objs[3]["metadata"].get("namespace").is_none());
+    }
+
+    #[test]
+    fn images_override_as_kustomize_does() {
+        let d = tmp("images");
+        write(
+            &d,
+            "app/objs.yaml",
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec:\n  template:\n    spec:\n      initContainers: [{name: i, image: 'ghcr.io/rtc-demo/rtc-demo:0.1.0'}]\n      containers:\n      - {name: a, image: 'ghcr.io/rtc-demo/rtc-demo:0.1.0-cpu'}\n      - {name: b, image: 'ghcr.io/rtc-demo/rtc-demo-other:1'}\n",
+        );
+        write(&d, "app/kustomization.yaml", "resources: [objs.yaml]\n");
+        write(
+            &d,
+            "o/kustomization.yaml",
+            "resources: [../app]\nimages:\n- name: ghcr.io/rtc-demo/rtc-demo\n  newName: registry.example:5000/me/rtc-demo\n",
+        );
+        let objs = render(&d.join("o")).unwrap();
+        let pod = &objs[0]["spec"]["template"]["spec"];
+        // newName alone keeps each image's tag; other repositories are left alone.
+        assert_eq!(pod["initContainers"][0]["image"], "registry.example:5000/me/rtc-demo:0.1.0");
+        assert_eq!(pod["containers"][0]["image"], "registry.example:5000/me/rtc-demo:0.1.0-cpu");
+        assert_eq!(pod["containers"][1]["image"], "ghcr.io/rtc-demo/rtc-demo-other:1");
+
+        let digest = format!("sha256:{}", "0".repeat(64));
+        let o = |tag: Option<&str>, dg: Option<&str>| ImageOverride {
+            name: "a/b".into(),
+            new_name: None,
+            new_tag: tag.map(Into::into),
+            digest: dg.map(Into::into),
+        };
+        assert_eq!(o(Some("2"), None).apply_to(&format!("a/b:1@{digest}")).as_deref(), Some("a/b:2"));
+        assert_eq!(o(Some("2"), Some(&digest)).apply_to("a/b:1").unwrap(), format!("a/b@{digest}"));
+        assert_eq!(o(None, None).apply_to("a/b").as_deref(), Some("a/b"));
+        assert_eq!(o(Some("2"), None).apply_to("a/bc:1"), None);
+        assert_eq!(o(Some("2"), None).apply_to("host:5000/a/b:1"), None);
+        let exact = ImageOverride::replacing("a/b", &ImageRef::parse("reg.example/c").unwrap());
+        assert_eq!(exact.apply_to("a/b:1").as_deref(), Some("reg.example/c:latest"));
+
+        write(&d, "bad/kustomization.yaml", "resources: []\nimages:\n- name: a/b\n  newTag: '-x'\n");
+        let e = render(&d.join("bad")).unwrap_err().to_string();
+        assert!(e.contains("field `images[0]`") && e.contains("a tag starts"), "{e}");
     }
 
     #[test]

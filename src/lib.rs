@@ -8,6 +8,7 @@
 pub mod commands;
 pub mod conduct;
 pub mod errors;
+pub mod image_ref;
 pub mod kustomize;
 pub mod load;
 pub mod scenario;

@@ -372,12 +372,29 @@ fn kube_config(client: Client, in_cluster: bool) -> KubeConfig {
         load_url: None,
         in_cluster_load: in_cluster,
         run_id: "20250101-000000".into(),
-        load_image: None,
+        image: None,
         service_port: 80,
         objects: Vec::new(),
     };
     cfg.objects = cfg.render().expect("the overlay renders");
     cfg
+}
+
+#[tokio::test]
+async fn the_configured_image_runs_in_the_deployment_and_the_load_job() {
+    let (client, _) = mock(|_| status(404, "NotFound", "not used"));
+    let mut cfg = kube_config(client, true);
+    let placeholder = |objs: &[Value]| rtc_demo::kustomize::images_of(objs);
+    assert_eq!(placeholder(&cfg.objects), ["ghcr.io/rtc-demo/rtc-demo:0.1.0"], "the overlay's own image");
+    let image = "registry.example.com:5000/me/rtc-demo:0.2.0";
+    cfg.image = Some(rtc_demo::image_ref::ImageRef::parse(image).unwrap());
+    cfg.objects = cfg.render().unwrap();
+    let dep = cfg.objects.iter().find(|o| o["kind"] == "Deployment").expect("a Deployment");
+    assert_eq!(dep["spec"]["template"]["spec"]["containers"][0]["image"], image);
+    assert_eq!(rtc_demo::kustomize::images_of(&cfg.objects), [image]);
+    let job = kb::load_job::render(&cfg.root.join("manifests/load"), &cfg.job_spec().unwrap()).unwrap();
+    let job = job.iter().find(|o| o["kind"] == "Job").expect("a Job");
+    assert_eq!(job["spec"]["template"]["spec"]["containers"][0]["image"], image);
 }
 
 async fn wait_for(
@@ -499,6 +516,7 @@ fn plan(objs: &[Value]) -> kb::preflight::Plan {
         prometheus: None,
         prometheus_service: ("monitoring".into(), "prometheus-operated".into(), 9090),
         load_url: None,
+        images: rtc_demo::kustomize::images_of(objs),
     }
 }
 
@@ -569,6 +587,7 @@ async fn preflight_passes_on_a_ready_cluster() {
     assert!(find(&checks, "namespace").detail.contains("the manifests create it"));
     assert_eq!(find(&checks, "KEDA").verdict, Verdict::Ok);
     assert_eq!(find(&checks, "Prometheus").verdict, Verdict::Warn, "no Prometheus configured is a warning");
+    assert_eq!(find(&checks, "image").verdict, Verdict::Warn, "the placeholder image is a warning");
     // One SelfSubjectAccessReview per permission, each a real review object.
     let log = log.lock().unwrap().clone();
     let reviews: Vec<Value> =

@@ -72,6 +72,7 @@ const MALFORMED: &[(&str, usize, usize, &str)] = &[
     ("stage_without_rate", 7, 1, "neither `rate` nor `concurrency`"),
     ("bad_threshold", 2, 14, "unknown metric `p97`"),
     ("syntax", 2, 9, "unclosed table"),
+    ("bad_image", 6, 9, "repository name must be lowercase"),
 ];
 
 #[test]

@@ -92,4 +92,9 @@ pub struct ConductArgs {
     /// kube backend: the namespace (default: the scenario's [manifests] namespace).
     #[arg(long, value_name = "NS")]
     pub namespace: Option<String>,
+    /// kube backend: the image the service Deployment and the load Job run, built and pushed
+    /// as README "Build and push the image" says (default: the scenario's [manifests] image,
+    /// else the manifests' placeholder, which no registry serves).
+    #[arg(long, value_name = "REGISTRY/rtc-demo:TAG", value_parser = crate::image_ref::ImageRef::parse)]
+    pub image: Option<crate::image_ref::ImageRef>,
 }

@@ -113,6 +113,7 @@ impl Settings {
                 let dir = report_dir();
                 let run_id = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
                 let hpa = slo_hpa(&scenario);
+                let scenario_image = scenario.manifests.image.clone();
                 let kube = KubeArgs {
                     target: KubeTarget {
                         kubeconfig: args.kubeconfig.clone(),
@@ -124,7 +125,7 @@ impl Settings {
                     scenario_path: path,
                     root: std::env::current_dir().map_err(SettingsError::CurrentDir)?,
                     run_id,
-                    load_image: None,
+                    image: args.image.clone().or_else(|| scenario_image.clone()),
                 };
                 (BackendSettings::Kube { args: Box::new(kube), hpa, begin_within: KUBE_BEGIN_WITHIN }, Some(dir))
             }

@@ -244,6 +244,10 @@ pub struct Manifests {
     pub service: String,
     /// Extra kustomize directories applied before the overlay (e.g. observability).
     pub extra: Vec<String>,
+    /// The image the service Deployment and the load Job run (`REGISTRY/rtc-demo:TAG`),
+    /// set as kustomize's `images` override does; None keeps the manifests' placeholder.
+    #[serde(deserialize_with = "de_image")]
+    pub image: Option<crate::image_ref::ImageRef>,
 }
 
 impl Default for Manifests {
@@ -254,6 +258,7 @@ impl Default for Manifests {
             deployment: "gpu-media".into(),
             service: "gpu-media".into(),
             extra: Vec::new(),
+            image: None,
         }
     }
 }
@@ -582,6 +587,11 @@ fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
 
 fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     de_duration(d).map(Some)
+}
+
+fn de_image<'de, D: Deserializer<'de>>(d: D) -> Result<Option<crate::image_ref::ImageRef>, D::Error> {
+    let s = String::deserialize(d)?;
+    crate::image_ref::ImageRef::parse(&s).map(Some).map_err(de::Error::custom)
 }
 
 fn de_positive_usize<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {

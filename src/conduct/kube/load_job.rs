@@ -7,6 +7,8 @@ use std::path::Path;
 use serde_json::Value;
 
 use crate::conduct::timeline::ClientSecond;
+use crate::image_ref::{ImageRef, PLACEHOLDER_NAME};
+use crate::kustomize::ImageOverride;
 
 /// Names fixed by the template (the conductor's Role is scoped to the ConfigMap's name).
 pub const JOB_NAME: &str = "rtc-demo-load";
@@ -27,8 +29,8 @@ pub struct LoadJobSpec {
     pub stage: Option<String>,
     /// Base URL of the Service as the pods reach it (`http://gpu-media.rtc.svc:80`).
     pub service_url: String,
-    /// Override the template's image (None: keep it).
-    pub image: Option<String>,
+    /// The image instead of the template's placeholder (None: keep it).
+    pub image: Option<ImageRef>,
 }
 
 /// The Service URL inside the cluster.
@@ -97,15 +99,15 @@ pub fn render(dir: &Path, spec: &LoadJobSpec) -> Result<Vec<Value>, LoadJobError
                 }
                 args.push(spec.service_url.clone().into());
                 c.insert("args".into(), Value::Array(args));
-                if let Some(img) = &spec.image {
-                    c.insert("image".into(), Value::String(img.clone()));
-                }
             }
             _ => {}
         }
     }
     if !saw_cm || !saw_job {
         return Err(bad("expected a ConfigMap and a Job".into()));
+    }
+    if let Some(image) = &spec.image {
+        ImageOverride::replacing(PLACEHOLDER_NAME, image).apply(objs.iter_mut());
     }
     // The ServiceAccount the Job runs as, and the NetworkPolicy for its pods.
     let rbac = dir.join("rbac.yaml");
@@ -261,7 +263,7 @@ mod tests {
             namespace: "demo".into(),
             stage: Some("peak".into()),
             service_url: service_url("gpu-media", "demo", 80),
-            image: Some("registry.example/rtc-demo:test".into()),
+            image: Some(ImageRef::parse("registry.example/rtc-demo:test").unwrap()),
         };
         let objs = render(&dir, &spec).unwrap();
         let kinds: Vec<&str> = objs.iter().map(|o| o["kind"].as_str().unwrap()).collect();

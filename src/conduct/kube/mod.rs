@@ -33,6 +33,8 @@ use super::load_driver::{EngineDriver, LoadDriver, Unconfigured, STOP_DEADLINE};
 use super::model::*;
 use super::timeline::{PodCounts, Timeline};
 use crate::load::LoadConfig;
+use crate::image_ref::{ImageRef, PLACEHOLDER_NAME};
+use crate::kustomize::ImageOverride;
 use crate::scenario::Scenario;
 
 pub mod apply;
@@ -205,8 +207,8 @@ pub struct KubeConfig {
     pub in_cluster_load: bool,
     /// The run's id (report folder name), annotated on the load Job.
     pub run_id: String,
-    /// Image for the load Job (None: the template's).
-    pub load_image: Option<String>,
+    /// The image of the service Deployment and the load Job (None: the manifests').
+    pub image: Option<ImageRef>,
     /// Port of the Service (the in-cluster load's target).
     pub service_port: u16,
     /// The rendered manifests, rendered once by [`configure`] (or [`KubeConfig::render`]).
@@ -217,7 +219,11 @@ impl KubeConfig {
     /// Renders the manifests (extra folders, then the overlay) in this backend's namespace.
     pub fn render(&self) -> Result<Vec<Value>, KubeError> {
         let m = &self.scenario.manifests;
-        Ok(apply::render_manifests(&self.root, &m.overlay, &m.extra, &m.namespace, &self.namespace)?)
+        let mut objects = apply::render_manifests(&self.root, &m.overlay, &m.extra, &m.namespace, &self.namespace)?;
+        if let Some(image) = &self.image {
+            ImageOverride::replacing(PLACEHOLDER_NAME, image).apply(objects.iter_mut());
+        }
+        Ok(objects)
     }
 
     pub fn kubectl(&self) -> kubectl::Kubectl {
@@ -234,7 +240,7 @@ impl KubeConfig {
             namespace: self.namespace.clone(),
             stage: None,
             service_url: load_job::service_url(&self.scenario.manifests.service, &self.namespace, self.service_port),
-            image: self.load_image.clone(),
+            image: self.image.clone(),
         })
     }
 
@@ -248,6 +254,7 @@ impl KubeConfig {
             prometheus: self.prometheus.clone(),
             prometheus_service: ("monitoring".into(), "prometheus-operated".into(), 9090),
             load_url: if self.in_cluster_load { None } else { self.load_url.clone() },
+            images: crate::kustomize::images_of(objects),
         }
     }
 }
@@ -267,8 +274,8 @@ pub struct KubeArgs {
     pub root: PathBuf,
     /// The run's id (the report folder's name).
     pub run_id: String,
-    /// `--load-image` (None: the load Job template's image).
-    pub load_image: Option<String>,
+    /// `--image`, else the scenario's `[manifests] image` (None: the manifests').
+    pub image: Option<ImageRef>,
 }
 
 /// Connects (failing within 10 s with the server's address, or listing the contexts when
@@ -296,7 +303,7 @@ pub async fn configure(a: KubeArgs) -> Result<KubeConfig, KubeError> {
         load_url,
         in_cluster_load: in_cluster,
         run_id: a.run_id,
-        load_image: a.load_image,
+        image: a.image,
         service_port: 80,
         objects: Vec::new(),
     };

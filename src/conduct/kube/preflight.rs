@@ -15,6 +15,7 @@ use serde_json::Value;
 use super::error_text;
 use super::kubectl::Kubectl;
 use super::prometheus::Source;
+use crate::image_ref::ImageRef;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -225,6 +226,33 @@ pub struct Plan {
     pub prometheus_service: (String, String, u16),
     /// Where load from this machine goes (`[load] url`; None with in-cluster load).
     pub load_url: Option<String>,
+    /// The container images the objects run (the load Job gets the same `--image`).
+    pub images: Vec<String>,
+}
+
+/// Whether the images are the presenter's own: the manifests' placeholder is a repository no
+/// registry serves, so every pod would wait in ImagePullBackOff.
+pub fn image_check(images: &[String], namespace: &str) -> Check {
+    let kubectl = format!("kubectl -n {namespace} get deployments,jobs -o wide");
+    let placeholder: Vec<&str> = images
+        .iter()
+        .map(String::as_str)
+        .filter(|i| ImageRef::parse(i).is_ok_and(|r| r.is_placeholder()))
+        .collect();
+    if placeholder.is_empty() {
+        return Check::new("image", Verdict::Ok, images.join(", "), kubectl);
+    }
+    Check::new(
+        "image",
+        Verdict::Warn,
+        format!(
+            "{} is the manifests' placeholder, which no registry serves: pods will wait in ImagePullBackOff. \
+Build and push your own (README \"Build and push the image\"), then pass --image REGISTRY/rtc-demo:TAG \
+or set [manifests] image",
+            placeholder.join(", ")
+        ),
+        kubectl,
+    )
 }
 
 /// A warning when load from this machine goes to this machine: that is a `kubectl
@@ -281,6 +309,7 @@ pub async fn run(client: &Client, plan: &Plan, k: &Kubectl) -> Vec<Check> {
     if let Some(c) = plan.load_url.as_deref().and_then(|u| load_target_check(u, &plan.namespace)) {
         out.push(c);
     }
+    out.push(image_check(&plan.images, &plan.namespace));
     // 2. allowed
     let ssar: Api<SelfSubjectAccessReview> = Api::all(client.clone());
     let mut denied = Vec::new();
@@ -511,6 +540,17 @@ mod tests {
         }
         assert_eq!(load_target_check("http://gpu-media.example.com", "rtc"), None);
         assert_eq!(load_target_check("http://10.0.0.7:80", "rtc"), None);
+    }
+
+    #[test]
+    fn the_placeholder_image_is_a_warning() {
+        let own = image_check(&["registry.example/me/rtc-demo:0.2.0".into()], "rtc");
+        assert_eq!(own.verdict, Verdict::Ok, "{own:?}");
+        let placeholder = image_check(&["ghcr.io/rtc-demo/rtc-demo:0.1.0".into(), "other/sidecar:1".into()], "rtc");
+        assert_eq!(placeholder.verdict, Verdict::Warn);
+        assert!(placeholder.detail.starts_with("ghcr.io/rtc-demo/rtc-demo:0.1.0 is the manifests' placeholder"), "{placeholder:?}");
+        assert!(placeholder.detail.contains("--image REGISTRY/rtc-demo:TAG"));
+        assert_eq!(placeholder.kubectl, "kubectl -n rtc get deployments,jobs -o wide");
     }
 
     #[test]
