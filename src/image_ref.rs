@@ -11,7 +11,8 @@
 //! digest          := algorithm ":" hex{32,}     (algorithm: [A-Za-z][A-Za-z0-9]* joined by + . _ -)
 //! ```
 //! The first component is the registry when it holds a `.` or a `:`, or is `localhost`
-//! (distribution's `splitDockerDomain`); the whole name is at most 255 characters.
+//! (distribution's `splitDockerDomain`); the path after it is at most 255 characters
+//! (`RepositoryNameTotalLengthMax`).
 
 use std::fmt;
 
@@ -73,9 +74,6 @@ impl ImageRef {
         if name.is_empty() {
             return Err(fail(0, "no repository name"));
         }
-        if name.len() > 255 {
-            return Err(fail(255, "repository name longer than 255 characters"));
-        }
         let mut offset = 0;
         let mut components = name.split('/').peekable();
         let first = components.peek().copied().unwrap_or("");
@@ -84,6 +82,9 @@ impl ImageRef {
             check_domain(first).map_err(|(i, p)| fail(i, p))?;
             offset = first.len() + 1;
             components.next();
+        }
+        if name.len() - offset > 255 {
+            return Err(fail(offset + 255, "repository path longer than 255 characters"));
         }
         for c in components {
             check_path_component(c).map_err(|(i, p)| fail(offset + i, p))?;
@@ -243,5 +244,7 @@ mod tests {
             assert!(e.to_string().contains("expected [REGISTRY[:PORT]/]PATH[:TAG]"), "{e}");
         }
         assert!(ImageRef::parse(&format!("a:{}", "t".repeat(129))).is_err());
+        assert!(ImageRef::parse(&format!("reg.example/{}", "p".repeat(255))).is_ok());
+        assert!(ImageRef::parse(&format!("reg.example/{}", "p".repeat(256))).unwrap_err().problem.contains("255"));
     }
 }

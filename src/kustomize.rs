@@ -152,8 +152,11 @@ struct Kustomization {
 }
 
 /// One entry of a kustomization's `images` (kustomize `api/types/image.go`, `Image`): the
-/// images named `name` get `newName` for their name, and `digest` (which drops any tag) or
-/// else `newTag` (which drops any digest); what is not given is kept.
+/// images named `name` (matched without tag and digest, `api/internal/image/image.go`
+/// `IsImageMatched`) get `newName` for their name; `newTag` alone drops the old digest,
+/// `digest` alone drops the old tag, both give `name:newTag@digest`, neither keeps what the
+/// image had (`api/filters/imagetag/updater.go`, `SetImageValue`, kustomize ≥ v4.5.3).
+/// `tagSuffix` is not supported.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ImageOverride {
@@ -185,9 +188,10 @@ impl ImageOverride {
             return None;
         }
         let name = self.new_name.as_deref().unwrap_or(name);
-        Some(match (&self.digest, &self.new_tag) {
-            (Some(d), _) => format!("{name}@{d}"),
-            (None, Some(t)) => format!("{name}:{t}"),
+        Some(match (&self.new_tag, &self.digest) {
+            (Some(t), Some(d)) => format!("{name}:{t}@{d}"),
+            (Some(t), None) => format!("{name}:{t}"),
+            (None, Some(d)) => format!("{name}@{d}"),
             (None, None) => format!("{name}{tag}{digest}"),
         })
     }
@@ -236,7 +240,8 @@ pub fn images_of(objects: &[Value]) -> Vec<String> {
     out.into_iter().collect()
 }
 
-/// `(name, ":tag" or "", "@digest" or "")`; a `:` before the last `/` is a registry port.
+/// `(name, ":tag" or "", "@digest" or "")`; a `:` before the last `/` is a registry port
+/// (kustomize `api/internal/image/image.go`, `Split`).
 fn split_image(image: &str) -> (&str, &str, &str) {
     let (rest, digest) = match image.find('@') {
         Some(i) => (&image[..i], &image[i..]),
@@ -483,7 +488,8 @@ mod tests {
             digest: dg.map(Into::into),
         };
         assert_eq!(o(Some("2"), None).apply_to(&format!("a/b:1@{digest}")).as_deref(), Some("a/b:2"));
-        assert_eq!(o(Some("2"), Some(&digest)).apply_to("a/b:1").unwrap(), format!("a/b@{digest}"));
+        assert_eq!(o(Some("2"), Some(&digest)).apply_to("a/b:1").unwrap(), format!("a/b:2@{digest}"));
+        assert_eq!(o(None, Some(&digest)).apply_to("a/b:1").unwrap(), format!("a/b@{digest}"));
         assert_eq!(o(None, None).apply_to("a/b").as_deref(), Some("a/b"));
         assert_eq!(o(Some("2"), None).apply_to("a/bc:1"), None);
         assert_eq!(o(Some("2"), None).apply_to("host:5000/a/b:1"), None);

@@ -481,6 +481,68 @@ async fn watchers_turn_pods_hpa_and_events_into_snapshots() {
     be.shutdown(false).await;
 }
 
+/// Pod statuses of pods that do not start, as the kubelet writes them (sources in the file).
+fn stuck_pod(name: &str, reason: &str, rv: &str) -> Value {
+    let fixtures: Value =
+        serde_json::from_str(include_str!("fixtures/kube/pods-not-starting.json")).expect("fixture parses");
+    let mut p = pod(name, "Pending", false, rv);
+    p["status"] = fixtures[reason].clone();
+    p
+}
+
+#[tokio::test]
+async fn the_rollout_view_says_why_pods_do_not_start_with_the_kubectl_to_see_it() {
+    let (client, _log) = mock(|s| {
+        if s.path() == "/version" {
+            return version();
+        }
+        let watching = s.query().contains("watch=true");
+        match (s.path(), watching) {
+            ("/api/v1/namespaces/rtc/pods", false) => list(
+                "Pod",
+                vec![stuck_pod("gpu-media-a", "ErrImagePull", "10"), stuck_pod("gpu-media-b", "ImagePullBackOff", "11")],
+            ),
+            ("/api/v1/namespaces/rtc/pods", true) => {
+                watch_stream(vec![("ADDED", stuck_pod("gpu-media-c", "CrashLoopBackOff", "12"))])
+            }
+            (_, true) => Answer::Hang,
+            ("/api/v1/namespaces/rtc/events", false) => list("Event", vec![]),
+            ("/apis/autoscaling/v2/namespaces/rtc/horizontalpodautoscalers", false) => {
+                list("HorizontalPodAutoscaler", vec![])
+            }
+            ("/apis/apps/v1/namespaces/rtc/deployments", false) => list("Deployment", vec![]),
+            _ => status(404, "NotFound", &format!("mock: no route for {} {}", s.method, s.uri)),
+        }
+    });
+    let mut be = kb::start_backend(kube_config(client, false)).expect("start");
+    let mut rx = be.subscribe();
+    let snap = wait_for(&mut rx, "three pods that do not start", |s| {
+        s.pods.len() == 3 && s.pods.iter().all(|p| p.problem.as_ref().is_some_and(|x| !x.kubectl.is_empty()))
+    })
+    .await;
+    let problem = |name: &str| snap.pods.iter().find(|p| p.name == name).and_then(|p| p.problem.clone()).unwrap();
+    let pull = problem("gpu-media-a");
+    assert_eq!((pull.reason.as_str(), pull.container.as_str()), ("ErrImagePull", "gpu-media"));
+    assert!(pull.message.contains("registry.example/me/rtc-demo:0.2.0: not found"), "{pull:?}");
+    assert!(pull.hint.as_deref().is_some_and(|h| h.contains("cannot pull the image")), "{pull:?}");
+    assert_eq!(pull.kubectl, "kubectl --context mock -n rtc describe pod gpu-media-a");
+    let backoff = problem("gpu-media-b");
+    assert_eq!(backoff.reason, "ImagePullBackOff");
+    assert!(backoff.message.starts_with("Back-off pulling image \"registry.example/me/rtc-demo:0.2.0\""), "{backoff:?}");
+    assert_eq!(backoff.kubectl, "kubectl --context mock -n rtc describe pod gpu-media-b");
+    let crash = problem("gpu-media-c");
+    assert_eq!(crash.reason, "CrashLoopBackOff");
+    assert!(
+        crash.message.contains("last exit: Error (exit code 255): exec /usr/local/bin/rtc-demo: exec format error"),
+        "{crash:?}"
+    );
+    assert!(crash.hint.as_deref().is_some_and(|h| h.contains("--platform linux/amd64")), "{crash:?}");
+    assert_eq!(crash.kubectl, "kubectl --context mock -n rtc logs gpu-media-c -c gpu-media --previous");
+    // The first stuck pod's command heads the kubectl panel.
+    assert_eq!(snap.kubectl[0], "kubectl --context mock -n rtc describe pod gpu-media-a", "{:#?}", snap.kubectl);
+    be.shutdown(false).await;
+}
+
 #[tokio::test]
 async fn a_forbidden_watch_shows_in_the_status_line_with_the_kubectl_check() {
     let (client, _log) = mock(|s| {

@@ -54,6 +54,23 @@ pub struct PodInfo {
     pub node: String,
     pub age_s: u64,
     pub restarts: u32,
+    /// Why the pod does not start (None: nothing wrong, or the local backend).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<PodProblem>,
+}
+
+/// Why a pod does not start: the reason kubectl's STATUS column shows (`ErrImagePull`,
+/// `ImagePullBackOff`, `CrashLoopBackOff` …) with the kubelet's own message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct PodProblem {
+    pub container: String,
+    pub reason: String,
+    /// The waiting message, then for a crash the last exit (reason, code, message).
+    pub message: String,
+    /// What to do, when the message says what is wrong (wrong CPU architecture, no such image).
+    pub hint: Option<String>,
+    /// The kubectl command that shows the same (set by the kube backend).
+    pub kubectl: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]

@@ -76,6 +76,7 @@ pub fn frame(report: &Report, i: usize, paused: bool) -> ClusterSnapshot {
             node: "(recorded)".into(),
             age_s: 0,
             restarts: 0,
+            problem: None,
         })
         .collect();
     let h = &report.summary.hpa;

@@ -65,10 +65,14 @@ def test_layout_has_every_folder_spec_5_lists():
 
 
 @pytest.mark.parametrize("d", sorted(EXPECTED_DIRS))
-def test_kustomization_uses_only_resources_and_namespace(d):
+def test_kustomization_uses_only_resources_namespace_and_images(d):
     k = load_yaml(MANIFESTS / d / "kustomization.yaml")
-    assert set(k) <= {"apiVersion", "kind", "resources", "namespace"}, f"{d}: {sorted(k)}"
+    assert set(k) <= {"apiVersion", "kind", "resources", "namespace", "images"}, f"{d}: {sorted(k)}"
     assert k["resources"], d
+    # The one place a `kubectl apply -k` user names their image: the placeholder's name.
+    for image in k.get("images", []):
+        assert image["name"] == "ghcr.io/rtc-demo/rtc-demo", f"{d}: {image}"
+        assert set(image) <= {"name", "newName", "newTag", "digest"}, f"{d}: {image}"
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

@@ -174,6 +174,16 @@ impl Kubectl {
         format!("{} get events --sort-by=.lastTimestamp -w", self.ns())
     }
 
+    /// Why one pod does not start: its container states and the kubelet's events.
+    pub fn describe_pod(&self, pod: &str) -> String {
+        format!("{} describe pod {}", self.ns(), sh_quote(pod))
+    }
+
+    /// What a crashed container printed before it exited.
+    pub fn logs_previous(&self, pod: &str, container: &str) -> String {
+        format!("{} logs {} -c {} --previous", self.ns(), sh_quote(pod), sh_quote(container))
+    }
+
     /// Logs of the service's pods (one line per request error, start-up, drain).
     pub fn logs_pods(&self, selector: &str) -> String {
         format!("{} logs -l {} --prefix --tail=20 -f", self.ns(), sh_quote(selector))

@@ -789,13 +789,24 @@ impl Controller {
             (None, Some(w)) => Some(format!("{w} (check: {})", self.k.auth_can_i_list())),
             (None, None) => None,
         };
+        let mut pods = self.view.pods(now_unix);
+        for (pod, problem) in pods.iter_mut().filter_map(|p| Some((p.name.clone(), p.problem.as_mut()?))) {
+            problem.kubectl = if problem.reason == "CrashLoopBackOff" {
+                self.k.logs_previous(&pod, &problem.container)
+            } else {
+                self.k.describe_pod(&pod)
+            };
+        }
+        if let Some(p) = pods.iter().find_map(|p| p.problem.as_ref()) {
+            kubectl.insert(0, p.kubectl.clone());
+        }
         let snap = ClusterSnapshot {
             at_s: self.now_s(),
             backend: BackendLabel::Kube {
                 context: self.cfg.connected.context.clone(),
                 namespace: self.cfg.namespace.clone(),
             },
-            pods: self.view.pods(now_unix),
+            pods,
             autoscaler: self.view.autoscaler(),
             events,
             series: self.timeline.series(),

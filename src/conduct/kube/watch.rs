@@ -9,14 +9,14 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::{HorizontalPodAutoscaler, MetricStatus, MetricTarget, MetricValueStatus};
-use k8s_openapi::api::core::v1::{Event, Pod};
+use k8s_openapi::api::core::v1::{Event, Pod, PodStatus};
 use kube::api::Api;
 use kube::runtime::watcher;
 use kube::Client;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::conduct::model::{AutoscalerState, ConditionInfo, EventInfo, PodInfo};
+use crate::conduct::model::{AutoscalerState, ConditionInfo, EventInfo, PodInfo, PodProblem};
 
 /// Events kept for the panel.
 pub const MAX_EVENTS: usize = 200;
@@ -64,6 +64,53 @@ pub fn pod_info(p: &Pod, now: f64) -> PodInfo {
         node: p.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default(),
         age_s: (now - created).max(0.0) as u64,
         restarts,
+        problem: if terminating { None } else { st.and_then(pod_problem) },
+    }
+}
+
+/// Waiting reasons of a container that is on its way up, not stuck.
+const STARTING: [&str; 2] = ["ContainerCreating", "PodInitializing"];
+
+/// The first container (init containers first, as the kubelet starts them) that waits for a
+/// reason other than starting up. The reasons are the kubelet's: `ErrImagePull`,
+/// `ImagePullBackOff`, `InvalidImageName` (pkg/kubelet/images/types.go), `CrashLoopBackOff`
+/// (pkg/kubelet/container/sync_result.go), `CreateContainerConfigError` …
+pub fn pod_problem(st: &PodStatus) -> Option<PodProblem> {
+    let all = st.init_container_statuses.iter().flatten().chain(st.container_statuses.iter().flatten());
+    all.filter_map(|c| {
+        let waiting = c.state.as_ref()?.waiting.as_ref()?;
+        let reason = waiting.reason.clone().filter(|r| !r.is_empty() && !STARTING.contains(&r.as_str()))?;
+        let mut message = waiting.message.clone().unwrap_or_default();
+        if let Some(t) = c.last_state.as_ref().and_then(|l| l.terminated.as_ref()) {
+            let last = format!(
+                "last exit: {} (exit code {}){}",
+                t.reason.as_deref().unwrap_or("terminated"),
+                t.exit_code,
+                t.message.as_deref().map(str::trim).filter(|m| !m.is_empty()).map(|m| format!(": {m}")).unwrap_or_default()
+            );
+            message = if message.is_empty() { last } else { format!("{message}; {last}") };
+        }
+        let hint = problem_hint(&reason, &message);
+        Some(PodProblem { container: c.name.clone(), reason, message, hint, kubectl: String::new() })
+    })
+    .next()
+}
+
+fn problem_hint(reason: &str, message: &str) -> Option<String> {
+    if message.contains("exec format error") {
+        return Some(
+            "the image is built for another CPU architecture than the node's: build it with \
+docker buildx build --platform linux/amd64 (README \"Build and push the image\")"
+                .into(),
+        );
+    }
+    match reason {
+        "ErrImagePull" | "ImagePullBackOff" | "InvalidImageName" | "ErrImageNeverPull" => Some(
+            "the nodes cannot pull the image: push it, check --image / [manifests] image, and give a private \
+registry's credentials as imagePullSecrets (README \"Build and push the image\")"
+                .into(),
+        ),
+        _ => None,
     }
 }
 

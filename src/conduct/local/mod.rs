@@ -581,6 +581,7 @@ impl Controller {
                 node: format!("localhost:{}", r.port),
                 age_s: r.created.elapsed().as_secs(),
                 restarts: r.restarts,
+                problem: None,
             })
             .collect();
         let ns = &self.cfg.namespace;

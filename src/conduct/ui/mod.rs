@@ -264,6 +264,7 @@ pub(crate) mod fixtures {
                     node: "localhost".into(),
                     age_s: 130 - i * 10,
                     restarts: (i == 2) as u32,
+                    problem: None,
                 })
                 .collect(),
             autoscaler: Some(AutoscalerState {
