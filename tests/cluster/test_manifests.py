@@ -319,7 +319,8 @@ def test_deployment_operations(rendered, variant):
     res = c["resources"]
     if variant == "gpu":
         assert res["limits"]["nvidia.com/gpu"] == res["requests"]["nvidia.com/gpu"] == "1"
-        assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+        # The GPU request places the pod; a label only the GPU Operator sets must not be needed.
+        assert "nodeSelector" not in pod
         assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
     else:
         assert "nvidia.com/gpu" not in res["limits"] and "nvidia.com/gpu" not in res.get("requests", {})
@@ -446,5 +447,8 @@ def test_load_job_template_and_rbac(rendered):
     np = one(objs, "NetworkPolicy", "rtc-demo-load")
     assert np["spec"]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "rtc-demo-load"}
     assert not np["spec"].get("ingress")
-    targets = [t for rule in np["spec"]["egress"] for t in rule["to"]]
+    targets = [t for rule in np["spec"]["egress"] for t in rule.get("to", [])]
     assert {"podSelector": {"matchLabels": POD_LABELS}} in targets
+    # DNS on port 53, UDP and TCP, to any destination (NodeLocal DNSCache, cloud DNS).
+    dns = [r for r in np["spec"]["egress"] if "to" not in r]
+    assert len(dns) == 1 and {(p["protocol"], p["port"]) for p in dns[0]["ports"]} == {("UDP", 53), ("TCP", 53)}
