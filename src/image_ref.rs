@@ -46,7 +46,8 @@ pub struct ImageRefError {
 
 impl ImageRef {
     pub fn parse(input: &str) -> Result<ImageRef, ImageRefError> {
-        let fail = |at: usize, problem: &str| ImageRefError { input: input.into(), at: at + 1, problem: problem.into() };
+        let fail =
+            |at: usize, problem: &str| ImageRefError { input: input.into(), at: at + 1, problem: problem.into() };
         if input.is_empty() {
             return Err(fail(0, "empty"));
         }
@@ -195,9 +196,9 @@ fn check_digest(d: &str) -> Result<(), Problem> {
     let Some((algorithm, hex)) = d.split_once(':') else {
         return Err((0, "a digest is ALGORITHM:HEX (e.g. sha256:…)"));
     };
-    let components_ok = algorithm
-        .split(['+', '.', '_', '-'])
-        .all(|c| c.as_bytes().first().is_some_and(u8::is_ascii_alphabetic) && c.bytes().all(|x| x.is_ascii_alphanumeric()));
+    let components_ok = algorithm.split(['+', '.', '_', '-']).all(|c| {
+        c.as_bytes().first().is_some_and(u8::is_ascii_alphabetic) && c.bytes().all(|x| x.is_ascii_alphanumeric())
+    });
     if !components_ok {
         return Err((0, "invalid digest algorithm"));
     }
@@ -219,7 +220,9 @@ mod tests {
         let d = format!("sha256:{}", "a".repeat(64));
         let r = ImageRef::parse(&format!("localhost:5000/rtc-demo@{d}")).unwrap();
         assert_eq!((r.tag, r.digest.as_deref()), (None, Some(d.as_str())));
-        for ok in ["rtc-demo", "docker.io/library/rtc_demo:v1", "a/b__c/d--e.f:T_1.x", "ghcr.io/rtc-demo/rtc-demo:0.1.0"] {
+        for ok in
+            ["rtc-demo", "docker.io/library/rtc_demo:v1", "a/b__c/d--e.f:T_1.x", "ghcr.io/rtc-demo/rtc-demo:0.1.0"]
+        {
             assert_eq!(ImageRef::parse(ok).unwrap().to_string(), ok);
         }
         assert!(ImageRef::parse(PLACEHOLDER_NAME).unwrap().is_placeholder());

@@ -500,7 +500,10 @@ async fn the_rollout_view_says_why_pods_do_not_start_with_the_kubectl_to_see_it(
         match (s.path(), watching) {
             ("/api/v1/namespaces/rtc/pods", false) => list(
                 "Pod",
-                vec![stuck_pod("gpu-media-a", "ErrImagePull", "10"), stuck_pod("gpu-media-b", "ImagePullBackOff", "11")],
+                vec![
+                    stuck_pod("gpu-media-a", "ErrImagePull", "10"),
+                    stuck_pod("gpu-media-b", "ImagePullBackOff", "11"),
+                ],
             ),
             ("/api/v1/namespaces/rtc/pods", true) => {
                 watch_stream(vec![("ADDED", stuck_pod("gpu-media-c", "CrashLoopBackOff", "12"))])
@@ -528,7 +531,10 @@ async fn the_rollout_view_says_why_pods_do_not_start_with_the_kubectl_to_see_it(
     assert_eq!(pull.kubectl, "kubectl --context mock -n rtc describe pod gpu-media-a");
     let backoff = problem("gpu-media-b");
     assert_eq!(backoff.reason, "ImagePullBackOff");
-    assert!(backoff.message.starts_with("Back-off pulling image \"registry.example/me/rtc-demo:0.2.0\""), "{backoff:?}");
+    assert!(
+        backoff.message.starts_with("Back-off pulling image \"registry.example/me/rtc-demo:0.2.0\""),
+        "{backoff:?}"
+    );
     assert_eq!(backoff.kubectl, "kubectl --context mock -n rtc describe pod gpu-media-b");
     let crash = problem("gpu-media-c");
     assert_eq!(crash.reason, "CrashLoopBackOff");

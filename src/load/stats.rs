@@ -345,7 +345,14 @@ mod tests {
         assert_eq!(exact.p50_ms, 0.501);
         assert_eq!(exact.p95_ms, 0.951);
         assert_eq!(exact.max_ms, 2000.0);
-        for (a, b) in [(exact.p50_ms, hist.p50_ms), (exact.p90_ms, hist.p90_ms), (exact.p99_ms, hist.p99_ms), (exact.p999_ms, hist.p999_ms), (exact.max_ms, hist.max_ms), (exact.mean_ms, hist.mean_ms)] {
+        for (a, b) in [
+            (exact.p50_ms, hist.p50_ms),
+            (exact.p90_ms, hist.p90_ms),
+            (exact.p99_ms, hist.p99_ms),
+            (exact.p999_ms, hist.p999_ms),
+            (exact.max_ms, hist.max_ms),
+            (exact.mean_ms, hist.mean_ms),
+        ] {
             assert!((a - b).abs() <= b * 1e-3, "exact {a} vs histogram {b}");
         }
         assert_eq!(Percentiles::of_samples(&mut []), Percentiles::default());

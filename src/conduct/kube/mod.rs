@@ -32,9 +32,9 @@ use tokio::task::JoinHandle;
 use super::load_driver::{EngineDriver, LoadDriver, Unconfigured, STOP_DEADLINE};
 use super::model::*;
 use super::timeline::{PodCounts, Timeline};
-use crate::load::LoadConfig;
 use crate::image_ref::{ImageRef, PLACEHOLDER_NAME};
 use crate::kustomize::ImageOverride;
+use crate::load::LoadConfig;
 use crate::scenario::Scenario;
 
 pub mod apply;

@@ -234,11 +234,8 @@ pub struct Plan {
 /// registry serves, so every pod would wait in ImagePullBackOff.
 pub fn image_check(images: &[String], namespace: &str) -> Check {
     let kubectl = format!("kubectl -n {namespace} get deployments,jobs -o wide");
-    let placeholder: Vec<&str> = images
-        .iter()
-        .map(String::as_str)
-        .filter(|i| ImageRef::parse(i).is_ok_and(|r| r.is_placeholder()))
-        .collect();
+    let placeholder: Vec<&str> =
+        images.iter().map(String::as_str).filter(|i| ImageRef::parse(i).is_ok_and(|r| r.is_placeholder())).collect();
     if placeholder.is_empty() {
         return Check::new("image", Verdict::Ok, images.join(", "), kubectl);
     }
@@ -548,7 +545,10 @@ mod tests {
         assert_eq!(own.verdict, Verdict::Ok, "{own:?}");
         let placeholder = image_check(&["ghcr.io/rtc-demo/rtc-demo:0.1.0".into(), "other/sidecar:1".into()], "rtc");
         assert_eq!(placeholder.verdict, Verdict::Warn);
-        assert!(placeholder.detail.starts_with("ghcr.io/rtc-demo/rtc-demo:0.1.0 is the manifests' placeholder"), "{placeholder:?}");
+        assert!(
+            placeholder.detail.starts_with("ghcr.io/rtc-demo/rtc-demo:0.1.0 is the manifests' placeholder"),
+            "{placeholder:?}"
+        );
         assert!(placeholder.detail.contains("--image REGISTRY/rtc-demo:TAG"));
         assert_eq!(placeholder.kubectl, "kubectl -n rtc get deployments,jobs -o wide");
     }

@@ -86,7 +86,12 @@ pub fn pod_problem(st: &PodStatus) -> Option<PodProblem> {
                 "last exit: {} (exit code {}){}",
                 t.reason.as_deref().unwrap_or("terminated"),
                 t.exit_code,
-                t.message.as_deref().map(str::trim).filter(|m| !m.is_empty()).map(|m| format!(": {m}")).unwrap_or_default()
+                t.message
+                    .as_deref()
+                    .map(str::trim)
+                    .filter(|m| !m.is_empty())
+                    .map(|m| format!(": {m}"))
+                    .unwrap_or_default()
             );
             message = if message.is_empty() { last } else { format!("{message}; {last}") };
         }

@@ -81,7 +81,8 @@ pub fn render(app: &App, f: &mut Frame, area: Rect) {
             Row::new(cells).style(st)
         })
         .collect();
-    let mut widths = vec![Constraint::Min(8), Constraint::Length(status_w), Constraint::Length(3), Constraint::Length(4)];
+    let mut widths =
+        vec![Constraint::Min(8), Constraint::Length(status_w), Constraint::Length(3), Constraint::Length(4)];
     let mut header = vec!["NAME", "STATUS", "RST", "AGE"];
     if wide {
         widths.push(Constraint::Min(6));
