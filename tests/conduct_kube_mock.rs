@@ -505,9 +505,10 @@ async fn the_rollout_view_says_why_pods_do_not_start_with_the_kubectl_to_see_it(
                     stuck_pod("gpu-media-b", "ImagePullBackOff", "11"),
                 ],
             ),
-            ("/api/v1/namespaces/rtc/pods", true) => {
-                watch_stream(vec![("ADDED", stuck_pod("gpu-media-c", "CrashLoopBackOff", "12"))])
-            }
+            ("/api/v1/namespaces/rtc/pods", true) => watch_stream(vec![
+                ("ADDED", stuck_pod("gpu-media-c", "CrashLoopBackOff", "12")),
+                ("ADDED", stuck_pod("gpu-media-d", "Unschedulable", "13")),
+            ]),
             (_, true) => Answer::Hang,
             ("/api/v1/namespaces/rtc/events", false) => list("Event", vec![]),
             ("/apis/autoscaling/v2/namespaces/rtc/horizontalpodautoscalers", false) => {
@@ -519,8 +520,8 @@ async fn the_rollout_view_says_why_pods_do_not_start_with_the_kubectl_to_see_it(
     });
     let mut be = kb::start_backend(kube_config(client, false)).expect("start");
     let mut rx = be.subscribe();
-    let snap = wait_for(&mut rx, "three pods that do not start", |s| {
-        s.pods.len() == 3 && s.pods.iter().all(|p| p.problem.as_ref().is_some_and(|x| !x.kubectl.is_empty()))
+    let snap = wait_for(&mut rx, "four pods that do not start", |s| {
+        s.pods.len() == 4 && s.pods.iter().all(|p| p.problem.as_ref().is_some_and(|x| !x.kubectl.is_empty()))
     })
     .await;
     let problem = |name: &str| snap.pods.iter().find(|p| p.name == name).and_then(|p| p.problem.clone()).unwrap();
@@ -544,6 +545,14 @@ async fn the_rollout_view_says_why_pods_do_not_start_with_the_kubectl_to_see_it(
     );
     assert!(crash.hint.as_deref().is_some_and(|h| h.contains("--platform linux/amd64")), "{crash:?}");
     assert_eq!(crash.kubectl, "kubectl --context mock -n rtc logs gpu-media-c -c gpu-media --previous");
+    let unschedulable = problem("gpu-media-d");
+    assert_eq!(unschedulable.reason, "Unschedulable");
+    assert!(
+        unschedulable.message.starts_with("0/3 nodes are available: 3 Insufficient nvidia.com/gpu."),
+        "{unschedulable:?}"
+    );
+    assert!(unschedulable.hint.as_deref().is_some_and(|h| h.contains("every GPU is taken")), "{unschedulable:?}");
+    assert_eq!(unschedulable.kubectl, "kubectl --context mock -n rtc describe pod gpu-media-d");
     // The first stuck pod's command heads the kubectl panel.
     assert_eq!(snap.kubectl[0], "kubectl --context mock -n rtc describe pod gpu-media-a", "{:#?}", snap.kubectl);
     be.shutdown(false).await;

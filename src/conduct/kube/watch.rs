@@ -71,10 +71,12 @@ pub fn pod_info(p: &Pod, now: f64) -> PodInfo {
 /// Waiting reasons of a container that is on its way up, not stuck.
 const STARTING: [&str; 2] = ["ContainerCreating", "PodInitializing"];
 
-/// The first container (init containers first, as the kubelet starts them) that waits for a
-/// reason other than starting up. The reasons are the kubelet's: `ErrImagePull`,
-/// `ImagePullBackOff`, `InvalidImageName` (pkg/kubelet/images/types.go), `CrashLoopBackOff`
-/// (pkg/kubelet/container/sync_result.go), `CreateContainerConfigError` …
+/// Why the pod does not start: the first container (init containers first, as the kubelet
+/// starts them) that waits for a reason other than starting up, else a PodScheduled=False
+/// condition (the scheduler found no node). The reasons are the kubelet's and scheduler's:
+/// `ErrImagePull`, `ImagePullBackOff`, `InvalidImageName` (pkg/kubelet/images/types.go),
+/// `CrashLoopBackOff` (pkg/kubelet/container/sync_result.go), `Unschedulable`
+/// (k8s.io/api core/v1 `PodReasonUnschedulable`) …
 pub fn pod_problem(st: &PodStatus) -> Option<PodProblem> {
     let all = st.init_container_statuses.iter().flatten().chain(st.container_statuses.iter().flatten());
     all.filter_map(|c| {
@@ -99,6 +101,13 @@ pub fn pod_problem(st: &PodStatus) -> Option<PodProblem> {
         Some(PodProblem { container: c.name.clone(), reason, message, hint, kubectl: String::new() })
     })
     .next()
+    .or_else(|| {
+        let c = st.conditions.iter().flatten().find(|c| c.type_ == "PodScheduled" && c.status == "False")?;
+        let reason = c.reason.clone().filter(|r| !r.is_empty()).unwrap_or_else(|| "Unschedulable".into());
+        let message = c.message.clone().unwrap_or_default();
+        let hint = problem_hint(&reason, &message);
+        Some(PodProblem { container: String::new(), reason, message, hint, kubectl: String::new() })
+    })
 }
 
 fn problem_hint(reason: &str, message: &str) -> Option<String> {
@@ -106,6 +115,13 @@ fn problem_hint(reason: &str, message: &str) -> Option<String> {
         return Some(
             "the image is built for another CPU architecture than the node's: build it with \
 docker buildx build --platform linux/amd64 (README \"Build and push the image\")"
+                .into(),
+        );
+    }
+    if reason == "Unschedulable" && message.contains("Insufficient nvidia.com/gpu") {
+        return Some(
+            "every GPU is taken: add GPU nodes (let the node pool autoscale to maxReplicas) or lower the \
+autoscaler's maxReplicas"
                 .into(),
         );
     }
