@@ -319,13 +319,9 @@ fn parse_kustomization(path: &Path) -> Result<Kustomization, RenderError> {
         if let Some(n) = &image.new_name {
             ImageRef::parse(n).map_err(|e| bad(format!("newName: {e}")))?;
         }
-        let full = format!(
-            "{}{}{}",
-            image.new_name.as_deref().unwrap_or(&image.name),
-            image.new_tag.as_deref().map(|t| format!(":{t}")).unwrap_or_default(),
-            image.digest.as_deref().map(|d| format!("@{d}")).unwrap_or_default()
-        );
-        ImageRef::parse(&full).map_err(|e| bad(e.to_string()))?;
+        // What an image named `name` becomes must be a reference (tag and digest checked).
+        let result = image.apply_to(&image.name).unwrap_or_default();
+        ImageRef::parse(&result).map_err(|e| bad(e.to_string()))?;
     }
     Ok(k)
 }

@@ -251,20 +251,17 @@ mod tests {
         assert_eq!((s.achieved_rps, s.errors, s.shed, s.gpu_util, s.stage), (180.0, 2, 3, Some(71.0), 2));
         assert_eq!(s.p95_client_s, None);
         // The load pod's line wins over the counters.
-        let line = crate::conduct::kube::load_job::LoadLine {
-            second: 7,
-            ok: 190,
-            figures: ClientSecond {
-                offered_rps: 200.0,
-                achieved_rps: 198.0,
-                p95_corrected_s: Some(0.123),
-                p95_uncorrected_s: Some(0.088),
-                shed: 5,
-                errors: 3,
-                dropped: 0,
-            },
+        // As the in-cluster load pod's line gives it (`load_job::LoadLine::figures`).
+        let line = ClientSecond {
+            offered_rps: 200.0,
+            achieved_rps: 198.0,
+            p95_corrected_s: Some(0.123),
+            p95_uncorrected_s: Some(0.088),
+            shed: 5,
+            errors: 3,
+            dropped: 0,
         };
-        tl.client_second(line.figures, t0 + Duration::from_millis(500));
+        tl.client_second(line, t0 + Duration::from_millis(500));
         let s = tl.sample(1.0, t0 + Duration::from_secs(1), PODS, prom, false).clone();
         assert_eq!((s.offered_rps, s.achieved_rps, s.shed, s.errors), (200.0, 198.0, 5, 3));
         assert_eq!(s.p95_client_s, Some(0.123));

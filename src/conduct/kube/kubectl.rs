@@ -174,6 +174,16 @@ impl Kubectl {
         format!("{} get events --sort-by=.lastTimestamp -w", self.ns())
     }
 
+    /// The images the Deployment and the load Job run (the IMAGES column).
+    pub fn get_images(&self) -> String {
+        format!("{} get deployments,jobs -o wide", self.ns())
+    }
+
+    /// Where load from outside the cluster can enter (not a port-forward).
+    pub fn get_ingress(&self) -> String {
+        format!("{} get ingress,svc", self.ns())
+    }
+
     /// Why one pod does not start: its container states and the kubelet's events.
     pub fn describe_pod(&self, pod: &str) -> String {
         format!("{} describe pod {}", self.ns(), sh_quote(pod))

@@ -232,8 +232,8 @@ pub struct Plan {
 
 /// Whether the images are the presenter's own: the manifests' placeholder is a repository no
 /// registry serves, so every pod would wait in ImagePullBackOff.
-pub fn image_check(images: &[String], namespace: &str) -> Check {
-    let kubectl = format!("kubectl -n {namespace} get deployments,jobs -o wide");
+pub fn image_check(images: &[String], k: &Kubectl) -> Check {
+    let kubectl = k.get_images();
     let placeholder: Vec<&str> =
         images.iter().map(String::as_str).filter(|i| ImageRef::parse(i).is_ok_and(|r| r.is_placeholder())).collect();
     if placeholder.is_empty() {
@@ -255,7 +255,7 @@ or set [manifests] image",
 /// A warning when load from this machine goes to this machine: that is a `kubectl
 /// port-forward`, which tunnels every connection to one pod, so the pods the autoscaler adds
 /// get no load and p95 cannot come back under the SLO.
-pub fn load_target_check(load_url: &str, namespace: &str) -> Option<Check> {
+pub fn load_target_check(load_url: &str, k: &Kubectl) -> Option<Check> {
     let host = load_url.split("://").nth(1).unwrap_or(load_url).split(['/', '?']).next().unwrap_or("");
     let host = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host).trim_matches(['[', ']']);
     let local = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
@@ -267,7 +267,7 @@ pub fn load_target_check(load_url: &str, namespace: &str) -> Option<Check> {
                 "{load_url} is this machine, a port-forward: it sends every request to one pod, so added pods get none; \
 use an ingress URL or [load] from = \"in-cluster\""
             ),
-            format!("kubectl -n {namespace} get ingress,svc"),
+            k.get_ingress(),
         )
     })
 }
@@ -303,10 +303,10 @@ pub async fn run(client: &Client, plan: &Plan, k: &Kubectl) -> Vec<Check> {
             return skip_rest(out);
         }
     }
-    if let Some(c) = plan.load_url.as_deref().and_then(|u| load_target_check(u, &plan.namespace)) {
+    if let Some(c) = plan.load_url.as_deref().and_then(|u| load_target_check(u, k)) {
         out.push(c);
     }
-    out.push(image_check(&plan.images, &plan.namespace));
+    out.push(image_check(&plan.images, k));
     // 2. allowed
     let ssar: Api<SelfSubjectAccessReview> = Api::all(client.clone());
     let mut denied = Vec::new();
@@ -528,29 +528,34 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn k() -> Kubectl {
+        Kubectl::new(Some("demo"), "rtc")
+    }
+
     #[test]
     fn a_port_forwarded_load_target_is_warned_about() {
         for url in ["http://127.0.0.1:8080", "http://localhost:8080/", "http://[::1]:8080"] {
-            let c = load_target_check(url, "rtc").unwrap_or_else(|| panic!("{url}: no warning"));
+            let c = load_target_check(url, &k()).unwrap_or_else(|| panic!("{url}: no warning"));
             assert_eq!(c.verdict, Verdict::Warn);
             assert!(c.detail.contains("one pod") && c.detail.contains("in-cluster"), "{}", c.detail);
+            assert_eq!(c.kubectl, "kubectl --context demo -n rtc get ingress,svc");
         }
-        assert_eq!(load_target_check("http://gpu-media.example.com", "rtc"), None);
-        assert_eq!(load_target_check("http://10.0.0.7:80", "rtc"), None);
+        assert_eq!(load_target_check("http://gpu-media.example.com", &k()), None);
+        assert_eq!(load_target_check("http://10.0.0.7:80", &k()), None);
     }
 
     #[test]
     fn the_placeholder_image_is_a_warning() {
-        let own = image_check(&["registry.example/me/rtc-demo:0.2.0".into()], "rtc");
+        let own = image_check(&["registry.example/me/rtc-demo:0.2.0".into()], &k());
         assert_eq!(own.verdict, Verdict::Ok, "{own:?}");
-        let placeholder = image_check(&["ghcr.io/rtc-demo/rtc-demo:0.1.0".into(), "other/sidecar:1".into()], "rtc");
+        let placeholder = image_check(&["ghcr.io/rtc-demo/rtc-demo:0.1.0".into(), "other/sidecar:1".into()], &k());
         assert_eq!(placeholder.verdict, Verdict::Warn);
         assert!(
             placeholder.detail.starts_with("ghcr.io/rtc-demo/rtc-demo:0.1.0 is the manifests' placeholder"),
             "{placeholder:?}"
         );
         assert!(placeholder.detail.contains("--image REGISTRY/rtc-demo:TAG"));
-        assert_eq!(placeholder.kubectl, "kubectl -n rtc get deployments,jobs -o wide");
+        assert_eq!(placeholder.kubectl, "kubectl --context demo -n rtc get deployments,jobs -o wide");
     }
 
     #[test]
