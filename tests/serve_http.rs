@@ -1,10 +1,13 @@
 //! The real `serve` binary on a loopback port: every endpoint, every bad input of SPEC §1.
 mod serve_support;
 
+use std::sync::Arc;
+
 use rtc_service::device::{CpuDevice, Device, Job, JobInput, JobOutput, RawFormat};
 use rtc_service::effects::{ChainPlan, Effect, EffectParams};
 use rtc_service::frame::{hash32, synthesize, Frame};
 use rtc_service::i420::i420_len;
+use rtc_service::memory::BufferPool;
 use serve_support::Server;
 
 #[test]
@@ -75,16 +78,17 @@ fn raw_frames_come_back_processed_in_their_format() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("content-type"), Some("application/octet-stream"));
     assert!(r.header("x-compute-ms").is_some());
-    let device = CpuDevice::new(1).unwrap();
+    let device = CpuDevice::new(1, Arc::new(BufferPool::new(0))).unwrap();
     let plan = ChainPlan::new(vec![Effect::Blur, Effect::Color], EffectParams::default());
+    let mut expected = input.clone();
     let job = Job {
         width: w,
         height: h,
         iters: 1,
         plan: &plan,
-        input: JobInput::Raw { format: RawFormat::Rgba, bytes: &input },
+        input: JobInput::Raw { format: RawFormat::Rgba, frame: &mut expected },
     };
-    let JobOutput::Frame(expected) = device.process(&job).unwrap().output else { panic!("raw job gives a frame") };
+    assert_eq!(device.process(job).unwrap().output, JobOutput::FrameInPlace);
     assert_eq!(r.body, expected);
 
     let yuv = random_bytes(i420_len(w, h), 4);

@@ -10,14 +10,18 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use serde_json::json;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::device::{Device, Job, JobInput, JobOutput};
 use crate::effects::{ChainPlan, EFFECT_NAMES};
-use crate::metrics::Metrics;
+use crate::memory::{BufferPool, MemoryBudget, Refusal, Reservation};
+use crate::metrics::{Metrics, REJECT_MEMORY, REJECT_OVERLOAD};
 use crate::params::{self, ParamError, ProcessRequest, MAX_BODY_BYTES};
+
+/// How long a refused request's body may take to be read and thrown away (see `refuse`).
+const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
 /// Everything the handlers share. Cheap to clone.
 #[derive(Clone)]
@@ -28,6 +32,8 @@ pub struct AppState {
 struct Inner {
     device: Arc<dyn Device>,
     metrics: Metrics,
+    /// Admission by bytes: what a request needs must fit in what is left of the budget.
+    memory: Arc<MemoryBudget>,
     /// Admission: at most `max_inflight` /process requests past the door at once.
     admission: Arc<Semaphore>,
     max_inflight: usize,
@@ -45,12 +51,13 @@ pub struct AppConfig {
 }
 
 impl AppState {
-    pub fn new(device: Arc<dyn Device>, config: &AppConfig) -> Self {
+    pub fn new(device: Arc<dyn Device>, memory: Arc<MemoryBudget>, config: &AppConfig) -> Self {
         let metrics = Metrics::new(device.info(), config.p95_window);
         AppState {
             inner: Arc::new(Inner {
                 device,
                 metrics,
+                memory,
                 admission: Arc::new(Semaphore::new(config.max_inflight)),
                 max_inflight: config.max_inflight,
                 workers: Arc::new(Semaphore::new(config.workers)),
@@ -129,6 +136,7 @@ async fn index(State(state): State<AppState>) -> Json<serde_json::Value> {
             "max_inflight": inner.max_inflight,
             "workers": inner.worker_count,
         },
+        "memory": inner.memory.to_json(),
         "endpoints": ["/process", "/healthz", "/readyz", "/metrics"],
     }))
 }
@@ -148,7 +156,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    let text = state.inner.metrics.render(state.inner.device.memory());
+    let text = state.inner.metrics.render(state.inner.device.memory(), &state.inner.memory);
     let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
     ([(header::CONTENT_TYPE, content_type)], text).into_response()
 }
@@ -167,6 +175,7 @@ impl Drop for InflightGuard<'_> {
 
 async fn process(State(state): State<AppState>, RawQuery(query): RawQuery, headers: HeaderMap, body: Body) -> Response {
     let arrived = Instant::now();
+    let inner = &state.inner;
     let req = match params::parse_query(query.as_deref().unwrap_or("")) {
         Ok(r) => r,
         Err(e) => return bad_request(e),
@@ -174,47 +183,71 @@ async fn process(State(state): State<AppState>, RawQuery(query): RawQuery, heade
     if let Err(e) = check_declared_body(&req, &headers) {
         return bad_request(e);
     }
-    let Ok(permit) = state.inner.admission.clone().try_acquire_owned() else {
-        state.inner.metrics.count_shed();
-        let mut r = error_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "overloaded",
-            None,
-            format!("{} requests in flight (--max-inflight); retry shortly", state.inner.max_inflight),
-        );
-        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        return r;
+    let Ok(permit) = inner.admission.clone().try_acquire_owned() else {
+        inner.metrics.count_rejected(REJECT_OVERLOAD);
+        let detail = format!("{} requests in flight (--max-inflight); retry shortly", inner.max_inflight);
+        return refuse(&headers, body, retry_later("overloaded", detail)).await;
     };
-    state.inner.metrics.inflight().inc();
+    // The frame (the body, or the synthetic one) and the device's working buffers, decided
+    // from the parameters before a byte of the body is read.
+    let need = req.expected_body_len().unwrap_or(0) + inner.device.working_bytes(req.width, req.height, req.format);
+    let reservation = match inner.memory.try_reserve(need) {
+        Ok(r) => r,
+        Err(Refusal::Busy { need, free }) => {
+            inner.metrics.count_rejected(REJECT_MEMORY);
+            let detail = format!(
+                "this request needs {} MiB of working memory and the requests in flight leave {} MiB of the memory budget; retry shortly",
+                mib(need),
+                mib(free)
+            );
+            return refuse(&headers, body, retry_later("memory budget full", detail)).await;
+        }
+        Err(Refusal::TooLarge { need, limit }) => {
+            let detail = format!(
+                "{} needs {} MiB of working memory; this service admits requests of at most {} MiB (its memory budget, --memory-budget or the pod's memory limit); send a smaller frame",
+                req.pixels(),
+                mib(need),
+                mib(limit)
+            );
+            let r = error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too large for the memory budget",
+                Some("pixels"),
+                detail,
+            );
+            return refuse(&headers, body, r).await;
+        }
+    };
+    inner.metrics.inflight().inc();
     let _inflight = InflightGuard { state: &state, _permit: permit };
 
-    let raw = match read_body(&req, body).await {
+    let mut raw = match read_body(&req, body, inner.memory.pool()).await {
         Ok(raw) => raw,
         Err(e) => return bad_request(e),
     };
 
-    let Ok(worker) = state.inner.workers.clone().acquire_owned().await else {
+    let Ok(worker) = inner.workers.clone().acquire_owned().await else {
         return error_response(StatusCode::SERVICE_UNAVAILABLE, "shutting down", None, "the service is stopping");
     };
     let queued = arrived.elapsed();
-    let device = state.inner.device.clone();
+    let device = inner.device.clone();
     let plan = ChainPlan::new(req.effects.clone(), req.params.clone());
     let job_req = req.clone();
     let compute_start = Instant::now();
     let outcome = tokio::task::spawn_blocking(move || {
         let _worker = worker;
-        let input = match (job_req.format, &raw) {
-            (Some(format), Some(bytes)) => JobInput::Raw { format, bytes },
+        let input = match (job_req.format, raw.as_mut()) {
+            (Some(format), Some(frame)) => JobInput::Raw { format, frame },
             _ => JobInput::Synthetic { seed: job_req.seed },
         };
         let job = Job { width: job_req.width, height: job_req.height, iters: job_req.iters, plan: &plan, input };
-        device.process(&job)
+        (device.process(job), raw)
     })
     .await;
     let compute = compute_start.elapsed();
-    let result = match outcome {
-        Ok(Ok(result)) => result,
-        Ok(Err(e)) => {
+    let (result, raw) = match outcome {
+        Ok((Ok(result), raw)) => (result, raw),
+        Ok((Err(e), _)) => {
             tracing::error!(error = %e, "device failed");
             return error_response(StatusCode::INTERNAL_SERVER_ERROR, "device error", None, e.to_string());
         }
@@ -224,12 +257,22 @@ async fn process(State(state): State<AppState>, RawQuery(query): RawQuery, heade
         }
     };
     let total = arrived.elapsed();
-    state.inner.metrics.observe_processed(total, &result.timings);
+    inner.metrics.observe_processed(total, &result.timings);
     let ms = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
-    match result.output {
-        JobOutput::Checksum(checksum) => Json(json!({
-            "device": state.inner.device.info().kind,
-            "device_name": state.inner.device.info().name,
+    match (result.output, raw) {
+        (JobOutput::FrameInPlace, Some(frame)) => {
+            let frame = OutgoingFrame { data: frame, pool: inner.memory.pool().clone(), _reservation: reservation };
+            let mut r = (StatusCode::OK, Body::from(Bytes::from_owner(frame))).into_response();
+            let h = r.headers_mut();
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+            for (name, value) in [("x-queue-ms", queued), ("x-compute-ms", compute), ("x-total-ms", total)] {
+                h.insert(name, HeaderValue::from_str(&ms(value).to_string()).expect("a number is a valid header"));
+            }
+            r
+        }
+        (JobOutput::Checksum(checksum), _) => Json(json!({
+            "device": inner.device.info().kind,
+            "device_name": inner.device.info().name,
             "pixels": req.pixels(),
             "iters": req.iters,
             "effects": req.effects.iter().map(|e| e.name()).collect::<Vec<_>>(),
@@ -239,15 +282,55 @@ async fn process(State(state): State<AppState>, RawQuery(query): RawQuery, heade
             "checksum": checksum,
         }))
         .into_response(),
-        JobOutput::Frame(bytes) => {
-            let mut r = (StatusCode::OK, bytes).into_response();
-            let h = r.headers_mut();
-            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
-            for (name, value) in [("x-queue-ms", queued), ("x-compute-ms", compute), ("x-total-ms", total)] {
-                h.insert(name, HeaderValue::from_str(&ms(value).to_string()).expect("a number is a valid header"));
-            }
-            r
+        (JobOutput::FrameInPlace, None) => {
+            tracing::error!("the device answered a synthetic job with a frame");
+            error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal error", None, "no frame to send")
         }
+    }
+}
+
+fn mib(bytes: usize) -> String {
+    format!("{:.1}", bytes as f64 / (1 << 20) as f64)
+}
+
+/// A 503 with `Retry-After`: the request was fine, the service is busy.
+fn retry_later(error: &str, detail: String) -> Response {
+    let mut r = error_response(StatusCode::SERVICE_UNAVAILABLE, error, None, detail);
+    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}
+
+/// Answer a refused request once its body has been read and thrown away, chunk by chunk
+/// (never held): closing a socket with unread data makes the kernel reset the connection,
+/// and the client would see the reset instead of the answer. A client that sent
+/// `Expect: 100-continue` has not sent its body yet, and is answered at once.
+async fn refuse(headers: &HeaderMap, mut body: Body, response: Response) -> Response {
+    let waits_for_continue =
+        headers.get(header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if !waits_for_continue {
+        let drain = async { while let Some(Ok(_)) = body.frame().await {} };
+        let _ = tokio::time::timeout(DRAIN_LIMIT, drain).await;
+    }
+    response
+}
+
+/// The answer's bytes: the request's own frame buffer, given back to the pool, and the
+/// request's memory back to the budget, once hyper has sent it.
+struct OutgoingFrame {
+    data: Vec<u8>,
+    pool: Arc<BufferPool>,
+    _reservation: Reservation,
+}
+
+impl AsRef<[u8]> for OutgoingFrame {
+    fn as_ref(&self) -> &[u8] {
+        &self.data
+    }
+}
+
+impl Drop for OutgoingFrame {
+    fn drop(&mut self) {
+        self.pool.give(std::mem::take(&mut self.data));
     }
 }
 
@@ -276,20 +359,53 @@ fn body_size_detail(req: &ProcessRequest, want: usize, got: u64) -> String {
     format!("{got} bytes, but a {} {format} frame is exactly {want} bytes", req.pixels())
 }
 
-async fn read_body(req: &ProcessRequest, body: Body) -> Result<Option<Bytes>, ParamError> {
-    let limit = req.expected_body_len().unwrap_or(0);
-    let collected = Limited::new(body, limit.max(1))
-        .collect()
-        .await
-        .map_err(|_| body_error(format!("body is larger than the {limit} bytes this request allows")))?
-        .to_bytes();
-    match req.expected_body_len() {
-        Some(want) if collected.len() != want => Err(body_error(body_size_detail(req, want, collected.len() as u64))),
-        Some(_) => Ok(Some(collected)),
-        None if !collected.is_empty() => Err(body_error(format!(
-            "{} bytes sent without `format`; a raw frame needs format=rgba or format=i420",
-            collected.len()
-        ))),
-        None => Ok(None),
+/// Read the body straight into a frame buffer from the pool: the bytes are copied once, from
+/// the connection's buffers into the frame the effects work on.
+async fn read_body(req: &ProcessRequest, mut body: Body, pool: &BufferPool) -> Result<Option<Vec<u8>>, ParamError> {
+    let read_error =
+        |filled: usize, e: axum::Error| body_error(format!("reading the body failed after {filled} bytes: {e}"));
+    let Some(want) = req.expected_body_len() else {
+        while let Some(frame) = body.frame().await {
+            match frame.map_err(|e| read_error(0, e))?.into_data() {
+                Ok(data) if !data.is_empty() => {
+                    return Err(body_error(
+                        "a body sent without `format`; a raw frame needs format=rgba or format=i420".into(),
+                    ))
+                }
+                _ => {}
+            }
+        }
+        return Ok(None);
+    };
+    let mut frame = pool.take(want);
+    let mut filled = 0;
+    let outcome = loop {
+        let Some(next) = body.frame().await else { break Ok(()) };
+        let data = match next {
+            Ok(next) => match next.into_data() {
+                Ok(data) => data,
+                Err(_) => continue, // trailers
+            },
+            Err(e) => break Err(read_error(filled, e)),
+        };
+        if filled + data.len() > want {
+            break Err(body_error(format!(
+                "body is longer than the {want} bytes a {} frame has; cut off",
+                req.pixels()
+            )));
+        }
+        frame[filled..filled + data.len()].copy_from_slice(&data);
+        filled += data.len();
+    };
+    match outcome {
+        Ok(()) if filled == want => Ok(Some(frame)),
+        Ok(()) => {
+            pool.give(frame);
+            Err(body_error(body_size_detail(req, want, filled as u64)))
+        }
+        Err(e) => {
+            pool.give(frame);
+            Err(e)
+        }
     }
 }

@@ -4,6 +4,8 @@
 //! - `effects`: the effect definitions (blur, bgblur, translate, color) and their CPU implementation.
 //! - `i420`: I420 <-> RGBA conversion for raw frames.
 //! - `device`: the `Device` trait the HTTP layer talks to, with the CPU and CUDA back ends.
+//! - `memory`: the memory budget (from the cgroup limit) that admission counts bytes against,
+//!   and the pool of frame buffers kept for reuse.
 //! - `params`: parsing and validating `/process` requests.
 //! - `metrics`: Prometheus metrics, including the time-windowed p95 (`latency_window`).
 //! - `app`: the axum router; `server`: the `serve` subcommand (flags, signals, shutdown).
@@ -14,6 +16,7 @@ pub mod effects;
 pub mod frame;
 pub mod i420;
 pub mod latency_window;
+pub mod memory;
 pub mod metrics;
 pub mod params;
 pub mod server;

@@ -13,6 +13,7 @@ use prometheus_client::registry::Registry;
 use crate::device::DeviceInfo;
 use crate::effects::{Effect, EffectTimings};
 use crate::latency_window::LatencyWindow;
+use crate::memory::MemoryBudget;
 
 /// Dense around the 100 ms SLO, with exact edges at 0.05 and 0.1 so that "share of
 /// requests under 100 ms" and the 50 ms scale-down line are read without interpolation.
@@ -49,6 +50,10 @@ struct MemoryLabels {
     state: &'static str,
 }
 
+/// `reason` of `app_rejected_total`.
+pub const REJECT_OVERLOAD: &str = "overload";
+pub const REJECT_MEMORY: &str = "memory";
+
 type FloatGauge = Gauge<f64, AtomicU64>;
 
 pub struct Metrics {
@@ -61,6 +66,7 @@ pub struct Metrics {
     rejected: Family<ReasonLabels, Counter>,
     effect_seconds: Family<EffectLabels, Histogram>,
     device_memory: Family<MemoryLabels, Gauge>,
+    host_memory: Family<MemoryLabels, Gauge>,
     device_kind: &'static str,
 }
 
@@ -87,7 +93,11 @@ impl Metrics {
         let inflight = Gauge::default();
         registry.register("app_inflight_requests", "/process requests admitted and not yet answered", inflight.clone());
         let rejected = Family::<ReasonLabels, Counter>::default();
-        registry.register("app_rejected", "Requests refused without work: overload = shed with 503", rejected.clone());
+        registry.register(
+            "app_rejected",
+            "Requests refused without work, answered 503: overload = past --max-inflight, memory = past the memory budget",
+            rejected.clone(),
+        );
         let effect_seconds = Family::<EffectLabels, Histogram>::new_with_constructor(|| Histogram::new(EFFECT_BUCKETS));
         registry.register(
             "app_effect_seconds",
@@ -103,7 +113,15 @@ impl Metrics {
         for code in [200, 400, 503] {
             requests.get_or_create(&RequestLabels { endpoint: "/process", code }).inc_by(0);
         }
-        rejected.get_or_create(&ReasonLabels { reason: "overload" }).inc_by(0);
+        for reason in [REJECT_OVERLOAD, REJECT_MEMORY] {
+            rejected.get_or_create(&ReasonLabels { reason }).inc_by(0);
+        }
+        let host_memory = Family::<MemoryLabels, Gauge>::default();
+        registry.register(
+            "app_memory_bytes",
+            "The service's memory budget and what requests in flight reserve of it, and idle buffers kept for reuse",
+            host_memory.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -114,6 +132,7 @@ impl Metrics {
             rejected,
             effect_seconds,
             device_memory,
+            host_memory,
             device_kind: device.kind,
         }
     }
@@ -122,8 +141,9 @@ impl Metrics {
         self.requests.get_or_create(&RequestLabels { endpoint, code }).inc();
     }
 
-    pub fn count_shed(&self) {
-        self.rejected.get_or_create(&ReasonLabels { reason: "overload" }).inc();
+    /// A request refused without work, by reason: [`REJECT_OVERLOAD`] or [`REJECT_MEMORY`].
+    pub fn count_rejected(&self, reason: &'static str) {
+        self.rejected.get_or_create(&ReasonLabels { reason }).inc();
     }
 
     pub fn observe_processed(&self, latency: Duration, timings: &EffectTimings) {
@@ -148,8 +168,13 @@ impl Metrics {
     }
 
     /// Prometheus text exposition; the windowed p95 and device memory are read now.
-    pub fn render(&self, device_memory: Option<(u64, u64)>) -> String {
+    pub fn render(&self, device_memory: Option<(u64, u64)>, host: &MemoryBudget) -> String {
         self.p95.set(self.current_p95());
+        for (state, bytes) in
+            [("budget", host.choice().bytes as usize), ("reserved", host.reserved()), ("pooled", host.pool().held())]
+        {
+            self.host_memory.get_or_create(&MemoryLabels { state }).set(bytes as i64);
+        }
         if let Some((used, total)) = device_memory {
             self.device_memory.get_or_create(&MemoryLabels { state: "used" }).set(used as i64);
             self.device_memory.get_or_create(&MemoryLabels { state: "total" }).set(total as i64);
@@ -171,7 +196,15 @@ mod tests {
         let mut t = EffectTimings::default();
         t[Effect::Blur.index()] = Duration::from_millis(3);
         m.observe_processed(Duration::from_millis(42), &t);
-        let text = m.render(None);
+        let budget = MemoryBudget::new(crate::memory::BudgetChoice {
+            bytes: 1 << 30,
+            source: crate::memory::BudgetSource::Flag,
+        })
+        .unwrap();
+        let held = budget.try_reserve(5 << 20).unwrap();
+        m.count_rejected(REJECT_MEMORY);
+        let text = m.render(None, &budget);
+        drop(held);
         for needle in [
             "app_requests_total{endpoint=\"/process\",code=\"200\"} 1",
             "app_request_latency_seconds_bucket{le=\"0.05\"} 1",
@@ -180,6 +213,9 @@ mod tests {
             "app_request_latency_p95_seconds 0.042",
             "app_inflight_requests 0",
             "app_rejected_total{reason=\"overload\"} 0",
+            "app_rejected_total{reason=\"memory\"} 1",
+            "app_memory_bytes{state=\"budget\"} 1073741824",
+            "app_memory_bytes{state=\"reserved\"} 5242880",
             "app_effect_seconds_count{effect=\"blur\",device=\"cpu\"} 1",
             "app_device_info{device=\"cpu\",name=\"cpu (2 threads)\"} 1",
         ] {

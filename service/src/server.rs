@@ -16,6 +16,7 @@ use tokio::sync::Notify;
 use crate::app::{router, AppConfig, AppState};
 use crate::device::{self, DeviceChoice};
 use crate::duration::duration_arg;
+use crate::memory::{self, MemoryBudget};
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
@@ -47,6 +48,12 @@ pub struct ServeArgs {
     /// Requests admitted at once (queued + computing); beyond it, 503 with Retry-After.
     #[arg(long, env = "RTC_MAX_INFLIGHT", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max_inflight: u32,
+
+    /// Memory the service may use, e.g. 900Mi or 2GiB. Default: the container's cgroup memory
+    /// limit less 10 % (at least 64 MiB), else half the machine's memory. Requests whose
+    /// frames do not fit in what is left of it are answered 503 (reason `memory`).
+    #[arg(long, env = "RTC_MEMORY_BUDGET", value_parser = memory::parse_size, value_name = "SIZE")]
+    pub memory_budget: Option<u64>,
 
     /// Window of the app_request_latency_p95_seconds gauge (whole seconds).
     #[arg(long, env = "RTC_P95_WINDOW", default_value = "30s", value_parser = duration_arg)]
@@ -104,10 +111,20 @@ pub fn main(args: ServeArgs) -> ExitCode {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let emulated = device::ServiceTimeModel::from_flags(args.emulated_bandwidth, args.emulated_frame_time);
-    let device = device::open(args.device, args.workers as usize, args.threads as usize, emulated)?;
+    let budget = MemoryBudget::new(memory::limit::resolve(args.memory_budget)).map_err(anyhow::Error::msg)?;
+    tracing::info!(
+        budget = %budget.choice(),
+        for_requests_mib = budget.for_requests() >> 20,
+        pool_mib = budget.pool().cap() >> 20,
+        "memory budget"
+    );
+    tokio::spawn(budget.clone().release_idle_buffers());
+    let device =
+        device::open(args.device, args.workers as usize, args.threads as usize, emulated, budget.pool().clone())?;
     tracing::info!(device = device.info().kind, name = %device.info().name, "device opened");
     let state = AppState::new(
         device,
+        budget,
         &AppConfig {
             max_inflight: args.max_inflight as usize,
             workers: args.workers as usize,

@@ -78,9 +78,10 @@ fn gpu_raw(
     format: RawFormat,
     bytes: &[u8],
 ) -> Vec<u8> {
-    let job = Job { width: w, height: h, iters, plan, input: JobInput::Raw { format, bytes } };
-    match dev.process(&job).expect("GPU job") {
-        JobResult { output: JobOutput::Frame(f), .. } => f,
+    let mut frame = bytes.to_vec();
+    let job = Job { width: w, height: h, iters, plan, input: JobInput::Raw { format, frame: &mut frame } };
+    match dev.process(job).expect("GPU job") {
+        JobResult { output: JobOutput::FrameInPlace, .. } => frame,
         other => panic!("expected a frame, got {other:?}"),
     }
 }
@@ -182,7 +183,7 @@ fn synthetic_frames_and_checksums_match_the_cpu() {
         assert_within_one(&gpu, &cpu.data, &format!("synthetic chain {w}x{h}"));
         assert_eq!(gpu_sum, checksum(&gpu, w * 4));
         let job = Job { width: w, height: h, iters: 2, plan: &chain, input: JobInput::Synthetic { seed: 42 } };
-        match dev.process(&job).expect("GPU job").output {
+        match dev.process(job).expect("GPU job").output {
             JobOutput::Checksum(c) => assert_eq!(c, gpu_sum),
             other => panic!("expected a checksum, got {other:?}"),
         }
@@ -193,25 +194,25 @@ fn synthetic_frames_and_checksums_match_the_cpu() {
 fn bad_input_is_an_error_not_a_panic() {
     let Some(dev) = gpu("bad_input_is_an_error_not_a_panic") else { return };
     let plan = ChainPlan::new(Effect::ALL.to_vec(), EffectParams::default());
-    let short = vec![0u8; 100];
+    let mut short = vec![0u8; 100];
     let job = Job {
         width: 64,
         height: 64,
         iters: 1,
         plan: &plan,
-        input: JobInput::Raw { format: RawFormat::Rgba, bytes: &short },
+        input: JobInput::Raw { format: RawFormat::Rgba, frame: &mut short },
     };
-    assert!(dev.process(&job).is_err());
+    assert!(dev.process(job).is_err());
     let job = Job { width: 0, height: 64, iters: 1, plan: &plan, input: JobInput::Synthetic { seed: 1 } };
-    assert!(dev.process(&job).is_err());
+    assert!(dev.process(job).is_err());
     let job = Job { width: 100_000, height: 100_000, iters: 1, plan: &plan, input: JobInput::Synthetic { seed: 1 } };
-    assert!(dev.process(&job).is_err());
+    assert!(dev.process(job).is_err());
     let huge = ChainPlan::new(vec![Effect::Blur], EffectParams { sigma: 50.0, ..Default::default() });
     let job = Job { width: 64, height: 64, iters: 1, plan: &huge, input: JobInput::Synthetic { seed: 1 } };
-    assert!(dev.process(&job).is_err());
+    assert!(dev.process(job).is_err());
     // Still serving afterwards; memory reported; timings per effect are non-zero.
     let job = Job { width: 640, height: 360, iters: 2, plan: &plan, input: JobInput::Synthetic { seed: 1 } };
-    let r = dev.process(&job).expect("GPU job");
+    let r = dev.process(job).expect("GPU job");
     assert!(r.timings.iter().all(|t| !t.is_zero()), "{:?}", r.timings);
     let (used, total) = dev.memory().expect("GPU memory");
     assert!(used > 0 && used <= total);

@@ -119,7 +119,7 @@ fn main() -> ExitCode {
     for i in 0..requests + 10 {
         let job = Job { width: 1920, height: 1080, iters: 5, plan: &plan, input: JobInput::Synthetic { seed: i } };
         let t0 = Instant::now();
-        if let Err(e) = dev.process(&job) {
+        if let Err(e) = dev.process(job) {
             eprintln!("gpu-bench: job: {e}");
             return ExitCode::FAILURE;
         }

@@ -19,7 +19,7 @@
 //! labelled `emulated`, never GPU performance.
 use std::time::Duration;
 
-use super::{Device, DeviceError, DeviceInfo, Job, JobInput, JobOutput, JobResult};
+use super::{Device, DeviceError, DeviceInfo, Job, JobInput, JobOutput, JobResult, RawFormat};
 use crate::effects::EffectTimings;
 
 /// Bytes per pixel the kernels move, as `gpu-bench` counts them (read once, write once).
@@ -120,8 +120,13 @@ impl Device for EmulatedDevice {
         &self.info
     }
 
-    fn process(&self, job: &Job<'_>) -> Result<JobResult, DeviceError> {
-        let (timings, total) = self.model.service_time(job);
+    /// Nothing is computed: the input frame is the answer.
+    fn working_bytes(&self, _width: usize, _height: usize, _format: Option<RawFormat>) -> usize {
+        0
+    }
+
+    fn process(&self, job: Job<'_>) -> Result<JobResult, DeviceError> {
+        let (timings, total) = self.model.service_time(&job);
         // The stream is busy; the thread waits without using a core.
         std::thread::sleep(total);
         let output = match job.input {
@@ -129,7 +134,7 @@ impl Device for EmulatedDevice {
                 "emulated-{:016x}",
                 fnv1a(&[job.width as u64, job.height as u64, job.iters as u64, seed as u64])
             )),
-            JobInput::Raw { bytes, .. } => JobOutput::Frame(bytes.to_vec()),
+            JobInput::Raw { .. } => JobOutput::FrameInPlace,
         };
         Ok(JobResult { output, timings })
     }
@@ -187,7 +192,7 @@ mod tests {
         assert!(dev.info().name.contains("emulated GPU"), "{}", dev.info().name);
         let chain = ChainPlan::new(vec![Effect::Blur], EffectParams::default());
         let t0 = std::time::Instant::now();
-        let r = dev.process(&job(&chain, 64, 64, 1)).unwrap();
+        let r = dev.process(job(&chain, 64, 64, 1)).unwrap();
         assert!(t0.elapsed() >= Duration::from_millis(20));
         match r.output {
             JobOutput::Checksum(c) => assert!(c.starts_with("emulated-"), "{c}"),

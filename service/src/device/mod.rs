@@ -10,6 +10,7 @@ pub use cpu::CpuDevice;
 pub use emulated::{EmulatedDevice, ServiceTimeModel};
 
 use crate::effects::{ChainPlan, EffectTimings};
+use crate::memory::BufferPool;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum DeviceChoice {
@@ -48,15 +49,25 @@ impl RawFormat {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub enum JobInput<'a> {
     /// Generate the deterministic test frame on the device (no upload).
     Synthetic { seed: u32 },
-    /// Process this frame and hand the result back in the same format.
-    Raw { format: RawFormat, bytes: &'a [u8] },
+    /// Process this frame; the device writes the result over it, in the same format and size,
+    /// so the request body is the frame and the answer is sent from it without a copy.
+    Raw { format: RawFormat, frame: &'a mut Vec<u8> },
 }
 
-#[derive(Debug, Clone, Copy)]
+impl JobInput<'_> {
+    pub fn format(&self) -> Option<RawFormat> {
+        match self {
+            JobInput::Synthetic { .. } => None,
+            JobInput::Raw { format, .. } => Some(*format),
+        }
+    }
+}
+
+#[derive(Debug)]
 pub struct Job<'a> {
     pub width: usize,
     pub height: usize,
@@ -65,12 +76,12 @@ pub struct Job<'a> {
     pub input: JobInput<'a>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub enum JobOutput {
     /// Checksum of the output frame (synthetic input).
     Checksum(String),
-    /// The processed frame (raw input), in the input's format.
-    Frame(Vec<u8>),
+    /// The processed frame is in the input's buffer (raw input).
+    FrameInPlace,
 }
 
 #[derive(Debug)]
@@ -91,7 +102,11 @@ pub trait Device: Send + Sync + 'static {
     fn ready(&self) -> bool {
         true
     }
-    fn process(&self, job: &Job<'_>) -> Result<JobResult, DeviceError>;
+    fn process(&self, job: Job<'_>) -> Result<JobResult, DeviceError>;
+    /// Host memory a job of this shape needs besides its input frame (working frames,
+    /// staging buffers), for the service's memory budget. `format` is `None` for a
+    /// synthetic frame.
+    fn working_bytes(&self, width: usize, height: usize, format: Option<RawFormat>) -> usize;
     /// Device memory (used, total) in bytes, where the device has its own.
     fn memory(&self) -> Option<(u64, u64)> {
         None
@@ -104,9 +119,10 @@ pub fn open(
     workers: usize,
     threads: usize,
     emulated: ServiceTimeModel,
+    buffers: Arc<BufferPool>,
 ) -> anyhow::Result<Arc<dyn Device>> {
     match choice {
-        DeviceChoice::Cpu => Ok(Arc::new(CpuDevice::new(threads)?)),
+        DeviceChoice::Cpu => Ok(Arc::new(CpuDevice::new(threads, buffers)?)),
         DeviceChoice::Emulated => Ok(Arc::new(EmulatedDevice::new(emulated)?)),
         DeviceChoice::Cuda => {
             let dev = cuda::CudaDevice::open(workers).map_err(|e| anyhow::anyhow!("--device cuda: {e}"))?;
@@ -116,7 +132,7 @@ pub fn open(
             Ok(dev) => Ok(Arc::new(dev)),
             Err(why) => {
                 tracing::info!(reason = %why, "device auto: using the CPU");
-                Ok(Arc::new(CpuDevice::new(threads)?))
+                Ok(Arc::new(CpuDevice::new(threads, buffers)?))
             }
         },
     }

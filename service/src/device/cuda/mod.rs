@@ -224,7 +224,7 @@ impl CudaDevice {
         let plan = ChainPlan::new(Effect::ALL.to_vec(), Default::default());
         let (w, h) = (67, 43);
         let job = Job { width: w, height: h, iters: 2, plan: &plan, input: JobInput::Synthetic { seed: 7 } };
-        let gpu = self.process(&job)?;
+        let gpu = self.process(job)?;
         let mut frame = crate::frame::Frame::new(w, h);
         crate::frame::synthesize(&mut frame, 7);
         crate::effects::apply_chain(&mut frame, &plan, 2, &mut Default::default());
@@ -236,7 +236,7 @@ impl CudaDevice {
                 tracing::warn!(gpu = %c, cpu = %cpu, "CUDA self-test: checksum differs from the CPU's");
                 Ok(())
             }
-            JobOutput::Frame(_) => Err(DeviceError("self-test returned a frame".into())),
+            JobOutput::FrameInPlace => Err(DeviceError("self-test returned a frame".into())),
         }
     }
 
@@ -268,6 +268,12 @@ impl CudaDevice {
         result
     }
 
+    /// Pinned staging for the upload and the download of a raw frame (kept per worker and
+    /// grown to the largest frame seen); a synthetic frame lives on the GPU only.
+    pub fn working_bytes_for(width: usize, height: usize, format: Option<RawFormat>) -> usize {
+        format.map_or(0, |f| 2 * f.frame_len(width, height))
+    }
+
     /// Like `process` for a synthetic job, but also downloads the output frame: for tests
     /// and benchmarks (the GPU checksum and the frame it was computed over).
     pub fn process_synthetic_frame(
@@ -282,7 +288,7 @@ impl CudaDevice {
         check_job(&job)?;
         self.with_worker(|w| {
             let (_, checksum) = w.run(&self.ctx, &self.kernels, &job)?;
-            let frame = w.download_frame(&job)?;
+            let frame = w.download_frame(job.width, job.height)?;
             Ok((frame, checksum.unwrap_or_default()))
         })
     }
@@ -327,7 +333,7 @@ fn check_job(job: &Job<'_>) -> Result<(), DeviceError> {
     if job.plan.blur_weights.is_empty() || radius > MAX_RADIUS {
         return Err(DeviceError(format!("blur radius {radius} above {MAX_RADIUS}")));
     }
-    if let JobInput::Raw { format, bytes } = job.input {
+    if let JobInput::Raw { format, frame: bytes } = &job.input {
         let want = format.frame_len(w, h);
         if bytes.len() != want {
             return Err(DeviceError(format!("body is {} bytes, a {w}x{h} {format:?} frame is {want}", bytes.len())));
@@ -345,13 +351,22 @@ impl Device for CudaDevice {
         self.ready.load(Ordering::Acquire)
     }
 
-    fn process(&self, job: &Job<'_>) -> Result<JobResult, DeviceError> {
-        check_job(job)?;
+    fn working_bytes(&self, width: usize, height: usize, format: Option<RawFormat>) -> usize {
+        Self::working_bytes_for(width, height, format)
+    }
+
+    fn process(&self, mut job: Job<'_>) -> Result<JobResult, DeviceError> {
+        check_job(&job)?;
         self.with_worker(|w| {
-            let (timings, checksum) = w.run(&self.ctx, &self.kernels, job)?;
-            let output = match (job.input, checksum) {
+            let (timings, checksum) = w.run(&self.ctx, &self.kernels, &job)?;
+            let (width, height) = (job.width, job.height);
+            let output = match (&mut job.input, checksum) {
                 (JobInput::Synthetic { .. }, Some(c)) => JobOutput::Checksum(c),
-                _ => JobOutput::Frame(w.download_output(&self.kernels, job)?),
+                (JobInput::Synthetic { .. }, None) => return Err(DeviceError("no checksum computed".into())),
+                (JobInput::Raw { format, frame }, _) => {
+                    w.download_output(&self.kernels, width, height, *format, frame)?;
+                    JobOutput::FrameInPlace
+                }
             };
             Ok(JobResult { output, timings })
         })
@@ -535,8 +550,8 @@ impl Worker {
         let (w, h) = (job.width, job.height);
         let pixels = w * h;
         let radius = job.plan.blur_weights.len() - 1;
-        let io_bytes = match job.input {
-            JobInput::Raw { format: RawFormat::I420, bytes } => bytes.len(),
+        let io_bytes = match &job.input {
+            JobInput::Raw { format: RawFormat::I420, frame } => frame.len(),
             _ => 0,
         };
         self.reserve(ctx, pixels, io_bytes, radius).map_err(derr)?;
@@ -545,9 +560,9 @@ impl Worker {
         let (mut src, mut dst) = (self.a.ptr, self.b.ptr);
         let tmp = self.tmp.ptr;
 
-        match job.input {
-            JobInput::Synthetic { seed } => k.synth(&s, src, w, h, seed).map_err(derr)?,
-            JobInput::Raw { format, bytes } => {
+        match &job.input {
+            JobInput::Synthetic { seed } => k.synth(&s, src, w, h, *seed).map_err(derr)?,
+            &JobInput::Raw { format, frame: ref bytes } => {
                 let staged = self.up.ensure(ctx, bytes.len()).map_err(derr)?;
                 staged.copy_from_slice(bytes);
                 let target = if format == RawFormat::I420 { self.io.ptr } else { src };
@@ -589,7 +604,7 @@ impl Worker {
         }
         self.out_in_a = src == self.a.ptr;
 
-        let checksum = if let JobInput::Synthetic { .. } = job.input {
+        let checksum = if let JobInput::Synthetic { .. } = &job.input {
             let out = self.hashes.ensure(&s, h).map_err(derr)?;
             k.row_hash(&s, src, w * 4, h, out).map_err(derr)?;
             let host = self.hashes_host.as_mut().expect("reserved");
@@ -624,8 +639,8 @@ impl Worker {
     }
 
     /// Download the RGBA output frame.
-    fn download_frame(&mut self, job: &Job<'_>) -> Result<Vec<u8>, DeviceError> {
-        let len = job.width * job.height * 4;
+    fn download_frame(&mut self, width: usize, height: usize) -> Result<Vec<u8>, DeviceError> {
+        let len = width * height * 4;
         let src = self.output_ptr();
         let ctx = self.stream.context().clone();
         let host = self.down.ensure(&ctx, len).map_err(derr)?;
@@ -635,19 +650,32 @@ impl Worker {
         Ok(host.to_vec())
     }
 
-    /// Download the output in the request's format (raw input).
-    fn download_output(&mut self, k: &Kernels, job: &Job<'_>) -> Result<Vec<u8>, DeviceError> {
-        let JobInput::Raw { format: RawFormat::I420, bytes } = job.input else {
-            return self.download_frame(job);
+    /// Download the output over the raw input's buffer, in the request's format.
+    fn download_output(
+        &mut self,
+        k: &Kernels,
+        width: usize,
+        height: usize,
+        format: RawFormat,
+        out: &mut Vec<u8>,
+    ) -> Result<(), DeviceError> {
+        let len = format.frame_len(width, height);
+        let src = match format {
+            RawFormat::Rgba => self.output_ptr(),
+            RawFormat::I420 => {
+                k.rgba_to_i420(&self.stream, self.output_ptr(), self.io.ptr, width, height).map_err(derr)?;
+                self.io.ptr
+            }
         };
-        let len = bytes.len();
         let ctx = self.stream.context().clone();
-        k.rgba_to_i420(&self.stream, self.output_ptr(), self.io.ptr, job.width, job.height).map_err(derr)?;
         let host = self.down.ensure(&ctx, len).map_err(derr)?;
-        // SAFETY: `io` holds the I420 frame (reserved for the input of the same size).
-        unsafe { cu::memcpy_dtoh_async(&mut *host, self.io.ptr, self.stream.cu_stream()) }.map_err(derr)?;
+        // SAFETY: `src` holds `len` bytes: the output frame, or `io`, reserved for the I420
+        // input of the same size.
+        unsafe { cu::memcpy_dtoh_async(&mut *host, src, self.stream.cu_stream()) }.map_err(derr)?;
         self.stream.synchronize().map_err(derr)?;
-        Ok(host.to_vec())
+        out.clear();
+        out.extend_from_slice(host);
+        Ok(())
     }
 
     fn bench(
