@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
-# Service overhead (SPEC §6): `rtc-demo serve --device cpu` under oha with the old FastAPI
-# demo's three workloads, printed beside the figures that service reached on a 2-core
-# machine of this kind. Goal: >= 20x on the first two, >= 10x on the third.
+# `rtc-demo serve --device cpu` under oha, in two parts:
+# 1. Beside its same-work Python peer, run here in the same run: FastAPI + OpenCV
+#    (scripts/bench_serve_peer.py, installed into a throwaway venv) doing the same chain on
+#    the same raw 1280x720 RGBA frames, frame in and frame out, and on synthetic frames.
+#    Both with their defaults, 4 connections, one after the other. Also the service's peak
+#    resident size over the raw-frame runs.
+# 2. Service overhead (SPEC §6): the old FastAPI demo's three workloads, printed beside the
+#    figures that service reached on a 2-core machine of this kind. Goal: >= 20x on the
+#    first two, >= 10x on the third.
 #
 #   scripts/bench-serve.sh            # 10 s per workload
 #   DURATION=20s scripts/bench-serve.sh
+#   PEER=0 scripts/bench-serve.sh     # part 2 only
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10s}
@@ -14,12 +21,24 @@ if [ ! -x "$OHA" ]; then
   echo "installing oha into .cache/oha (once; takes a while on 2 cores) ..." >&2
   cargo install oha --locked --root .cache/oha
 fi
-cargo build -q --release --bin rtc-demo
-RTC_LOG=warn target/release/rtc-demo serve --device cpu --listen "127.0.0.1:$PORT" \
-  --max-inflight 256 --workers 2 > /dev/null &
-SERVER=$!
-trap 'kill "$SERVER" 2>/dev/null || true' EXIT
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/readyz" > /dev/null && break; sleep 0.1; done
+# BIN: another build to measure (an older commit's, say); default: this tree's release build.
+if [ -z "${BIN:-}" ]; then cargo build -q --release --bin rtc-demo; fi
+BIN=${BIN:-target/release/rtc-demo}
+PEER=${PEER:-1}
+PEER_PORT=${PEER_PORT:-18091}
+venv=.cache/serve-peer-venv   # throwaway: delete it whenever you like
+if [ "$PEER" = 1 ] && [ ! -x "$venv/bin/uvicorn" ]; then
+  echo "installing FastAPI, uvicorn and opencv-python-headless into $venv ..." >&2
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check "opencv-python-headless==5.0.0.93" "numpy<3" \
+    fastapi "uvicorn[standard]"
+fi
+PIDS=()
+trap 'kill "${PIDS[@]}" 2>/dev/null || true' EXIT
+wait_ready() { for _ in $(seq 200); do curl -sf "$1" > /dev/null && return; sleep 0.1; done; echo "no answer from $1" >&2; exit 1; }
+RTC_LOG=warn "$BIN" serve --device cpu --listen "127.0.0.1:$PORT" --max-inflight 256 > /dev/null &
+SERVER=$!; PIDS+=("$SERVER")
+wait_ready "http://127.0.0.1:$PORT/readyz"
 
 read -r -d '' STATS_PY <<'PY' || true
 import json, sys
@@ -34,6 +53,32 @@ run() {  # label, old figure, connections, path, [extra oha flags]
   "$OHA" -z "$DURATION" -c "$3" ${5:-} --no-tui --output-format json "http://127.0.0.1:$PORT$4" | stats
 }
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); -z $DURATION"
+echo "rtc-demo serve: $(curl -s "http://127.0.0.1:$PORT/" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["device_name"])')"
+
+if [ "$PEER" = 1 ]; then
+  "$venv/bin/uvicorn" --app-dir scripts bench_serve_peer:app --host 127.0.0.1 --port "$PEER_PORT" \
+    --log-level warning --no-access-log &
+  PIDS+=("$!")
+  wait_ready "http://127.0.0.1:$PEER_PORT/process?pixels=16x16"
+  echo "peer: FastAPI $("$venv/bin/python" -c 'import fastapi; print(fastapi.__version__)') + OpenCV $("$venv/bin/python" -c 'import cv2; print(cv2.__version__)') under uvicorn, one process"
+  frame=$(mktemp); trap 'kill "${PIDS[@]}" 2>/dev/null || true; rm -f "$frame"' EXIT
+  "$venv/bin/python" -c "import sys; sys.path.insert(0, 'scripts'); from bench_effects_opencv import synthetic; synthetic(1280, 720).tofile('$frame')"
+  vs() {  # label, path, [extra oha flags]
+    local ours theirs
+    ours=$("$OHA" -z "$DURATION" -c 4 ${3:-} --no-tui --output-format json "http://127.0.0.1:$PORT$2" | stats)
+    theirs=$("$OHA" -z "$DURATION" -c 4 ${3:-} --no-tui --output-format json "http://127.0.0.1:$PEER_PORT$2" | stats)
+    printf '%-30s rtc-demo: %s\n%-30s peer:     %s\n' "$1" "$ours" "" "$theirs"
+    local a b; a=$(echo "$ours" | awk '{print $1}'); b=$(echo "$theirs" | awk '{print $1}')
+    printf '%-30s rtc-demo / peer: %.2fx req/s\n' "" "$(echo "$a $b" | awk '{print $1 / $2}')"
+  }
+  raw=(-m POST -T application/octet-stream -D "$frame")
+  vs "raw RGBA 720p, iters=1" "/process?pixels=1280x720&iters=1&format=rgba" "${raw[*]}"
+  vs "raw RGBA 720p, iters=5" "/process?pixels=1280x720&iters=5&format=rgba" "${raw[*]}"
+  echo "rtc-demo serve peak resident over the raw-frame runs: $(grep VmHWM /proc/$SERVER/status | awk '{printf "%.1f MiB", $2 / 1024}')"
+  vs "synthetic 720p, iters=5" "/process?pixels=1280x720&iters=5"
+  vs "synthetic 64x64, iters=1" "/process?pixels=64x64&iters=1"
+  echo
+fi
 small=$(run "pixels=64x64&iters=1, 4 conns" "889 req/s, p99 9.2 ms" 4 "/process?pixels=64x64&iters=1"); echo "$small"
 run "/healthz, 32 conns" "2270 req/s" 32 "/healthz"
 run "pixels=1280x720&iters=5, 4 conns" "38 req/s, p50 105 ms" 4 "/process?pixels=1280x720&iters=5"

@@ -3,7 +3,7 @@ mod serve_support;
 
 use std::sync::Arc;
 
-use rtc_service::device::{CpuDevice, Device, Job, JobInput, JobOutput, RawFormat};
+use rtc_service::device::{CpuDevice, CpuShape, Device, Job, JobInput, JobOutput, RawFormat};
 use rtc_service::effects::{ChainPlan, Effect, EffectParams};
 use rtc_service::frame::{hash32, synthesize, Frame};
 use rtc_service::i420::i420_len;
@@ -78,7 +78,7 @@ fn raw_frames_come_back_processed_in_their_format() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("content-type"), Some("application/octet-stream"));
     assert!(r.header("x-compute-ms").is_some());
-    let device = CpuDevice::new(1, Arc::new(BufferPool::new(0))).unwrap();
+    let device = CpuDevice::new(CpuShape { workers: 1, threads: 1, cores: 1 }, Arc::new(BufferPool::new(0))).unwrap();
     let plan = ChainPlan::new(vec![Effect::Blur, Effect::Color], EffectParams::default());
     let mut expected = input.clone();
     let job = Job {

@@ -71,3 +71,56 @@ fn sigterm_drains_then_finishes_in_flight_work_and_exits_zero() {
     let status = server.wait_exit(Duration::from_secs(30)).expect("exited after draining");
     assert_eq!(status.code(), Some(0));
 }
+
+/// Threads named `effects-*` (the CPU workers' pools) in process `pid`.
+fn effects_threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.unwrap().path().join("comm")).ok())
+        .filter(|comm| comm.starts_with("effects-"))
+        .count()
+}
+
+#[test]
+fn the_queue_is_served_in_arrival_order_and_the_workers_never_share_cores() {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // By default one worker with every core.
+    let server = Server::start(&[]);
+    let cpu = server.get("/").json()["cpu"].clone();
+    assert_eq!((cpu["workers"].as_u64(), cpu["threads_per_worker"].as_u64()), (Some(1), Some(cores as u64)), "{cpu}");
+    drop(server);
+
+    // Asking for more threads than cores gets fewer.
+    let server = Server::start(&["--workers", "2", "--threads", "64", "--max-inflight", "32"]);
+    let v = server.get("/").json();
+    let (workers, threads) =
+        (v["cpu"]["workers"].as_u64().unwrap() as usize, v["cpu"]["threads_per_worker"].as_u64().unwrap() as usize);
+    assert_eq!(v["cpu"]["cores"].as_u64(), Some(cores as u64));
+    assert_eq!(v["limits"]["workers"].as_u64(), Some(workers as u64));
+    assert!(workers * threads <= cores, "{workers} x {threads} on {cores} cores");
+    assert!(effects_threads(server.child.id()) <= cores, "{} effects threads", effects_threads(server.child.id()));
+
+    // Twelve requests 15 ms apart, each longer than that: a queue forms. Each answer says
+    // when it was sent back; none may be overtaken by more than `workers` later arrivals.
+    let start = Instant::now();
+    let clients: Vec<_> = (0..12u32)
+        .map(|i| {
+            std::thread::sleep((start + Duration::from_millis(15) * i).saturating_duration_since(Instant::now()));
+            let addr = server.addr;
+            std::thread::spawn(move || {
+                let r = request(addr, "GET", "/process?pixels=1280x720&iters=3", &[]);
+                assert_eq!(r.status, 200, "{}", r.text());
+                (i, Instant::now(), r.json()["queue_ms"].as_f64().unwrap())
+            })
+        })
+        .collect();
+    let mut done: Vec<(u32, Instant, f64)> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    let longest_wait = done.iter().map(|d| d.2).fold(0.0, f64::max);
+    assert!(longest_wait > 30.0, "no queue formed (longest wait {longest_wait} ms): the test shows nothing");
+    done.sort_by_key(|d| d.1);
+    let order: Vec<u32> = done.iter().map(|d| d.0).collect();
+    for (pos, &i) in order.iter().enumerate() {
+        let overtaken_by = order[..pos].iter().filter(|&&j| j > i).count();
+        assert!(overtaken_by <= workers, "request {i} overtaken by {overtaken_by} later ones: {order:?}");
+    }
+}

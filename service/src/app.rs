@@ -37,7 +37,8 @@ struct Inner {
     /// Admission: at most `max_inflight` /process requests past the door at once.
     admission: Arc<Semaphore>,
     max_inflight: usize,
-    /// Compute slots: at most `workers` jobs on the device at once; the rest queue.
+    /// Compute slots: at most `workers` jobs on the device at once; the rest queue, served
+    /// in arrival order (tokio's semaphore is fair).
     workers: Arc<Semaphore>,
     worker_count: usize,
     draining: AtomicBool,
@@ -46,13 +47,13 @@ struct Inner {
 #[derive(Debug, Clone)]
 pub struct AppConfig {
     pub max_inflight: usize,
-    pub workers: usize,
     pub p95_window: Duration,
 }
 
 impl AppState {
     pub fn new(device: Arc<dyn Device>, memory: Arc<MemoryBudget>, config: &AppConfig) -> Self {
         let metrics = Metrics::new(device.info(), config.p95_window);
+        let workers = device.workers();
         AppState {
             inner: Arc::new(Inner {
                 device,
@@ -60,8 +61,8 @@ impl AppState {
                 memory,
                 admission: Arc::new(Semaphore::new(config.max_inflight)),
                 max_inflight: config.max_inflight,
-                workers: Arc::new(Semaphore::new(config.workers)),
-                worker_count: config.workers,
+                workers: Arc::new(Semaphore::new(workers)),
+                worker_count: workers,
                 draining: AtomicBool::new(false),
             }),
         }
@@ -136,6 +137,11 @@ async fn index(State(state): State<AppState>) -> Json<serde_json::Value> {
             "max_inflight": inner.max_inflight,
             "workers": inner.worker_count,
         },
+        "cpu": inner.device.cpu_shape().map(|s| json!({
+            "workers": s.workers,
+            "threads_per_worker": s.threads,
+            "cores": s.cores,
+        })),
         "memory": inner.memory.to_json(),
         "endpoints": ["/process", "/healthz", "/readyz", "/metrics"],
     }))

@@ -37,11 +37,14 @@ pub struct ServeArgs {
     #[arg(long, env = "RTC_EMULATED_FRAME_TIME", value_parser = duration_arg, value_name = "DUR")]
     pub emulated_frame_time: Option<Duration>,
 
-    /// Requests computed at once (a GPU stream each); the rest wait in the queue.
-    #[arg(long, env = "RTC_WORKERS", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=256))]
-    pub workers: u32,
+    /// Requests computed at once; the rest wait in the queue, served in arrival order.
+    /// Default: 1 on the CPU (each request gets every core and finishes before the next
+    /// starts), 2 streams on CUDA and the emulated device.
+    #[arg(long, env = "RTC_WORKERS", value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub workers: Option<u32>,
 
-    /// CPU threads for the effects (0 = one per core).
+    /// CPU threads per worker (0 = the cores shared out among the workers). Workers x
+    /// threads never exceeds the cores: asking for more gives fewer, with a warning.
     #[arg(long, env = "RTC_THREADS", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=1024))]
     pub threads: u32,
 
@@ -119,23 +122,24 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         "memory budget"
     );
     tokio::spawn(budget.clone().release_idle_buffers());
-    let device =
-        device::open(args.device, args.workers as usize, args.threads as usize, emulated, budget.pool().clone())?;
-    tracing::info!(device = device.info().kind, name = %device.info().name, "device opened");
+    let device = device::open(
+        args.device,
+        args.workers.map(|w| w as usize),
+        args.threads as usize,
+        emulated,
+        budget.pool().clone(),
+    )?;
+    tracing::info!(device = device.info().kind, name = %device.info().name, workers = device.workers(), "device opened");
     let state = AppState::new(
         device,
         budget,
-        &AppConfig {
-            max_inflight: args.max_inflight as usize,
-            workers: args.workers as usize,
-            p95_window: args.p95_window,
-        },
+        &AppConfig { max_inflight: args.max_inflight as usize, p95_window: args.p95_window },
     );
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {} (--listen): {e}", args.listen))?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, max_inflight = args.max_inflight, workers = args.workers, "listening");
+    tracing::info!(%addr, max_inflight = args.max_inflight, "listening");
 
     let stop_accepting = Arc::new(Notify::new());
     let server = {

@@ -99,10 +99,12 @@ impl ServiceTimeModel {
 pub struct EmulatedDevice {
     info: DeviceInfo,
     model: ServiceTimeModel,
+    streams: usize,
 }
 
 impl EmulatedDevice {
-    pub fn new(model: ServiceTimeModel) -> Result<Self, DeviceError> {
+    /// `streams`: frames in service at once (`--workers`).
+    pub fn new(model: ServiceTimeModel, streams: usize) -> Result<Self, DeviceError> {
         match model {
             ServiceTimeModel::Bandwidth { bytes_per_s } if !(bytes_per_s.is_finite() && bytes_per_s > 0.0) => {
                 Err(DeviceError(format!(
@@ -110,7 +112,11 @@ impl EmulatedDevice {
                     bytes_per_s / 1e9
                 )))
             }
-            _ => Ok(EmulatedDevice { info: DeviceInfo { kind: "emulated", name: model.describe() }, model }),
+            _ => Ok(EmulatedDevice {
+                info: DeviceInfo { kind: "emulated", name: model.describe() },
+                model,
+                streams: streams.max(1),
+            }),
         }
     }
 }
@@ -118,6 +124,10 @@ impl EmulatedDevice {
 impl Device for EmulatedDevice {
     fn info(&self) -> &DeviceInfo {
         &self.info
+    }
+
+    fn workers(&self) -> usize {
+        self.streams
     }
 
     /// Nothing is computed: the input frame is the answer.
@@ -187,7 +197,7 @@ mod tests {
 
     #[test]
     fn processing_waits_the_modelled_time_and_labels_its_output() {
-        let dev = EmulatedDevice::new(ServiceTimeModel::Fixed(Duration::from_millis(20))).unwrap();
+        let dev = EmulatedDevice::new(ServiceTimeModel::Fixed(Duration::from_millis(20)), 1).unwrap();
         assert_eq!(dev.info().kind, "emulated");
         assert!(dev.info().name.contains("emulated GPU"), "{}", dev.info().name);
         let chain = ChainPlan::new(vec![Effect::Blur], EffectParams::default());
@@ -198,6 +208,6 @@ mod tests {
             JobOutput::Checksum(c) => assert!(c.starts_with("emulated-"), "{c}"),
             other => panic!("{other:?}"),
         }
-        assert!(EmulatedDevice::new(ServiceTimeModel::Bandwidth { bytes_per_s: 0.0 }).is_err());
+        assert!(EmulatedDevice::new(ServiceTimeModel::Bandwidth { bytes_per_s: 0.0 }, 1).is_err());
     }
 }

@@ -4,9 +4,9 @@ mod cpu;
 pub mod cuda;
 pub mod emulated;
 
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 
-pub use cpu::CpuDevice;
+pub use cpu::{CpuDevice, CpuShape};
 pub use emulated::{EmulatedDevice, ServiceTimeModel};
 
 use crate::effects::{ChainPlan, EffectTimings};
@@ -103,6 +103,12 @@ pub trait Device: Send + Sync + 'static {
         true
     }
     fn process(&self, job: Job<'_>) -> Result<JobResult, DeviceError>;
+    /// Jobs it computes at once (CPU workers, CUDA streams); the HTTP layer queues the rest.
+    fn workers(&self) -> usize;
+    /// How the CPU back end shares out the cores; `None` for the others.
+    fn cpu_shape(&self) -> Option<CpuShape> {
+        None
+    }
     /// Host memory a job of this shape needs besides its input frame (working frames,
     /// staging buffers), for the service's memory budget. `format` is `None` for a
     /// synthetic frame.
@@ -113,26 +119,65 @@ pub trait Device: Send + Sync + 'static {
     }
 }
 
-/// Open the device the flags ask for. `auto` falls back to the CPU and logs why.
+/// Per-job resources (a CPU worker's pool, a CUDA worker's stream and buffers): each job takes
+/// one and gives it back; a job waits while all are taken. The HTTP layer never lets more than
+/// `workers` jobs in, so only direct callers (tests, benchmarks) ever wait.
+pub(crate) struct Slots<T> {
+    idle: Mutex<Vec<T>>,
+    freed: Condvar,
+}
+
+impl<T> Slots<T> {
+    pub(crate) fn new(items: Vec<T>) -> Self {
+        Slots { idle: Mutex::new(items), freed: Condvar::new() }
+    }
+
+    pub(crate) fn take(&self) -> T {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(item) = idle.pop() {
+                return item;
+            }
+            idle = self.freed.wait(idle).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    pub(crate) fn give(&self, item: T) {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(item);
+        self.freed.notify_one();
+    }
+}
+
+/// Open the device the flags ask for. `auto` falls back to the CPU and logs why. `workers`
+/// `None` takes each device's default: 1 on the CPU (see [`CpuShape`]), 2 streams otherwise.
 pub fn open(
     choice: DeviceChoice,
-    workers: usize,
+    workers: Option<usize>,
     threads: usize,
     emulated: ServiceTimeModel,
     buffers: Arc<BufferPool>,
 ) -> anyhow::Result<Arc<dyn Device>> {
+    const STREAMS: usize = 2;
+    let cpu = |buffers| -> anyhow::Result<Arc<dyn Device>> {
+        let (shape, note) = CpuShape::resolve(workers, threads, CpuShape::available_cores());
+        if let Some(note) = note {
+            tracing::warn!("{note}");
+        }
+        Ok(Arc::new(CpuDevice::new(shape, buffers)?))
+    };
     match choice {
-        DeviceChoice::Cpu => Ok(Arc::new(CpuDevice::new(threads, buffers)?)),
-        DeviceChoice::Emulated => Ok(Arc::new(EmulatedDevice::new(emulated)?)),
+        DeviceChoice::Cpu => cpu(buffers),
+        DeviceChoice::Emulated => Ok(Arc::new(EmulatedDevice::new(emulated, workers.unwrap_or(STREAMS))?)),
         DeviceChoice::Cuda => {
-            let dev = cuda::CudaDevice::open(workers).map_err(|e| anyhow::anyhow!("--device cuda: {e}"))?;
+            let dev = cuda::CudaDevice::open(workers.unwrap_or(STREAMS))
+                .map_err(|e| anyhow::anyhow!("--device cuda: {e}"))?;
             Ok(Arc::new(dev))
         }
-        DeviceChoice::Auto => match cuda::CudaDevice::open(workers) {
+        DeviceChoice::Auto => match cuda::CudaDevice::open(workers.unwrap_or(STREAMS)) {
             Ok(dev) => Ok(Arc::new(dev)),
             Err(why) => {
                 tracing::info!(reason = %why, "device auto: using the CPU");
-                Ok(Arc::new(CpuDevice::new(threads, buffers)?))
+                cpu(buffers)
             }
         },
     }

@@ -1,4 +1,4 @@
-//! Row-parallel helpers and the vectorisable inner loops of the blur.
+//! Row-parallel helpers and the vectorisable inner loops of the blur and the translate.
 //!
 //! The inner loops are written once and compiled twice: plain (SSE2 on x86-64) and with
 //! AVX2+FMA, picked at run time, so one portable binary still uses the wide units.
@@ -67,6 +67,20 @@ fn add_pair_u8_generic(out: &mut [f32], a: &[u8], b: &[u8], w: f32) {
     }
 }
 
+#[inline(always)]
+fn bilinear_span_generic(out: &mut [u8], taps: [&[u8]; 4], weights: [i32; 4]) {
+    let [t0, t1, b0, b1] = taps;
+    let n = out.len();
+    let (t0, t1, b0, b1) = (&t0[..n], &t1[..n], &b0[..n], &b1[..n]);
+    for (i, o) in out.iter_mut().enumerate() {
+        let v = weights[0] * t0[i] as i32
+            + weights[1] * t1[i] as i32
+            + weights[2] * b0[i] as i32
+            + weights[3] * b1[i] as i32;
+        *o = super::translate::round_weighted(v);
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 fn has_avx2() -> bool {
     static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -100,6 +114,8 @@ dispatch!(/// `out = w * a`
     scale_into / scale_into_avx2 => scale_into_generic(out: &mut [f32], a: &[f32], w: f32));
 dispatch!(/// `out += w * (a + b)`: one symmetric pair of Gaussian taps.
     add_pair / add_pair_avx2 => add_pair_generic(out: &mut [f32], a: &[f32], b: &[f32], w: f32));
+dispatch!(/// One span of bilinear samples with constant weights (2^-14 units) from four taps.
+    bilinear_span / bilinear_span_avx2 => bilinear_span_generic(out: &mut [u8], taps: [&[u8]; 4], weights: [i32; 4]));
 dispatch!(/// `out = w * a` from bytes.
     scale_u8 / scale_u8_avx2 => scale_u8_generic(out: &mut [f32], a: &[u8], w: f32));
 dispatch!(/// `out += w * (a + b)` from bytes.

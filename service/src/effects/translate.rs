@@ -1,5 +1,5 @@
 //! Sub-pixel translation with bilinear sampling; outside the source is transparent black.
-use super::rows::for_each_row_with;
+use super::rows::{bilinear_span, for_each_row_with};
 use crate::frame::Frame;
 
 /// Fixed-point one: bilinear weights are in units of 2^-14.
@@ -7,7 +7,7 @@ const WEIGHT_ONE: i32 = 1 << 14;
 
 /// A weighted sum in 2^-14 units, rounded half up to a byte.
 #[inline(always)]
-fn round_weighted(v: i32) -> u8 {
+pub(crate) fn round_weighted(v: i32) -> u8 {
     ((v + WEIGHT_ONE / 2) >> 14).clamp(0, 255) as u8
 }
 
@@ -51,13 +51,7 @@ pub(crate) fn translate(src: &Frame, dst: &mut Frame, dx: f32, dy: f32) {
                 let n = hi - lo;
                 let (t0, t1) = (&t[off..off + n], &t[off + 4..off + 4 + n]);
                 let (b0, b1) = (&b[off..off + n], &b[off + 4..off + 4 + n]);
-                for (i, o) in out[lo..hi].iter_mut().enumerate() {
-                    let v = weights[0] * t0[i] as i32
-                        + weights[1] * t1[i] as i32
-                        + weights[2] * b0[i] as i32
-                        + weights[3] * b1[i] as i32;
-                    *o = round_weighted(v);
-                }
+                bilinear_span(&mut out[lo..hi], [t0, t1, b0, b1], weights);
             }
             // Edges: some of the four neighbours are outside and count as transparent black.
             let fetch = |row: &[u8], xs: isize, c: usize| -> i32 {

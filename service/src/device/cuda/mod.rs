@@ -25,7 +25,7 @@ pub mod nvrtc;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cudarc::driver::{
@@ -34,7 +34,7 @@ use cudarc::driver::{
 
 use self::kernels::{Kernels, BLUR_SLOT_BYTES, COLOR_SLOT_BYTES, MAX_RADIUS, SLOTS};
 use self::nvrtc::{compile_all, one_line, Nvrtc, Target};
-use super::{Device, DeviceError, DeviceInfo, Job, JobInput, JobOutput, JobResult, RawFormat};
+use super::{Device, DeviceError, DeviceInfo, Job, JobInput, JobOutput, JobResult, RawFormat, Slots};
 use crate::effects::{ChainPlan, Effect, EffectTimings};
 
 /// Why the CUDA back end cannot be used. Display is one line naming what is missing.
@@ -73,8 +73,7 @@ pub struct CudaDevice {
     info: DeviceInfo,
     ctx: Arc<CudaContext>,
     kernels: Arc<Kernels>,
-    workers: Mutex<Vec<Worker>>,
-    worker_free: Condvar,
+    workers: Slots<Worker>,
     ready: AtomicBool,
     /// What start-up found, for logs and `gpu-bench`.
     pub details: OpenDetails,
@@ -189,8 +188,7 @@ impl CudaDevice {
             info: DeviceInfo { kind: "cuda", name: name.clone() },
             ctx,
             kernels,
-            workers: Mutex::new(pool),
-            worker_free: Condvar::new(),
+            workers: Slots::new(pool),
             ready: AtomicBool::new(false),
             details: OpenDetails {
                 driver_version,
@@ -240,23 +238,8 @@ impl CudaDevice {
         }
     }
 
-    fn take_worker(&self) -> Worker {
-        let mut pool = self.workers.lock().unwrap_or_else(|p| p.into_inner());
-        loop {
-            if let Some(w) = pool.pop() {
-                return w;
-            }
-            pool = self.worker_free.wait(pool).unwrap_or_else(|p| p.into_inner());
-        }
-    }
-
-    fn give_worker(&self, w: Worker) {
-        self.workers.lock().unwrap_or_else(|p| p.into_inner()).push(w);
-        self.worker_free.notify_one();
-    }
-
     fn with_worker<T>(&self, f: impl FnOnce(&mut Worker) -> Result<T, DeviceError>) -> Result<T, DeviceError> {
-        let mut worker = self.take_worker();
+        let mut worker = self.workers.take();
         // The raw copies below do not bind the context themselves, and HTTP blocking
         // threads come and go.
         let result = catch_unwind(AssertUnwindSafe(|| {
@@ -264,7 +247,7 @@ impl CudaDevice {
             f(&mut worker)
         }))
         .unwrap_or_else(|_| Err(DeviceError("internal error in the CUDA back end".into())));
-        self.give_worker(worker);
+        self.workers.give(worker);
         result
     }
 
@@ -349,6 +332,10 @@ impl Device for CudaDevice {
 
     fn ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
+    }
+
+    fn workers(&self) -> usize {
+        self.details.workers
     }
 
     fn working_bytes(&self, width: usize, height: usize, format: Option<RawFormat>) -> usize {
