@@ -1,6 +1,5 @@
 //! Separable Gaussian blur, clamp-to-edge, f32 intermediate (see the module docs).
-use super::round_u8;
-use super::rows::{add_pair, add_pair_u8, for_each_row_with, scale_into, scale_u8};
+use super::rows::{blur_horizontal, blur_vertical, for_each_row_with};
 use crate::frame::Frame;
 
 /// Normalised weights for offsets `0..=radius`, radius `ceil(3 * sigma)`; `[1.0]` for sigma 0.
@@ -19,8 +18,10 @@ pub fn gaussian_weights(sigma: f32) -> Vec<f32> {
 ///
 /// Each output row is computed on its own: the vertical taps first, straight from the
 /// source bytes (2r+1 rows of u8 stay in L2 even at 4K), then the horizontal taps on that
-/// one f32 row. No frame-sized intermediate, so the frame is read once from memory. The
-/// definition's order (horizontal first) gives the same sums up to f32 rounding.
+/// one f32 row, rounded straight into the output. No frame-sized intermediate, so the frame
+/// is read once from memory; and each block of a row keeps its sums in registers through
+/// all the taps (see `rows::blur_vertical`). The definition's order (horizontal first)
+/// gives the same sums up to f32 rounding.
 pub(crate) fn blur(src: &Frame, dst: &mut Frame, weights: &[f32]) {
     let (w, h) = (src.width, src.height);
     let radius = weights.len() - 1;
@@ -34,32 +35,19 @@ pub(crate) fn blur(src: &Frame, dst: &mut Frame, weights: &[f32]) {
     for_each_row_with(
         &mut dst.data,
         row_len,
-        || (vec![0f32; (w + 2 * radius) * 4], vec![0f32; row_len]),
-        |(padded, acc), y, out| {
+        || (vec![0f32; (w + 2 * radius) * 4], Vec::with_capacity(radius)),
+        |(padded, pairs), y, out| {
             let y = y as isize;
-            let column_sums = &mut padded[centre..centre + row_len];
-            scale_u8(column_sums, src_row(y), weights[0]);
-            for (k, &wk) in weights.iter().enumerate().skip(1) {
-                add_pair_u8(column_sums, src_row(y - k as isize), src_row(y + k as isize), wk);
-            }
+            pairs.clear();
+            pairs.extend((1..=radius).map(|k| (src_row(y - k as isize), src_row(y + k as isize))));
+            blur_vertical(&mut padded[centre..centre + row_len], src_row(y), pairs, weights);
             // Clamp-to-edge: repeat the first and last pixel into the padding.
             let (first, last) = (centre, centre + row_len - 4);
             for i in 0..radius {
                 padded.copy_within(first..first + 4, i * 4);
                 padded.copy_within(last..last + 4, last + 4 + i * 4);
             }
-            scale_into(acc, &padded[centre..centre + row_len], weights[0]);
-            for (k, &wk) in weights.iter().enumerate().skip(1) {
-                add_pair(
-                    acc,
-                    &padded[centre - k * 4..centre - k * 4 + row_len],
-                    &padded[centre + k * 4..centre + k * 4 + row_len],
-                    wk,
-                );
-            }
-            for (o, &v) in out.iter_mut().zip(acc.iter()) {
-                *o = round_u8(v);
-            }
+            blur_horizontal(out, padded, weights);
         },
     );
 }

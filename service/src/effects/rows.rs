@@ -39,31 +39,72 @@ pub(crate) fn for_each_row_with<T: Send, S>(
     }
 }
 
+/// Elements of a row summed at once, each block's sums held in registers through every tap.
+const BLOCK: usize = 64;
+
 #[inline(always)]
-fn scale_into_generic(out: &mut [f32], a: &[f32], w: f32) {
-    for (o, &x) in out.iter_mut().zip(a) {
-        *o = w * x;
+fn blur_vertical_generic(out: &mut [f32], centre: &[u8], pairs: &[(&[u8], &[u8])], weights: &[f32]) {
+    let n = out.len();
+    let sum_at = |i: usize| {
+        let mut v = weights[0] * centre[i] as f32;
+        for (k, (a, b)) in pairs.iter().enumerate() {
+            v += weights[k + 1] * (a[i] as f32 + b[i] as f32);
+        }
+        v
+    };
+    let mut start = 0;
+    while start + BLOCK <= n {
+        let mut acc = [0f32; BLOCK];
+        let c = &centre[start..start + BLOCK];
+        for j in 0..BLOCK {
+            acc[j] = weights[0] * c[j] as f32;
+        }
+        for (k, (a, b)) in pairs.iter().enumerate() {
+            let (a, b, wk) = (&a[start..start + BLOCK], &b[start..start + BLOCK], weights[k + 1]);
+            for j in 0..BLOCK {
+                acc[j] += wk * (a[j] as f32 + b[j] as f32);
+            }
+        }
+        out[start..start + BLOCK].copy_from_slice(&acc);
+        start += BLOCK;
+    }
+    for (i, o) in out.iter_mut().enumerate().skip(start) {
+        *o = sum_at(i);
     }
 }
 
 #[inline(always)]
-fn add_pair_generic(out: &mut [f32], a: &[f32], b: &[f32], w: f32) {
-    for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
-        *o += w * (x + y);
+fn blur_horizontal_generic(out: &mut [u8], padded: &[f32], weights: &[f32]) {
+    let n = out.len();
+    let centre = (weights.len() - 1) * 4;
+    let sum_at = |i: usize| {
+        let mut v = weights[0] * padded[centre + i];
+        for (k, &wk) in weights.iter().enumerate().skip(1) {
+            v += wk * (padded[centre - k * 4 + i] + padded[centre + k * 4 + i]);
+        }
+        v
+    };
+    let mut start = 0;
+    while start + BLOCK <= n {
+        let mut acc = [0f32; BLOCK];
+        let c = &padded[centre + start..centre + start + BLOCK];
+        for j in 0..BLOCK {
+            acc[j] = weights[0] * c[j];
+        }
+        for (k, &wk) in weights.iter().enumerate().skip(1) {
+            let a = &padded[centre + start - k * 4..centre + start - k * 4 + BLOCK];
+            let b = &padded[centre + start + k * 4..centre + start + k * 4 + BLOCK];
+            for j in 0..BLOCK {
+                acc[j] += wk * (a[j] + b[j]);
+            }
+        }
+        for (o, &v) in out[start..start + BLOCK].iter_mut().zip(&acc) {
+            *o = super::round_u8(v);
+        }
+        start += BLOCK;
     }
-}
-
-#[inline(always)]
-fn scale_u8_generic(out: &mut [f32], a: &[u8], w: f32) {
-    for (o, &x) in out.iter_mut().zip(a) {
-        *o = w * x as f32;
-    }
-}
-
-#[inline(always)]
-fn add_pair_u8_generic(out: &mut [f32], a: &[u8], b: &[u8], w: f32) {
-    for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
-        *o += w * (x as f32 + y as f32);
+    for (i, o) in out.iter_mut().enumerate().skip(start) {
+        *o = super::round_u8(sum_at(i));
     }
 }
 
@@ -110,13 +151,9 @@ macro_rules! dispatch {
     };
 }
 
-dispatch!(/// `out = w * a`
-    scale_into / scale_into_avx2 => scale_into_generic(out: &mut [f32], a: &[f32], w: f32));
-dispatch!(/// `out += w * (a + b)`: one symmetric pair of Gaussian taps.
-    add_pair / add_pair_avx2 => add_pair_generic(out: &mut [f32], a: &[f32], b: &[f32], w: f32));
+dispatch!(/// The vertical taps of one blurred row: `out = w0 * centre + sum of wk * (above + below)`.
+    blur_vertical / blur_vertical_avx2 => blur_vertical_generic(out: &mut [f32], centre: &[u8], pairs: &[(&[u8], &[u8])], weights: &[f32]));
+dispatch!(/// The horizontal taps of one padded row of vertical sums, rounded into the output bytes.
+    blur_horizontal / blur_horizontal_avx2 => blur_horizontal_generic(out: &mut [u8], padded: &[f32], weights: &[f32]));
 dispatch!(/// One span of bilinear samples with constant weights (2^-14 units) from four taps.
     bilinear_span / bilinear_span_avx2 => bilinear_span_generic(out: &mut [u8], taps: [&[u8]; 4], weights: [i32; 4]));
-dispatch!(/// `out = w * a` from bytes.
-    scale_u8 / scale_u8_avx2 => scale_u8_generic(out: &mut [f32], a: &[u8], w: f32));
-dispatch!(/// `out += w * (a + b)` from bytes.
-    add_pair_u8 / add_pair_u8_avx2 => add_pair_u8_generic(out: &mut [f32], a: &[u8], b: &[u8], w: f32));
