@@ -200,6 +200,8 @@ async fn process(State(state): State<AppState>, RawQuery(query): RawQuery, heade
     let reservation = match inner.memory.try_reserve(need) {
         Ok(r) => r,
         Err(Refusal::Busy { need, free }) => {
+            // Not admitted: the drain in `refuse` must not hold an admission slot.
+            drop(permit);
             inner.metrics.count_rejected(REJECT_MEMORY);
             let detail = format!(
                 "this request needs {} MiB of working memory and the requests in flight leave {} MiB of the memory budget; retry shortly",
@@ -209,6 +211,7 @@ async fn process(State(state): State<AppState>, RawQuery(query): RawQuery, heade
             return refuse(&headers, body, retry_later("memory budget full", detail)).await;
         }
         Err(Refusal::TooLarge { need, limit }) => {
+            drop(permit);
             let detail = format!(
                 "{} needs {} MiB of working memory; this service admits requests of at most {} MiB (its memory budget, --memory-budget or the pod's memory limit); send a smaller frame",
                 req.pixels(),

@@ -1,6 +1,6 @@
 //! Background blur: blur the frame, then keep the subject sharp inside a soft ellipse.
-use super::rows::for_each_row;
-use super::{blur::blur, round_u8, ChainPlan, CpuScratch};
+use super::rows::{blend_span, for_each_row_with, mask_span};
+use super::{blur::blur, ChainPlan, CpuScratch};
 use crate::frame::Frame;
 
 /// Ellipse centre and semi-axes as fractions of the frame size.
@@ -13,7 +13,8 @@ pub const MASK_EDGE: (f32, f32) = (0.85, 1.15);
 #[inline]
 pub fn foreground_mask(x: usize, y: usize, width: usize, height: usize) -> f32 {
     let (w, h) = (width as f32, height as f32);
-    let nx = (x as f32 + 0.5 - MASK_CENTRE.0 * w) / (MASK_AXES.0 * w);
+    // Through i32 (exact: sides are at most 7680), which vector units convert natively.
+    let nx = (x as i32 as f32 + 0.5 - MASK_CENTRE.0 * w) / (MASK_AXES.0 * w);
     let ny = (y as f32 + 0.5 - MASK_CENTRE.1 * h) / (MASK_AXES.1 * h);
     let d = (nx * nx + ny * ny).sqrt();
     let t = ((d - MASK_EDGE.0) / (MASK_EDGE.1 - MASK_EDGE.0)).clamp(0.0, 1.0);
@@ -24,20 +25,27 @@ pub(crate) fn bgblur(frame: &mut Frame, plan: &ChainPlan, scratch: &mut CpuScrat
     blur(frame, &mut scratch.spare, &plan.blur_weights);
     let (w, h) = (frame.width, frame.height);
     let blurred = &scratch.spare.data;
-    for_each_row(&mut frame.data, w * 4, |y, row| {
-        let blurred_row = &blurred[y * w * 4..(y + 1) * w * 4];
-        let (ring, subject) = mask_spans(y, w, h);
-        // Outside the outer ellipse the mask is exactly 0: the blurred pixels as they are.
-        row[..ring.0 * 4].copy_from_slice(&blurred_row[..ring.0 * 4]);
-        row[ring.1 * 4..].copy_from_slice(&blurred_row[ring.1 * 4..]);
-        // Inside the inner one it is exactly 1: the pixels stay. In between, the formula.
-        for x in (ring.0..subject.0).chain(subject.1..ring.1) {
-            let m = foreground_mask(x, y, w, h);
-            for c in x * 4..x * 4 + 4 {
-                row[c] = round_u8(m * row[c] as f32 + (1.0 - m) * blurred_row[c] as f32);
+    for_each_row_with(
+        &mut frame.data,
+        w * 4,
+        || vec![0f32; w],
+        |masks, y, row| {
+            let blurred_row = &blurred[y * w * 4..(y + 1) * w * 4];
+            let (ring, subject) = mask_spans(y, w, h);
+            // Outside the outer ellipse the mask is exactly 0: the blurred pixels as they are.
+            row[..ring.0 * 4].copy_from_slice(&blurred_row[..ring.0 * 4]);
+            row[ring.1 * 4..].copy_from_slice(&blurred_row[ring.1 * 4..]);
+            // Inside the inner one it is exactly 1: the pixels stay. In between, the formula,
+            // a span at a time: first the masks, then the blend (both vectorised).
+            for (lo, hi) in [(ring.0, subject.0), (subject.1, ring.1)] {
+                if lo < hi {
+                    let masks = &mut masks[..hi - lo];
+                    mask_span(masks, lo, y, w, h);
+                    blend_span(&mut row[lo * 4..hi * 4], &blurred_row[lo * 4..hi * 4], masks);
+                }
             }
-        }
-    });
+        },
+    );
 }
 
 /// Column spans of row `y`: `ring` holds every pixel whose mask may be above 0, `subject`

@@ -122,6 +122,22 @@ fn bilinear_span_generic(out: &mut [u8], taps: [&[u8]; 4], weights: [i32; 4]) {
     }
 }
 
+#[inline(always)]
+fn mask_span_generic(out: &mut [f32], x0: usize, y: usize, width: usize, height: usize) {
+    for (i, m) in out.iter_mut().enumerate() {
+        *m = super::bgblur::foreground_mask(x0 + i, y, width, height);
+    }
+}
+
+#[inline(always)]
+fn blend_span_generic(row: &mut [u8], blurred: &[u8], masks: &[f32]) {
+    for ((px, bl), &m) in row.chunks_exact_mut(4).zip(blurred.chunks_exact(4)).zip(masks) {
+        for c in 0..4 {
+            px[c] = super::round_u8(m * px[c] as f32 + (1.0 - m) * bl[c] as f32);
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 fn has_avx2() -> bool {
     static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -155,5 +171,9 @@ dispatch!(/// The vertical taps of one blurred row: `out = w0 * centre + sum of 
     blur_vertical / blur_vertical_avx2 => blur_vertical_generic(out: &mut [f32], centre: &[u8], pairs: &[(&[u8], &[u8])], weights: &[f32]));
 dispatch!(/// The horizontal taps of one padded row of vertical sums, rounded into the output bytes.
     blur_horizontal / blur_horizontal_avx2 => blur_horizontal_generic(out: &mut [u8], padded: &[f32], weights: &[f32]));
+dispatch!(/// The background-blur masks of pixels `x0..x0 + out.len()` of row `y`.
+    mask_span / mask_span_avx2 => mask_span_generic(out: &mut [f32], x0: usize, y: usize, width: usize, height: usize));
+dispatch!(/// `out = m * px + (1 - m) * blurred` per channel, one mask per pixel.
+    blend_span / blend_span_avx2 => blend_span_generic(row: &mut [u8], blurred: &[u8], masks: &[f32]));
 dispatch!(/// One span of bilinear samples with constant weights (2^-14 units) from four taps.
     bilinear_span / bilinear_span_avx2 => bilinear_span_generic(out: &mut [u8], taps: [&[u8]; 4], weights: [i32; 4]));
