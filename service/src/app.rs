@@ -406,15 +406,11 @@ async fn read_body(req: &ProcessRequest, mut body: Body, pool: &BufferPool) -> R
         frame[filled..filled + data.len()].copy_from_slice(&data);
         filled += data.len();
     };
-    match outcome {
-        Ok(()) if filled == want => Ok(Some(frame)),
-        Ok(()) => {
-            pool.give(frame);
-            Err(body_error(body_size_detail(req, want, filled as u64)))
-        }
-        Err(e) => {
-            pool.give(frame);
-            Err(e)
-        }
-    }
+    let error = match outcome {
+        Ok(()) if filled == want => return Ok(Some(frame)),
+        Ok(()) => body_error(body_size_detail(req, want, filled as u64)),
+        Err(e) => e,
+    };
+    pool.give(frame);
+    Err(error)
 }

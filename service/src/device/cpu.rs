@@ -105,14 +105,9 @@ impl Device for CpuDevice {
     }
 
     fn process(&self, job: Job<'_>) -> Result<JobResult, DeviceError> {
+        job.check_raw_len()?;
         let Job { width, height, iters, plan, input } = job;
         let len = width * height * 4;
-        if let JobInput::Raw { format, frame } = &input {
-            let want = format.frame_len(width, height);
-            if frame.len() != want {
-                return Err(DeviceError(format!("body is {} bytes, a {width}x{height} frame is {want}", frame.len())));
-            }
-        }
         let buffers = &self.buffers;
         let work = move || {
             let mut scratch = CpuScratch { spare: Frame { width, height, data: buffers.take(len) } };
@@ -196,5 +191,15 @@ mod tests {
         assert_ne!(a, b);
         dev.idle.give(a);
         assert_eq!(dev.idle.take(), a);
+    }
+
+    #[test]
+    fn a_raw_frame_of_the_wrong_size_is_an_error() {
+        let dev = CpuDevice::new(CpuShape { workers: 1, threads: 1, cores: 1 }, Arc::new(BufferPool::new(0))).unwrap();
+        let plan = crate::effects::ChainPlan::new(vec![crate::effects::Effect::Blur], Default::default());
+        let mut short = vec![0u8; 100];
+        let input = JobInput::Raw { format: RawFormat::Rgba, frame: &mut short };
+        let e = dev.process(Job { width: 64, height: 64, iters: 1, plan: &plan, input }).unwrap_err();
+        assert!(e.0.contains("body is 100 bytes, a 64x64 Rgba frame is 16384"), "{e}");
     }
 }

@@ -76,6 +76,22 @@ pub struct Job<'a> {
     pub input: JobInput<'a>,
 }
 
+impl Job<'_> {
+    /// A raw frame must be exactly the size its format and dimensions give (the HTTP layer
+    /// checks first; devices check again so a direct caller gets an error, never a panic).
+    pub fn check_raw_len(&self) -> Result<(), DeviceError> {
+        let (w, h) = (self.width, self.height);
+        match &self.input {
+            JobInput::Raw { format, frame } if frame.len() != format.frame_len(w, h) => Err(DeviceError(format!(
+                "body is {} bytes, a {w}x{h} {format:?} frame is {}",
+                frame.len(),
+                format.frame_len(w, h)
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum JobOutput {
     /// Checksum of the output frame (synthetic input).

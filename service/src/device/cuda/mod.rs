@@ -316,13 +316,7 @@ fn check_job(job: &Job<'_>) -> Result<(), DeviceError> {
     if job.plan.blur_weights.is_empty() || radius > MAX_RADIUS {
         return Err(DeviceError(format!("blur radius {radius} above {MAX_RADIUS}")));
     }
-    if let JobInput::Raw { format, frame: bytes } = &job.input {
-        let want = format.frame_len(w, h);
-        if bytes.len() != want {
-            return Err(DeviceError(format!("body is {} bytes, a {w}x{h} {format:?} frame is {want}", bytes.len())));
-        }
-    }
-    Ok(())
+    job.check_raw_len()
 }
 
 impl Device for CudaDevice {
