@@ -83,6 +83,59 @@ fn mock(route: impl Fn(&Seen) -> Answer + Send + Sync + 'static) -> (Client, Log
     (Client::new(svc, "default"), log)
 }
 
+/// What RBAC calls one request, as the API server works it out (k8s.io/apiserver
+/// pkg/endpoints/request/requestinfo.go, `NewRequestInfo`: GET on a collection is `list`, or
+/// `watch` with `watch=true`; GET on a name `get`; POST `create`; PATCH `patch`; DELETE
+/// `delete`). `None` for requests every user may send (discovery, `/version`, access reviews).
+fn access_of(s: &Seen) -> Option<kb::preflight::Access> {
+    let path = s.path();
+    let (group, rest) = if let Some(r) = path.strip_prefix("/api/v1") {
+        ("", r)
+    } else {
+        let r = path.strip_prefix("/apis/")?;
+        let mut it = r.splitn(3, '/');
+        let (g, _v, rest) = (it.next()?, it.next()?, it.next().unwrap_or(""));
+        if g == "authorization.k8s.io" {
+            return None;
+        }
+        (g, rest)
+    };
+    let parts: Vec<&str> = rest.trim_start_matches('/').split('/').filter(|p| !p.is_empty()).collect();
+    if parts.is_empty() {
+        return None; // discovery
+    }
+    let (namespace, parts) = match parts.as_slice() {
+        ["namespaces", ns, tail @ ..] if !tail.is_empty() => (Some(ns.to_string()), tail.to_vec()),
+        _ => (None, parts.clone()),
+    };
+    let named = parts.len() >= 2;
+    let verb = match (s.method.as_str(), named) {
+        ("GET", false) if s.query().contains("watch=true") => "watch",
+        ("GET", false) => "list",
+        ("GET", true) => "get",
+        ("POST", _) => "create",
+        ("PATCH", _) => "patch",
+        ("DELETE", _) => "delete",
+        _ => return None,
+    };
+    Some(kb::preflight::Access {
+        verb: verb.into(),
+        group: group.into(),
+        resource: parts[0].into(),
+        subresource: parts.get(2).map(|x| x.to_string()),
+        namespace,
+    })
+}
+
+/// Every request the console sent is one preflight asked permission for.
+fn assert_all_in_the_access_table(log: &[Seen], allowed: &[kb::preflight::Access]) {
+    for s in log {
+        if let Some(a) = access_of(s) {
+            assert!(allowed.contains(&a), "{} {} needs {a:?}, which preflight's table lacks", s.method, s.uri);
+        }
+    }
+}
+
 fn ok(v: Value) -> Answer {
     Answer::Json(200, v.to_string())
 }
@@ -234,6 +287,229 @@ async fn apply_error_from_the_server_names_the_object() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("Deployment/gpu-media") && e.contains("422") && e.contains("Required value"), "{e}");
+}
+
+// ---------------------------------------------------------------------------------------
+// switching overlays
+
+/// An autoscaler left by an earlier overlay, in the namespace: what the cluster holds and
+/// answers. `deleting` counts the GETs still answered (with a deletionTimestamp, as foreground
+/// deletion does while dependents are removed) after the DELETE.
+struct Leftover {
+    path: &'static str,
+    object: Value,
+    deleted: bool,
+    deleting: u32,
+}
+
+fn switching_route(
+    leftovers: Vec<Leftover>,
+) -> (impl Fn(&Seen) -> Answer + Send + Sync + 'static, Arc<Mutex<Vec<Leftover>>>) {
+    let state = Arc::new(Mutex::new(leftovers));
+    let st = state.clone();
+    let route = move |s: &Seen| {
+        if let Some(a) = discovery(s, &[]) {
+            return a;
+        }
+        let mut st = st.lock().unwrap();
+        let present = |l: &Leftover| !l.deleted || l.deleting > 0;
+        for (coll, kind) in [
+            ("/apis/autoscaling/v2/namespaces/rtc/horizontalpodautoscalers", "HorizontalPodAutoscaler"),
+            ("/apis/keda.sh/v1alpha1/namespaces/rtc/scaledobjects", "ScaledObject"),
+        ] {
+            if s.method == "GET" && s.path() == coll {
+                assert!(s.query().contains("labelSelector=app.kubernetes.io%2Fpart-of%3Drtc-demo"), "{}", s.uri);
+                let items =
+                    st.iter().filter(|l| present(l) && l.object["kind"] == kind).map(|l| l.object.clone()).collect();
+                return list(kind, items);
+            }
+        }
+        if let Some(l) = st.iter_mut().find(|l| s.path() == l.path) {
+            match s.method.as_str() {
+                "DELETE" if !l.deleted => {
+                    l.deleted = true;
+                    l.object["metadata"]["deletionTimestamp"] = json!("2025-01-01T00:00:00Z");
+                    return ok(l.object.clone());
+                }
+                "GET" if l.deleted && l.deleting > 0 => {
+                    l.deleting -= 1;
+                    return ok(l.object.clone());
+                }
+                "GET" | "DELETE" if l.deleted => return status(404, "NotFound", "not found"),
+                "GET" => return ok(l.object.clone()),
+                _ => {}
+            }
+        }
+        if s.method == "PATCH" && s.path() == "/apis/keda.sh/v1alpha1/namespaces/rtc/scaledobjects/gpu-media" {
+            // …unless the ScaledObject of that name owns the HPA (verifyHpas' `owned`).
+            let owned = |h: &Value| {
+                h["metadata"]["ownerReferences"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|o| o["kind"] == "ScaledObject" && o["name"] == "gpu-media")
+            };
+            let other_hpa =
+                st.iter().any(|l| present(l) && l.object["kind"] == "HorizontalPodAutoscaler" && !owned(&l.object));
+            if other_hpa {
+                // KEDA's validating webhook refuses a ScaledObject for a workload another HPA
+                // scales (kedacore/keda apis/keda/v1alpha1/scaledobject_webhook.go, verifyHpas;
+                // webhook vscaledobject.kb.io); controller-runtime turns the error into a 403
+                // Forbidden denial (pkg/webhook/admission/validator_custom.go → Denied →
+                // response.go ValidationResponse), which the API server prefixes with
+                // `admission webhook "NAME" denied the request:` (k8s.io/apiserver
+                // pkg/admission/plugin/webhook/errors/statuserror.go, ToStatusErr).
+                return status(403, "Forbidden", "admission webhook \"vscaledobject.kb.io\" denied the request: the workload 'gpu-media' of type 'apps/v1.Deployment' is already managed by the hpa 'gpu-media'");
+            }
+        }
+        if s.method == "PATCH" {
+            return Answer::Json(200, String::from_utf8_lossy(&s.body).into_owned());
+        }
+        status(404, "NotFound", "unexpected request")
+    };
+    (route, state)
+}
+
+/// The HPA the hpa-cpu overlay applied (ours: labelled, no owner).
+fn our_hpa() -> Value {
+    json!({"apiVersion":"autoscaling/v2","kind":"HorizontalPodAutoscaler",
+        "metadata":{"name":"gpu-media","namespace":"rtc","resourceVersion":"7",
+            "labels":{"app.kubernetes.io/name":"gpu-media","app.kubernetes.io/part-of":"rtc-demo"}},
+        "spec":{"scaleTargetRef":{"apiVersion":"apps/v1","kind":"Deployment","name":"gpu-media"},"maxReplicas":10}})
+}
+
+/// The HPA KEDA made for ScaledObject gpu-media: the ScaledObject's labels copied over its own
+/// and the ScaledObject as controller (kedacore/keda controllers/keda/hpa.go,
+/// newHPAForScaledObject, SetControllerReference).
+fn kedas_hpa() -> Value {
+    let mut h = our_hpa();
+    h["metadata"]["labels"]["app.kubernetes.io/managed-by"] = json!("keda-operator");
+    h["metadata"]["ownerReferences"] = json!([{"apiVersion":"keda.sh/v1alpha1","kind":"ScaledObject","name":"gpu-media","uid":"so-uid","controller":true,"blockOwnerDeletion":true}]);
+    h
+}
+
+fn our_scaledobject() -> Value {
+    json!({"apiVersion":"keda.sh/v1alpha1","kind":"ScaledObject",
+        "metadata":{"name":"gpu-media","namespace":"rtc","uid":"so-uid","resourceVersion":"9",
+            "labels":{"app.kubernetes.io/name":"gpu-media","app.kubernetes.io/part-of":"rtc-demo"}},
+        "spec":{"scaleTargetRef":{"name":"gpu-media"}}})
+}
+
+async fn switch_to(dir: &str, leftovers: Vec<Leftover>) -> (Result<(), String>, Vec<Seen>) {
+    let (route, _state) = switching_route(leftovers);
+    let (client, log) = mock(route);
+    let objs = overlay(dir);
+    let mut applier = kb::apply::Applier::new(client);
+    let r = async {
+        applier.remove_other_autoscalers(&objs, "rtc", Duration::from_secs(10), |_| {}).await?;
+        applier.apply_all(&objs, |_, _, _| {}).await?;
+        Ok::<(), kb::apply::ApplyError>(())
+    }
+    .await
+    .map_err(|e| e.to_string());
+    let log = log.lock().unwrap().clone();
+    (r, log)
+}
+
+fn at(log: &[Seen], method: &str, path: &str) -> Option<usize> {
+    log.iter().position(|s| s.method == method && s.path() == path)
+}
+
+#[tokio::test]
+async fn switching_from_hpa_cpu_to_keda_removes_the_old_hpa_first() {
+    let hpa_path = "/apis/autoscaling/v2/namespaces/rtc/horizontalpodautoscalers/gpu-media";
+    let so_path = "/apis/keda.sh/v1alpha1/namespaces/rtc/scaledobjects/gpu-media";
+    let left = || vec![Leftover { path: hpa_path, object: our_hpa(), deleted: false, deleting: 2 }];
+    let (r, log) = switch_to("manifests/overlays/gpu-keda", left()).await;
+    let uris: Vec<String> = log.iter().map(|s| format!("{} {}", s.method, s.uri)).collect();
+    r.unwrap_or_else(|e| panic!("{e}\n{uris:#?}"));
+    let objs = overlay("manifests/overlays/gpu-keda");
+    assert_all_in_the_access_table(&log, &kb::preflight::required_access(&objs, "rtc", false, false));
+    let del = at(&log, "DELETE", hpa_path).expect("the old HPA deleted");
+    assert_eq!(log[del].json()["propagationPolicy"], "Foreground");
+    let gone = log.iter().rposition(|s| s.method == "GET" && s.path() == hpa_path).expect("waited for it");
+    let patch = at(&log, "PATCH", so_path).expect("ScaledObject applied");
+    assert!(del < gone && gone < patch, "delete, wait until gone, then apply: {uris:#?}");
+
+    // Without the removal the webhook refuses the ScaledObject: the fixture is a real gate.
+    let (route, _) = switching_route(left());
+    let (client, _) = mock(route);
+    let e = kb::apply::Applier::new(client)
+        .apply_all(&overlay("manifests/overlays/gpu-keda"), |_, _, _| {})
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("already managed by the hpa 'gpu-media'"), "{e}");
+}
+
+#[tokio::test]
+async fn switching_from_keda_to_hpa_cpu_removes_the_scaledobject_and_waits_for_its_hpa() {
+    let hpa_path = "/apis/autoscaling/v2/namespaces/rtc/horizontalpodautoscalers/gpu-media";
+    let so_path = "/apis/keda.sh/v1alpha1/namespaces/rtc/scaledobjects/gpu-media";
+    let left = || {
+        vec![
+            Leftover { path: so_path, object: our_scaledobject(), deleted: false, deleting: 2 },
+            Leftover { path: hpa_path, object: kedas_hpa(), deleted: false, deleting: 0 },
+        ]
+    };
+    let (r, log) = switch_to("manifests/overlays/gpu-hpa-cpu", left()).await;
+    let uris: Vec<String> = log.iter().map(|s| format!("{} {}", s.method, s.uri)).collect();
+    r.unwrap_or_else(|e| panic!("{e}\n{uris:#?}"));
+    let objs = overlay("manifests/overlays/gpu-hpa-cpu");
+    assert_all_in_the_access_table(&log, &kb::preflight::required_access(&objs, "rtc", false, false));
+    let del = at(&log, "DELETE", so_path).expect("the ScaledObject deleted");
+    assert_eq!(log[del].json()["propagationPolicy"], "Foreground", "its HPA goes before it does");
+    assert_eq!(at(&log, "DELETE", hpa_path), None, "KEDA's HPA goes with its ScaledObject, not by us");
+    let gone = log.iter().rposition(|s| s.method == "GET" && s.path() == so_path).unwrap();
+    let patch = at(&log, "PATCH", hpa_path).expect("our HPA applied");
+    assert!(del < gone && gone < patch, "{uris:#?}");
+
+    // Staying on keda: nothing deleted, KEDA's HPA kept.
+    let (r, log) = switch_to("manifests/overlays/gpu-keda", left()).await;
+    r.unwrap();
+    assert!(!log.iter().any(|s| s.method == "DELETE"), "{:#?}", log.iter().map(|s| &s.uri).collect::<Vec<_>>());
+}
+
+/// `--namespace` into a namespace that exists and is someone else's: its labels (Pod Security
+/// enforcement among them) are not applied over, and `--teardown` leaves it.
+#[tokio::test]
+async fn a_namespace_the_console_did_not_create_is_neither_relabelled_nor_deleted() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let objs = kb::apply::render_manifests(root, "manifests/overlays/gpu-keda", &[], "rtc", "team-a").unwrap();
+    assert!(objs.iter().any(|o| o["kind"] == "Namespace" && o["metadata"]["name"] == "team-a"));
+    for (labels, ours) in [
+        (json!({"kubernetes.io/metadata.name":"team-a"}), false),
+        (json!({"kubernetes.io/metadata.name":"team-a","app.kubernetes.io/part-of":"rtc-demo"}), true),
+    ] {
+        let ns = json!({"apiVersion":"v1","kind":"Namespace","metadata":{"name":"team-a","resourceVersion":"1","labels":labels},"spec":{"finalizers":["kubernetes"]},"status":{"phase":"Active"}});
+        let (client, log) = mock(move |s| {
+            if let Some(a) = discovery(s, &[]) {
+                return a;
+            }
+            if s.method == "GET" && s.path() == "/api/v1/namespaces/team-a" {
+                return ok(ns.clone());
+            }
+            if s.method == "DELETE" {
+                return ok(json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Success"}));
+            }
+            Answer::Json(200, String::from_utf8_lossy(&s.body).into_owned())
+        });
+        let (kept, foreign) = kb::apply::leave_foreign_namespace(&client, &objs, "team-a").await.unwrap();
+        assert_eq!(foreign, !ours);
+        assert_eq!(kept.iter().any(|o| o["kind"] == "Namespace"), ours);
+        assert_eq!(kept.len(), objs.len() - usize::from(!ours));
+        let errs = kb::apply::teardown(&client, &objs, "team-a").await;
+        assert!(errs.is_empty(), "{errs:?}");
+        let log = log.lock().unwrap().clone();
+        let ns_deleted = log.iter().any(|s| s.method == "DELETE" && s.path() == "/api/v1/namespaces/team-a");
+        assert_eq!(
+            ns_deleted,
+            ours,
+            "{:#?}",
+            log.iter().map(|s| format!("{} {}", s.method, s.uri)).collect::<Vec<_>>()
+        );
+        assert!(log.iter().any(|s| s.method == "DELETE" && s.path().ends_with("/deployments/gpu-media")));
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -462,6 +738,10 @@ async fn watchers_turn_pods_hpa_and_events_into_snapshots() {
     );
     // Watchers, not polling: each resource was listed once and then watched.
     let log = log.lock().unwrap().clone();
+    assert_all_in_the_access_table(
+        &log,
+        &kb::preflight::required_access(&overlay("manifests/overlays/gpu-keda"), "rtc", false, false),
+    );
     let pod_lists =
         log.iter().filter(|s| s.path() == "/api/v1/namespaces/rtc/pods" && !s.query().contains("watch=true")).count();
     let pod_watches: Vec<&Seen> =
@@ -690,6 +970,8 @@ async fn preflight_passes_on_a_ready_cluster() {
         "{reviews:#?}"
     );
     assert!(reviews.iter().any(|r| r["spec"]["resourceAttributes"]["subresource"] == "log"));
+    // Preflight's own reads (the namespace, the nodes) are in the table it reviews.
+    assert_all_in_the_access_table(&log, &plan(&objs).access);
 }
 
 #[tokio::test]
@@ -773,33 +1055,82 @@ async fn preflight_without_keda_crd_fails_with_the_crd_command() {
 
 #[tokio::test]
 async fn in_cluster_load_applies_configmap_and_job_and_reads_the_pods_log() {
-    let line1 = "[   1s] offered     5/s  sent      5  done      5 (     5.0/s)  corrected p50   12.0ms p95   20.5ms p99   22.0ms max   25.0ms | uncorrected p95   19.0ms  ok 5 shed 0 5xx 0 4xx 0 timeout 0 conn-err 0 err 0 dropped 0 inflight 0";
+    let line1 = "[   1s] offered     5/s  sent      5  done      5 (     5.0/s)  corrected p50   12.0ms p95   20.5ms p99   22.0ms max   25.0ms | uncorrected p95   19.0ms  ok 3 shed 2 5xx 0 4xx 0 timeout 0 conn-err 0 err 0 dropped 0 inflight 0";
     let line2 = "[   2s] offered     5/s  sent      5  done      5 (     5.0/s)  corrected p50   12.0ms p95   31.0ms p99   33.0ms max   35.0ms | uncorrected p95   30.0ms  ok 4 shed 1 5xx 0 4xx 0 timeout 0 conn-err 0 err 0 dropped 0 inflight 0";
-    let logbody = format!("-- stage 1/1: idle (5 rps)\n{line1}\n{line2}\n");
+    // The new pod's first log stream is cut after one second (an API server connection
+    // closing); the console reopens it and skips what it already has.
+    let first_log = format!("-- stage 1/1: idle (5 rps)\n{line1}\n");
+    let full_log = format!("-- stage 1/1: idle (5 rps)\n{line1}\n{line2}\n");
+    let old_line = line2.replace("p95   31.0ms", "p95  999.0ms");
     let served = Arc::new(Mutex::new(BTreeMap::new()));
     let base = cluster_route(served);
-    let job_gone = Arc::new(Mutex::new(false));
+    // Mocked cluster state: does the Job exist, how often the pods were listed, how often the
+    // new pod's log was opened.
+    #[derive(Default)]
+    struct LoadState {
+        job: Option<Value>,
+        lists: u32,
+        logs: u32,
+    }
+    let st = Arc::new(Mutex::new(LoadState { job: Some(json!({"kind":"Job"})), ..Default::default() }));
+    // A pod the Job controller made: it sets a controller owner reference to the Job on every
+    // pod (kubernetes pkg/controller/job/job_controller.go, via metav1.NewControllerRef) and the
+    // `job-name` label (batch/v1 Job docs, "Pod selector").
+    let load_pod = |name: &str, job_uid: &str, phase: &str| {
+        let mut p = pod(name, phase, phase == "Running", "50");
+        p["metadata"]["labels"] = json!({"job-name":"rtc-demo-load","batch.kubernetes.io/job-name":"rtc-demo-load"});
+        p["metadata"]["ownerReferences"] = json!([{"apiVersion":"batch/v1","kind":"Job","name":"rtc-demo-load","uid":job_uid,"controller":true,"blockOwnerDeletion":true}]);
+        p
+    };
     let (client, log) = mock(move |s| {
+        let mut st = st.lock().unwrap();
         if s.path() == "/apis/batch/v1/namespaces/rtc/jobs/rtc-demo-load" {
+            let not_found = || status(404, "NotFound", "jobs.batch \"rtc-demo-load\" not found");
             return match s.method.as_str() {
-                "DELETE" => {
-                    *job_gone.lock().unwrap() = true;
-                    status(404, "NotFound", "jobs.batch \"rtc-demo-load\" not found")
+                // Foreground deletion answers 200 with the object; it is gone once its pods are.
+                "DELETE" => match st.job.take() {
+                    Some(j) => ok(j),
+                    None => not_found(),
+                },
+                "GET" => st.job.clone().map(ok).unwrap_or_else(not_found),
+                _ => {
+                    let mut j: Value = serde_json::from_slice(&s.body).unwrap();
+                    j["metadata"]["uid"] = json!("job-uid-2");
+                    st.job = Some(j.clone());
+                    ok(j)
                 }
-                "GET" => status(404, "NotFound", "jobs.batch \"rtc-demo-load\" not found"),
-                _ => Answer::Json(200, String::from_utf8_lossy(&s.body).into_owned()),
             };
         }
         if s.method == "PATCH" {
             return Answer::Json(200, String::from_utf8_lossy(&s.body).into_owned());
         }
         if s.path() == "/api/v1/namespaces/rtc/pods" && s.query().contains("job-name%3Drtc-demo-load") {
-            let mut p = pod("rtc-demo-load-x7k2p", "Running", true, "50");
-            p["metadata"]["labels"] = json!({"job-name":"rtc-demo-load"});
-            return list("Pod", vec![p]);
+            st.lists += 1;
+            // The previous stage's pod, still terminating (deletionTimestamp set), listed first;
+            // the new Job's pod is Pending (pulling) on the first two lists.
+            let mut old = load_pod("rtc-demo-load-old11", "job-uid-1", "Running");
+            old["metadata"]["deletionTimestamp"] = json!("2025-01-01T00:00:00Z");
+            let mut new =
+                load_pod("rtc-demo-load-x7k2p", "job-uid-2", if st.lists <= 2 { "Pending" } else { "Running" });
+            if st.lists <= 2 {
+                new["status"]["containerStatuses"][0]["state"] = json!({"waiting":{"reason":"ContainerCreating"}});
+            }
+            return list("Pod", vec![old, new]);
+        }
+        if s.path() == "/api/v1/namespaces/rtc/pods/rtc-demo-load-old11/log" {
+            return Answer::Json(200, format!("{old_line}\n"));
         }
         if s.path() == "/api/v1/namespaces/rtc/pods/rtc-demo-load-x7k2p/log" {
-            return Answer::Json(200, logbody.clone());
+            st.logs += 1;
+            return Answer::Json(200, if st.logs == 1 { first_log.clone() } else { full_log.clone() });
+        }
+        if s.path() == "/api/v1/namespaces/rtc/pods/rtc-demo-load-x7k2p" && s.method == "GET" {
+            // Still running after the first cut, finished after the second stream.
+            return ok(load_pod(
+                "rtc-demo-load-x7k2p",
+                "job-uid-2",
+                if st.logs <= 1 { "Running" } else { "Succeeded" },
+            ));
         }
         if let Some(a) = discovery(s, &[]) {
             return a;
@@ -809,6 +1140,10 @@ async fn in_cluster_load_applies_configmap_and_job_and_reads_the_pods_log() {
     let mut be = kb::start_backend(kube_config(client, true)).unwrap();
     let mut rx = be.subscribe();
     be.command(BackendCommand::StartStage { index: 0, plan: RatePlan::Constant { rps: 5.0 } }).unwrap();
+    wait_for(&mut rx, "the status line says what the load pod waits for", |s| {
+        s.status.as_deref().is_some_and(|t| t.contains("pod rtc-demo-load-x7k2p: ContainerCreating"))
+    })
+    .await;
     let snap = wait_for(&mut rx, "the load pod's figures in a sample", |s| {
         s.last().is_some_and(|x| x.p95_client_s == Some(0.031))
     })
@@ -818,10 +1153,13 @@ async fn in_cluster_load_applies_configmap_and_job_and_reads_the_pods_log() {
     assert_eq!(x.p95_client_uncorrected_s, Some(0.030));
     let log = log.lock().unwrap().clone();
     let uris: Vec<String> = log.iter().map(|s| format!("{} {}", s.method, s.uri)).collect();
-    // The old Job is deleted first (background propagation), then ConfigMap + Job applied.
+    let cfg_objs = overlay("manifests/overlays/gpu-keda");
+    assert_all_in_the_access_table(&log, &kb::preflight::required_access(&cfg_objs, "rtc", true, false));
+    // The old Job is deleted first (foreground: it goes once its pods are gone), then
+    // ConfigMap + Job applied.
     let del =
         log.iter().position(|s| s.method == "DELETE" && s.path().ends_with("/jobs/rtc-demo-load")).expect("DELETE job");
-    assert_eq!(log[del].json()["propagationPolicy"], "Background", "{uris:#?}");
+    assert_eq!(log[del].json()["propagationPolicy"], "Foreground", "{uris:#?}");
     let cm = log
         .iter()
         .find(|s| s.method == "PATCH" && s.path() == "/api/v1/namespaces/rtc/configmaps/rtc-demo-load-scenario")
@@ -862,11 +1200,17 @@ async fn in_cluster_load_applies_configmap_and_job_and_reads_the_pods_log() {
         log.iter().any(|s| s.method == "PATCH" && s.path() == "/api/v1/namespaces/rtc/serviceaccounts/rtc-demo-load"),
         "{uris:#?}"
     );
-    // The log is followed through the API server.
-    let lg = log.iter().find(|s| s.path().ends_with("/pods/rtc-demo-load-x7k2p/log")).unwrap();
-    assert!(lg.query().contains("follow=true"), "{}", lg.uri);
+    // The new Job's pod's log is followed through the API server, reopened once after the
+    // cut; the terminating pod of the old Job is never read.
+    let lg: Vec<&Seen> = log.iter().filter(|s| s.path().ends_with("/pods/rtc-demo-load-x7k2p/log")).collect();
+    assert_eq!(lg.len(), 2, "{uris:#?}");
+    assert!(lg.iter().all(|l| l.query().contains("follow=true")), "{}", lg[0].uri);
+    assert!(!uris.iter().any(|u| u.contains("rtc-demo-load-old11/log")), "{uris:#?}");
+    // Each second counted once, though the second stream repeated the first line (2 + 1 shed).
+    let shed: u64 = snap.series.iter().map(|x| x.shed).sum();
+    assert_eq!(shed, 3, "{:#?}", snap.series);
     // The kubectl panel names the file the console wrote and the Job's log.
-    assert!(snap.kubectl.iter().any(|c| c.starts_with("kubectl --context mock -n rtc delete job rtc-demo-load --ignore-not-found --wait=false && kubectl --context mock apply --server-side --field-manager=rtc-demo --force-conflicts -f ")), "{:#?}", snap.kubectl);
+    assert!(snap.kubectl.iter().any(|c| c.starts_with("kubectl --context mock -n rtc delete job rtc-demo-load --ignore-not-found --cascade=foreground && kubectl --context mock apply --server-side --field-manager=rtc-demo --force-conflicts -f ")), "{:#?}", snap.kubectl);
     assert!(snap.kubectl.contains(&"kubectl --context mock -n rtc logs -f job/rtc-demo-load".to_string()));
     be.shutdown(false).await;
 }

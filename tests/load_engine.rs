@@ -150,6 +150,32 @@ async fn closed_loop_with_a_request_count() {
     assert_eq!(srv.requests(), 200);
 }
 
+/// The kubelet stops the in-cluster load pod with SIGTERM (the console deletes the Job between
+/// stages): the run stops, still prints its summary, and exits 143.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_the_run_with_its_summary() {
+    let srv = server(TestServerOptions::default()).await;
+    let child = Command::new(BIN)
+        .args(["load", "-q", "50", "-z", "60s", "--json", &srv.url("/")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run rtc-demo");
+    let started = Instant::now();
+    while srv.requests() < 20 && started.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(srv.requests() >= 20, "the load never started");
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) }, 0);
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(30), "stopped long after SIGTERM");
+    assert_eq!(out.status.code(), Some(143), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let j = json(&out);
+    assert!(u(&j, "/summary/completed") >= 20);
+    assert_eq!(u(&j, "/summary/status/ok"), u(&j, "/summary/completed"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hgrm_files_hold_both_distributions() {
     let srv = server(TestServerOptions::default()).await;

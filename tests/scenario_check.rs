@@ -149,3 +149,48 @@ expect = { replicas_at_least = 4 }
     assert_eq!(s.stages[1].expect.replicas_at_least, Some(4));
     assert!(s.prometheus.p95.contains(">= 0") && s.prometheus.p95.contains("or vector(0)"));
 }
+
+/// `check --hpa` reads a HorizontalPodAutoscaler as the local rehearsal does; `conduct` reads
+/// its HPA through it (a child process) and reports the same errors, file named.
+#[test]
+fn check_hpa_prints_the_settings_and_conduct_reports_its_errors() {
+    let hpa = root().join("manifests/autoscaling/latency-adapter/hpa.yaml");
+    let out = Command::new(BIN).args(["check", "--hpa"]).arg(&hpa).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && stdout.contains("HPA gpu-media: 2–10 replicas"), "{stdout}");
+    let out = Command::new(BIN).args(["check", "--hpa"]).arg(&hpa).arg("--json").output().unwrap();
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
+    assert_eq!(
+        (j["min_replicas"].as_u64(), j["max_replicas"].as_u64(), j["target"].as_f64()),
+        (Some(2), Some(10), Some(0.1))
+    );
+
+    let dir = std::env::temp_dir().join(format!("rtc-check-hpa-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("hpa.yaml");
+    std::fs::write(
+        &bad,
+        "apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nspec:\n  minReplicas: 3\n  maxReplicas: 2\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN).args(["check", "--hpa"]).arg(&bad).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains(&bad.display().to_string()) && stderr.contains("minReplicas"), "{stderr}");
+    let scenario = root().join("tests/fixtures/conduct/e2e-28150.toml");
+    let out = Command::new(BIN)
+        .args(["conduct", "--backend", "local", "--headless", "--hpa"])
+        .arg(&bad)
+        .arg(&scenario)
+        .arg("--report-dir")
+        .arg(dir.join("report"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&bad.display().to_string()) && stderr.contains("need 1 ≤ minReplicas ≤ maxReplicas"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

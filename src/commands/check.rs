@@ -1,20 +1,32 @@
-//! `rtc-demo check FILE...`: validates scenario files offline.
+//! `rtc-demo check FILE...`: validates scenario files offline; `--hpa FILE` reads a
+//! HorizontalPodAutoscaler manifest as the local rehearsal's autoscaler will.
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use crate::conduct::hpa::HpaSpec;
 use crate::scenario::Scenario;
 
-/// `rtc-demo check FILE...`
+/// `rtc-demo check FILE...` or `rtc-demo check --hpa FILE [--json]`
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
     /// Scenario files to validate (TOML).
-    #[arg(required = true, value_name = "FILE")]
+    #[arg(required_unless_present = "hpa", value_name = "FILE")]
     pub files: Vec<PathBuf>,
+    /// Read a HorizontalPodAutoscaler manifest (YAML) and print the settings the local
+    /// rehearsal's autoscaler takes from it: replicas, metric, target, windows, policies.
+    #[arg(long, value_name = "FILE", conflicts_with = "files")]
+    pub hpa: Option<PathBuf>,
+    /// With --hpa: print the settings as one JSON line (what `conduct` reads back).
+    #[arg(long, requires = "hpa")]
+    pub json: bool,
 }
 
 /// Validates every file; prints `ok FILE (name: N stages, total T)` or the error; exit 1
 /// when any is invalid.
 pub fn main(args: CheckArgs) -> ExitCode {
+    if let Some(path) = &args.hpa {
+        return check_hpa(path, args.json);
+    }
     let mut failed = 0;
     for file in &args.files {
         match Scenario::load(file) {
@@ -36,5 +48,34 @@ pub fn main(args: CheckArgs) -> ExitCode {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// `--hpa FILE`: the settings, or the error (file, field, what is allowed) with exit 1.
+fn check_hpa(path: &std::path::Path, json: bool) -> ExitCode {
+    match HpaSpec::load(path) {
+        Ok(spec) if json => match serde_json::to_string(&spec) {
+            Ok(line) => {
+                println!("{line}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("cannot write the settings as JSON: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Ok(spec) => {
+            println!("ok {} ({})", path.display(), spec.summary());
+            ExitCode::SUCCESS
+        }
+        Err(e) if json => {
+            // The bare reason: the console that asked names the file itself.
+            eprintln!("{e}");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", path.display());
+            ExitCode::from(1)
+        }
     }
 }

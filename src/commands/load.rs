@@ -238,6 +238,26 @@ pub fn main(args: LoadArgs) -> ExitCode {
     code
 }
 
+/// Resolves on SIGINT or SIGTERM with the shell's exit code for it (128 + signal number).
+/// The SIGTERM handler is installed now, not at the first poll, so a signal that comes
+/// before the first second is not the default (silent) death.
+fn stop_signal() -> impl std::future::Future<Output = u8> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate()).ok();
+    async move {
+        let term = async {
+            match term {
+                Some(mut t) => t.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => 130,
+            _ = term => 143,
+        }
+    }
+}
+
 async fn run(args: LoadArgs, setup: Setup) -> ExitCode {
     let Setup { targets, config, phases, thresholds, label } = setup;
     let connections = config.connections;
@@ -258,9 +278,11 @@ async fn run(args: LoadArgs, setup: Setup) -> ExitCode {
             format_duration(timeout)
         );
     }
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
-    let mut interrupted = false;
+    // Ctrl-C, or SIGTERM from the kubelet when the console deletes the load Job between
+    // stages: either stops the load and still prints the summary.
+    let stop_signal = stop_signal();
+    tokio::pin!(stop_signal);
+    let mut interrupted = None;
     'phases: for (i, phase) in phases.iter().enumerate() {
         if i > 0 {
             if let Err(e) = handle.set_plan(phase.plan) {
@@ -281,11 +303,11 @@ async fn run(args: LoadArgs, setup: Setup) -> ExitCode {
                 },
                 _ = sleep_until_opt(end) => break,
                 _ = handle.exhausted() => break 'phases,
-                _ = &mut ctrl_c => { interrupted = true; break 'phases; }
+                code = &mut stop_signal => { interrupted = Some(code); break 'phases; }
             }
         }
     }
-    let summary = if interrupted { handle.stop().await } else { handle.finish(timeout).await };
+    let summary = if interrupted.is_some() { handle.stop().await } else { handle.finish(timeout).await };
     while let Ok(snap) = rx.try_recv() {
         print_second(&args, &snap);
         series.push(snap);
@@ -323,8 +345,8 @@ async fn run(args: LoadArgs, setup: Setup) -> ExitCode {
         print!("{human}");
     }
     let _ = std::io::stdout().flush();
-    if interrupted {
-        return ExitCode::from(130);
+    if let Some(code) = interrupted {
+        return ExitCode::from(code);
     }
     if passed {
         ExitCode::SUCCESS

@@ -22,27 +22,27 @@ use std::fmt;
 use k8s_openapi::api::autoscaling::v2::{HPAScalingRules, HorizontalPodAutoscaler, MetricSpec};
 
 /// Which way a policy list applies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum SelectPolicy {
     Max,
     Min,
     Disabled,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum PolicyType {
     Pods,
     Percent,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ScalingPolicy {
     pub kind: PolicyType,
     pub value: u32,
     pub period_seconds: u32,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ScalingRules {
     pub stabilization_window_seconds: u32,
     pub select_policy: SelectPolicy,
@@ -72,7 +72,7 @@ impl ScalingRules {
 }
 
 /// How the metric is compared with its target.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum MetricKind {
     /// `Object`/`External` metric with a `Value` target: one number for the whole workload.
     Value,
@@ -81,7 +81,7 @@ pub enum MetricKind {
 }
 
 /// The autoscaler settings of one HorizontalPodAutoscaler.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct HpaSpec {
     pub name: String,
     pub min_replicas: u32,
@@ -111,6 +111,26 @@ impl HpaSpec {
             scale_up: ScalingRules { stabilization_window_seconds: 30, ..ScalingRules::default_up() },
             scale_down: ScalingRules { stabilization_window_seconds: 120, ..ScalingRules::default_down() },
         }
+    }
+
+    /// One line for people: `HPA gpu-media: 2–10 replicas, app_request_latency_p95_seconds
+    /// (Value) target 0.1, tolerance 10 %, windows up 30 s / down 120 s`.
+    pub fn summary(&self) -> String {
+        let kind = match self.metric_kind {
+            MetricKind::Value => "Value",
+            MetricKind::AverageValue => "AverageValue",
+        };
+        format!(
+            "HPA {}: {}–{} replicas, {} ({kind}) target {}, tolerance {} %, windows up {} s / down {} s",
+            self.name,
+            self.min_replicas,
+            self.max_replicas,
+            self.metric_name,
+            self.target,
+            (self.tolerance * 100.0).round(),
+            self.scale_up.stabilization_window_seconds,
+            self.scale_down.stabilization_window_seconds
+        )
     }
 
     /// Reads the first `HorizontalPodAutoscaler` document of a YAML file.
@@ -224,6 +244,9 @@ pub enum HpaError {
     NotFound,
     #[error("{field}: {problem}")]
     Invalid { field: String, problem: String },
+    /// What `rtc-demo check --hpa` (the helper that read the manifest) said was wrong.
+    #[error("{0}")]
+    Reported(String),
 }
 
 fn not_a_quantity(s: &str) -> String {

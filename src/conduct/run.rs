@@ -18,7 +18,7 @@ use super::local::LocalBackend;
 use super::model::*;
 use super::replay::ReplayBackend;
 use super::report::{self, Recorder, Summary};
-use super::settings::{BackendSettings, Settings};
+use super::settings::{BackendSettings, HpaReader, Settings};
 use super::story::TalkFigures;
 use super::timeline::unix_now;
 use super::ui::{self, App, UiEvent, Verdict};
@@ -326,7 +326,7 @@ fn out(line: &str) {
 
 /// `rtc-demo conduct`: flags resolved once, then the session on the backend they name.
 pub fn main(args: ConductArgs) -> anyhow::Result<ExitCode> {
-    let settings = Settings::resolve(&args, unix_now() as u64)?;
+    let settings = Settings::resolve(&args, unix_now() as u64, &HpaReader::for_this_binary())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

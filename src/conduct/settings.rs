@@ -73,7 +73,9 @@ pub enum BackendSettings {
 }
 
 impl Settings {
-    pub fn resolve(args: &ConductArgs, started_unix: u64) -> Result<Settings, SettingsError> {
+    /// `hpa_reader` parses a local rehearsal's HPA manifest ([`HpaReader::for_this_binary`]
+    /// from the command, [`HpaReader::InProcess`] in tests).
+    pub fn resolve(args: &ConductArgs, started_unix: u64, hpa_reader: &HpaReader) -> Result<Settings, SettingsError> {
         let kind = backend_kind(args)?;
         if !(args.replay_speed.is_finite() && args.replay_speed > 0.0) {
             return Err(SettingsError::ReplaySpeed(args.replay_speed));
@@ -88,8 +90,8 @@ impl Settings {
                 let path = scenario_path(args)?;
                 let scenario = Scenario::load(&path)?;
                 let mut hpa = match &args.hpa {
-                    Some(p) => load_hpa(p)?,
-                    None if Path::new(DEFAULT_HPA).exists() => load_hpa(Path::new(DEFAULT_HPA))?,
+                    Some(p) => load_hpa(hpa_reader, p)?,
+                    None if Path::new(DEFAULT_HPA).exists() => load_hpa(hpa_reader, Path::new(DEFAULT_HPA))?,
                     None => slo_hpa(&scenario),
                 };
                 // This machine's replica range (the scenario's [local] section) bounds the manifest's.
@@ -165,8 +167,41 @@ fn scenario_path(args: &ConductArgs) -> Result<PathBuf, SettingsError> {
     }
 }
 
-fn load_hpa(path: &Path) -> Result<HpaSpec, SettingsError> {
-    HpaSpec::load(path).map_err(|source| SettingsError::Hpa { path: path.to_path_buf(), source })
+/// Who parses the HPA manifest of a local rehearsal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HpaReader {
+    /// This process (tests; or when the helper cannot be started).
+    InProcess,
+    /// A short-lived `EXE check --hpa FILE --json` child. The YAML parser and k8s-openapi's
+    /// deserializers then run in the child: about 1.4 MB of their code pages would otherwise
+    /// stay resident in the console for the whole talk (issue 10; `scripts/conduct-overhead.sh`).
+    Helper(PathBuf),
+}
+
+impl HpaReader {
+    /// The helper is this very binary (the `conduct` command runs only in `rtc-demo`).
+    pub fn for_this_binary() -> Self {
+        std::env::current_exe().map(HpaReader::Helper).unwrap_or(HpaReader::InProcess)
+    }
+
+    pub fn read(&self, path: &Path) -> Result<HpaSpec, super::hpa::HpaError> {
+        let HpaReader::Helper(exe) = self else { return HpaSpec::load(path) };
+        let out = match std::process::Command::new(exe).arg("check").arg("--hpa").arg(path).arg("--json").output() {
+            Ok(out) => out,
+            Err(_) => return HpaSpec::load(path),
+        };
+        if out.status.success() {
+            serde_json::from_slice(&out.stdout).map_err(|e| {
+                super::hpa::HpaError::Reported(format!("{} check --hpa answered no settings: {e}", exe.display()))
+            })
+        } else {
+            Err(super::hpa::HpaError::Reported(String::from_utf8_lossy(&out.stderr).trim().to_string()))
+        }
+    }
+}
+
+fn load_hpa(reader: &HpaReader, path: &Path) -> Result<HpaSpec, SettingsError> {
+    reader.read(path).map_err(|source| SettingsError::Hpa { path: path.to_path_buf(), source })
 }
 
 /// `reports/<UTC YYYYmmdd-HHMMSS>`.
@@ -245,7 +280,8 @@ mod tests {
     fn resolved_once_with_the_scenario_loaded() {
         let root = env!("CARGO_MANIFEST_DIR");
         let scenario = format!("{root}/scenarios/rehearsal.toml");
-        let s = Settings::resolve(&args(&["--backend", "local", &scenario, "--fps", "8"]), 0).unwrap();
+        let s = Settings::resolve(&args(&["--backend", "local", &scenario, "--fps", "8"]), 0, &HpaReader::InProcess)
+            .unwrap();
         assert_eq!(
             (s.fps, s.headless, s.report_dir.clone()),
             (8, false, Some(PathBuf::from("reports/19700101-000000")))
@@ -262,13 +298,13 @@ mod tests {
             }
             _ => panic!("not the local backend"),
         }
-        let s = Settings::resolve(&args(&["--replay", "reports/x"]), 0).unwrap();
+        let s = Settings::resolve(&args(&["--replay", "reports/x"]), 0, &HpaReader::InProcess).unwrap();
         assert!(matches!(s.backend, BackendSettings::Replay { .. }) && s.report_dir.is_none());
     }
 
     #[test]
     fn bad_flags_say_what_is_allowed() {
-        let refused = |a: &[&str]| match Settings::resolve(&args(a), 0) {
+        let refused = |a: &[&str]| match Settings::resolve(&args(a), 0, &HpaReader::InProcess) {
             Ok(_) => panic!("{a:?} was accepted"),
             Err(e) => e.to_string(),
         };

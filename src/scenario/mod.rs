@@ -225,11 +225,21 @@ pub struct LoadSource {
     /// Most requests due but unanswered before new ones count as dropped.
     #[serde(deserialize_with = "de_positive_usize")]
     pub max_inflight: usize,
+    /// In-cluster load: how long each stage's load pod may take to start running (image
+    /// pull, scheduling) before the stage says it did not start.
+    #[serde(deserialize_with = "de_duration")]
+    pub pod_start_timeout: Duration,
 }
 
 impl Default for LoadSource {
     fn default() -> Self {
-        LoadSource { from: LoadOrigin::ThisMachine, url: None, connections: 64, max_inflight: 10_000 }
+        LoadSource {
+            from: LoadOrigin::ThisMachine,
+            url: None,
+            connections: 64,
+            max_inflight: 10_000,
+            pod_start_timeout: Duration::from_secs(120),
+        }
     }
 }
 

@@ -441,6 +441,11 @@ def test_load_job_template_and_rbac(rendered):
     for need in [("batch", "jobs", "create"), ("batch", "jobs", "delete"), ("", "configmaps", "create"),
                  ("", "pods/log", "get"), ("", "pods", "watch"), ("autoscaling", "horizontalpodautoscalers", "watch")]:
         assert need in granted, need
+    crole = one(objs, "ClusterRole", "rtc-demo-conductor")
+    cgranted = {(r, v) for rule in crole["rules"] for r in rule["resources"] for v in rule["verbs"]}
+    assert cgranted == {("namespaces", v) for v in ("create", "patch", "delete", "get")} | {("nodes", "list")}
+    crb = one(objs, "ClusterRoleBinding", "rtc-demo-conductor")
+    assert crb["roleRef"]["kind"] == "ClusterRole" and crb["subjects"][0]["name"] == "rtc-demo-conductor"
     rb = one(objs, "RoleBinding", "rtc-demo-conductor")
     assert rb["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "rtc-demo-conductor"}
     assert rb["subjects"] == [{"kind": "ServiceAccount", "name": "rtc-demo-conductor", "namespace": "rtc"}]

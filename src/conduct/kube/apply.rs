@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersion};
 use kube::discovery::{self, ApiCapabilities, ApiGroup, Scope};
 use kube::runtime::watcher;
@@ -22,6 +22,13 @@ use super::error_text;
 
 /// The field manager every write of the console uses.
 pub const FIELD_MANAGER: &str = "rtc-demo";
+
+/// The label every object of the manifests carries (`app.kubernetes.io/part-of: rtc-demo`).
+pub const PART_OF_SELECTOR: &str = "app.kubernetes.io/part-of=rtc-demo";
+
+/// The kinds that scale the Deployment; each overlay holds one of them.
+pub const AUTOSCALER_KINDS: [(&str, &str); 2] =
+    [("autoscaling/v2", "HorizontalPodAutoscaler"), ("keda.sh/v1alpha1", "ScaledObject")];
 
 /// One object to apply, with what discovery found for its kind.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -136,6 +143,65 @@ fn retarget_namespace(o: &mut Value, from: &str, to: &str) {
     } else if meta.get("namespace").and_then(|n| n.as_str()) == Some(from) {
         meta.insert("namespace".into(), Value::String(to.into()));
     }
+    match kind.as_str() {
+        // Prometheus scrapes the Service in the namespaces this selector names.
+        "ServiceMonitor" => {
+            if let Some(names) = o.pointer_mut("/spec/namespaceSelector/matchNames").and_then(|n| n.as_array_mut()) {
+                for n in names.iter_mut().filter(|n| n.as_str() == Some(from)) {
+                    *n = Value::String(to.into());
+                }
+            }
+        }
+        // KEDA's Prometheus queries select the service's series by namespace.
+        "ScaledObject" => {
+            let (a, b) = (format!("namespace=\"{from}\""), format!("namespace=\"{to}\""));
+            for t in o.pointer_mut("/spec/triggers").and_then(|t| t.as_array_mut()).into_iter().flatten() {
+                if let Some(Value::String(q)) = t.pointer_mut("/metadata/query") {
+                    *q = q.replace(&a, &b);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `--teardown`: deletes what was applied, except a namespace the console did not create;
+/// returns the errors.
+pub async fn teardown(client: &Client, objects: &[Value], namespace: &str) -> Vec<String> {
+    match leave_foreign_namespace(client, objects, namespace).await {
+        Ok((kept, _)) => Applier::new(client.clone()).delete_all(&kept).await,
+        Err(e) => vec![format!("{e}; nothing deleted")],
+    }
+}
+
+/// Is this Namespace one the console may relabel and delete: one the manifests made (it
+/// carries [`PART_OF_SELECTOR`]'s label)? A namespace that existed before, without that label,
+/// is someone else's: its labels (Pod Security enforcement among them) are left as they are and
+/// `--teardown` does not delete it.
+pub fn namespace_is_ours(ns: &k8s_openapi::api::core::v1::Namespace) -> bool {
+    let (key, value) = PART_OF_SELECTOR.split_once('=').unwrap_or_default();
+    ns.metadata.labels.as_ref().and_then(|l| l.get(key)).is_some_and(|v| v == value)
+}
+
+/// The objects without the Namespace `namespace` when it already exists and is not ours
+/// ([`namespace_is_ours`]); `Some(true)` in the answer when it was left out.
+pub async fn leave_foreign_namespace(
+    client: &Client,
+    objects: &[Value],
+    namespace: &str,
+) -> Result<(Vec<Value>, bool), ApplyError> {
+    let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let existing = api
+        .get_opt(namespace)
+        .await
+        .map_err(|e| ApplyError::Api { what: format!("reading namespace {namespace}"), detail: error_text(&e) })?;
+    let foreign = existing.as_ref().is_some_and(|ns| !namespace_is_ours(ns));
+    let is_it = |o: &Value| {
+        o.get("kind").and_then(|k| k.as_str()) == Some("Namespace")
+            && o.pointer("/metadata/name").and_then(|n| n.as_str()) == Some(namespace)
+    };
+    let kept = objects.iter().filter(|o| !(foreign && is_it(o))).cloned().collect();
+    Ok((kept, foreign))
 }
 
 /// Discovery cache: group/version → its resources.
@@ -247,6 +313,110 @@ impl Applier {
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(r),
             Err(e) => Err(ApplyError::Api { what: format!("deleting {}", r.display()), detail: error_text(&e) }),
         }
+    }
+
+    /// Before an overlay is applied: deletes the autoscalers an earlier overlay left in
+    /// `namespace` that this one does not contain, and waits until they are gone. Without it,
+    /// hpa-cpu → keda is refused by KEDA's admission webhook (an HPA already scales the
+    /// Deployment), and keda → hpa-cpu leaves KEDA and this apply writing one HPA.
+    ///
+    /// Ours are the HPAs and ScaledObjects labelled [`PART_OF_SELECTOR`]. KEDA copies a
+    /// ScaledObject's labels onto the HPA it creates and makes the ScaledObject its controller
+    /// (kedacore/keda controllers/keda/hpa.go, `newHPAForScaledObject`), so such an HPA is kept
+    /// while its ScaledObject is, and goes with it otherwise: the deletion is foreground, so a
+    /// ScaledObject is gone only once its HPA is.
+    pub async fn remove_other_autoscalers(
+        &mut self,
+        objects: &[Value],
+        namespace: &str,
+        budget: Duration,
+        mut progress: impl FnMut(&str),
+    ) -> Result<Vec<ObjectRef>, ApplyError> {
+        let wanted: Vec<(String, String)> = objects
+            .iter()
+            .filter_map(|o| ObjectRef::of(o).ok())
+            .filter(|r| AUTOSCALER_KINDS.iter().any(|(_, k)| *k == r.kind))
+            .map(|r| (r.kind, r.name))
+            .collect();
+        let mut removed = Vec::new();
+        for (api_version, kind) in AUTOSCALER_KINDS {
+            let (ar, caps) = match self.resolve(api_version, kind).await {
+                Ok(x) => x,
+                // KEDA not installed: no ScaledObject can be left over.
+                Err(ApplyError::UnknownKind { .. }) => continue,
+                Err(ApplyError::Api { detail, .. }) if detail.starts_with("404") => continue,
+                Err(e) => return Err(e),
+            };
+            let api = self.api(&ar, &caps, Some(namespace));
+            let what = format!("listing {kind}s labelled {PART_OF_SELECTOR} in namespace {namespace}");
+            let list = api
+                .list(&ListParams::default().labels(PART_OF_SELECTOR))
+                .await
+                .map_err(|e| ApplyError::Api { what, detail: error_text(&e) })?;
+            for o in list.items {
+                let name = o.metadata.name.clone().unwrap_or_default();
+                // An HPA a ScaledObject controls goes (or stays) with its ScaledObject.
+                let owned = o.metadata.owner_references.iter().flatten().any(|r| r.controller == Some(true));
+                if owned || wanted.iter().any(|(k, n)| k == kind && *n == name) {
+                    continue;
+                }
+                let r = ObjectRef {
+                    api_version: api_version.to_string(),
+                    kind: kind.to_string(),
+                    namespace: Some(namespace.to_string()),
+                    name: name.clone(),
+                };
+                // Already being deleted (a ScaledObject's HPA on its way out): only wait.
+                if o.metadata.deletion_timestamp.is_some() {
+                    removed.push(r);
+                    continue;
+                }
+                progress(&format!("removing {} (not in this overlay)", r.display()));
+                match api.delete(&name, &DeleteParams::foreground()).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(s)) if s.code == 404 => continue,
+                    Err(e) => {
+                        return Err(ApplyError::Api {
+                            what: format!("deleting {}", r.display()),
+                            detail: error_text(&e),
+                        })
+                    }
+                }
+                removed.push(r);
+            }
+        }
+        let since = std::time::Instant::now();
+        for r in &removed {
+            let (ar, caps) = self.resolve(&r.api_version, &r.kind).await?;
+            let api = self.api(&ar, &caps, Some(namespace));
+            loop {
+                match api.get_opt(&r.name).await {
+                    Ok(None) => break,
+                    Ok(Some(_)) if since.elapsed() < budget => {
+                        progress(&format!("waiting for {} to be deleted", r.display()));
+                        tokio::time::sleep(Duration::from_millis(500)).await
+                    }
+                    Ok(Some(_)) => {
+                        return Err(ApplyError::Api {
+                            what: format!("deleting {}", r.display()),
+                            detail: format!(
+                                "still there after {} s (see `kubectl -n {namespace} describe {} {}`)",
+                                budget.as_secs(),
+                                r.kind.to_lowercase(),
+                                r.name
+                            ),
+                        })
+                    }
+                    Err(e) => {
+                        return Err(ApplyError::Api {
+                            what: format!("deleting {}", r.display()),
+                            detail: error_text(&e),
+                        })
+                    }
+                }
+            }
+        }
+        Ok(removed)
     }
 
     /// `--teardown`: deletes in reverse order (the Namespace last); returns the errors.
@@ -391,6 +561,17 @@ mod tests {
         assert_eq!(ns["metadata"]["name"], "demo");
         assert_eq!(d["metadata"]["namespace"], "demo");
         assert_eq!(other["metadata"]["namespace"], "monitoring");
+    }
+
+    #[test]
+    fn namespace_override_moves_the_scrape_selector_and_the_keda_queries() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let objs = render_manifests(root, "manifests/overlays/gpu-keda", &[], "rtc", "demo").unwrap();
+        let one = |k: &str| objs.iter().find(|o| o["kind"] == k).unwrap_or_else(|| panic!("no {k}"));
+        assert_eq!(one("ServiceMonitor")["spec"]["namespaceSelector"]["matchNames"], serde_json::json!(["demo"]));
+        let so = one("ScaledObject").to_string();
+        assert!(so.contains("namespace=\\\"demo\\\"") && !so.contains("namespace=\\\"rtc\\\""), "{so}");
+        assert!(!serde_json::to_string(&objs).unwrap().contains("\"rtc\""), "nothing left in rtc");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
 use super::kubectl::Kubectl;
+use super::proxy::{proxy_for, ProxyEnv};
 
 /// How long the first contact with the API server may take before we say it is unreachable.
 pub const CONNECT_BUDGET: Duration = Duration::from_secs(6);
@@ -80,8 +81,17 @@ fn read_kubeconfig(path: Option<&std::path::Path>) -> Result<Kubeconfig, Connect
     r.map_err(|e| ConnectError::NoKubeconfig { detail: e.to_string() })
 }
 
+/// The kubeconfig with the context chosen and what its cluster entry says.
+pub struct Resolved {
+    pub kubeconfig: Kubeconfig,
+    pub context: String,
+    pub server: String,
+    /// The cluster entry's `proxy-url`, if any.
+    pub proxy_url: Option<String>,
+}
+
 /// Resolves the context and server without touching the network.
-pub fn resolve(target: &KubeTarget) -> Result<(Kubeconfig, String, String), ConnectError> {
+pub fn resolve(target: &KubeTarget) -> Result<Resolved, ConnectError> {
     let kc = read_kubeconfig(target.kubeconfig.as_deref())?;
     let available: Vec<String> = kc.contexts.iter().map(|c| c.name.clone()).collect();
     let context = match &target.context {
@@ -100,26 +110,28 @@ pub fn resolve(target: &KubeTarget) -> Result<(Kubeconfig, String, String), Conn
         .and_then(|c| c.context.as_ref())
         .map(|c| c.cluster.clone())
         .unwrap_or_default();
-    let server = kc
-        .clusters
-        .iter()
-        .find(|c| c.name == cluster_name)
-        .and_then(|c| c.cluster.as_ref())
-        .and_then(|c| c.server.clone())
-        .ok_or_else(|| ConnectError::BadConfig {
-            context: context.clone(),
-            detail: format!("cluster {cluster_name:?} has no server URL in the kubeconfig"),
-        })?;
-    Ok((kc, context, server))
+    let cluster = kc.clusters.iter().find(|c| c.name == cluster_name).and_then(|c| c.cluster.as_ref());
+    let proxy_url = cluster.and_then(|c| c.proxy_url.clone());
+    let server = cluster.and_then(|c| c.server.clone()).ok_or_else(|| ConnectError::BadConfig {
+        context: context.clone(),
+        detail: format!("cluster {cluster_name:?} has no server URL in the kubeconfig"),
+    })?;
+    Ok(Resolved { kubeconfig: kc, context, server, proxy_url })
 }
 
 /// Builds a client for the target and checks the API server answers (`/version`) within
-/// [`CONNECT_BUDGET`].
+/// [`CONNECT_BUDGET`]. The proxy is chosen as kubectl chooses it ([`super::proxy`]).
 pub async fn connect(target: &KubeTarget) -> Result<Connected, ConnectError> {
-    let (kc, context, server) = resolve(target)?;
+    connect_with(target, &ProxyEnv::from_process()).await
+}
+
+async fn connect_with(target: &KubeTarget, proxy_env: &ProxyEnv) -> Result<Connected, ConnectError> {
+    let Resolved { kubeconfig: kc, context, server, proxy_url } = resolve(target)?;
     let opts = KubeConfigOptions { context: Some(context.clone()), ..Default::default() };
     let mut config = Config::from_custom_kubeconfig(kc, &opts)
         .await
+        .map_err(|e| ConnectError::BadConfig { context: context.clone(), detail: e.to_string() })?;
+    config.proxy_url = proxy_for(&config.cluster_url, proxy_url.as_deref(), proxy_env)
         .map_err(|e| ConnectError::BadConfig { context: context.clone(), detail: e.to_string() })?;
     config.connect_timeout = Some(Duration::from_secs(4));
     // No read timeout: watches are long requests (kube-runtime's watcher has its own idle timeout).
@@ -200,10 +212,10 @@ users:
     fn resolves_current_and_named_contexts() {
         let (_d, p) = write(KC);
         let t = KubeTarget { kubeconfig: Some(p.clone()), ..Default::default() };
-        let (_, ctx, server) = resolve(&t).unwrap();
-        assert_eq!((ctx.as_str(), server.as_str()), ("demo", "https://127.0.0.1:1"));
+        let r = resolve(&t).unwrap();
+        assert_eq!((r.context.as_str(), r.server.as_str()), ("demo", "https://127.0.0.1:1"));
         let t = KubeTarget { kubeconfig: Some(p), context: Some("staging".into()), ..Default::default() };
-        assert_eq!(resolve(&t).unwrap().1, "staging");
+        assert_eq!(resolve(&t).unwrap().context, "staging");
     }
 
     #[test]
@@ -233,5 +245,109 @@ users:
         let e = resolve(&t).err().unwrap().to_string();
         assert!(e.contains("no current context") && e.contains("demo, staging"), "{e}");
         assert!(!cluster_configured(Some(&p)));
+    }
+
+    /// An API server stand-in on loopback: answers every request with a real `/version` body
+    /// (the shape of `version.Info`, k8s.io/apimachinery/pkg/version/types.go).
+    async fn version_server() -> std::net::SocketAddr {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let mut got = Vec::new();
+                    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let body = r#"{"major":"1","minor":"33","gitVersion":"v1.33.2","gitCommit":"x","gitTreeState":"clean","buildDate":"2025-06-17T18:36:53Z","goVersion":"go1.24.4","compiler":"gc","platform":"linux/amd64"}"#;
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = s.write_all(head.as_bytes()).await;
+                    let _ = s.write_all(body.as_bytes()).await;
+                });
+            }
+        });
+        addr
+    }
+
+    /// A CONNECT proxy on loopback that tunnels every target to `upstream` (so the API server's
+    /// host name needs no DNS: only the proxy can reach it) and records the targets asked for.
+    async fn connect_proxy(
+        upstream: std::net::SocketAddr,
+    ) -> (std::net::SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let s2 = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((mut c, _)) = l.accept().await {
+                let seen = s2.clone();
+                tokio::spawn(async move {
+                    let mut got = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !got.ends_with(b"\r\n\r\n") {
+                        match c.read(&mut byte).await {
+                            Ok(1) => got.push(byte[0]),
+                            _ => return,
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&got).to_string();
+                    let target =
+                        head.strip_prefix("CONNECT ").and_then(|r| r.split(' ').next()).unwrap_or("").to_string();
+                    seen.lock().unwrap().push(target);
+                    let Ok(mut up) = tokio::net::TcpStream::connect(upstream).await else { return };
+                    let _ = c.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await;
+                    let _ = tokio::io::copy_bidirectional(&mut c, &mut up).await;
+                });
+            }
+        });
+        (addr, seen)
+    }
+
+    fn kubeconfig_for(server: &str, proxy_url: Option<&str>) -> String {
+        let proxy = proxy_url.map(|p| format!("\n    proxy-url: {p}")).unwrap_or_default();
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: demo\nclusters:\n- name: c\n  cluster:\n    server: {server}{proxy}\ncontexts:\n- name: demo\n  context: {{cluster: c, user: u}}\nusers:\n- name: u\n  user: {{token: abc}}\n"
+        )
+    }
+
+    #[tokio::test]
+    async fn reaches_the_api_server_through_the_kubeconfig_proxy_url_and_https_proxy() {
+        let api = version_server().await;
+        let (proxy, seen) = connect_proxy(api).await;
+        // A host only the proxy can resolve: connecting at all proves the tunnel was used.
+        let server = "http://api.rtc-demo.invalid:6443";
+        let (_d, p) = write(&kubeconfig_for(server, Some(&format!("http://{proxy}"))));
+        let t = KubeTarget { kubeconfig: Some(p), ..Default::default() };
+        let c = connect_with(&t, &ProxyEnv::default()).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.server, server);
+        assert_eq!(seen.lock().unwrap().as_slice(), ["api.rtc-demo.invalid:6443"]);
+
+        // The same through $HTTP_PROXY (the server is http://), as kubectl reads it.
+        let (_d, p) = write(&kubeconfig_for(server, None));
+        let t = KubeTarget { kubeconfig: Some(p), ..Default::default() };
+        let env = ProxyEnv { http_proxy: Some(format!("http://{proxy}")), ..Default::default() };
+        connect_with(&t, &env).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(seen.lock().unwrap().len(), 2);
+
+        // NO_PROXY naming the server's domain: a direct connection, which cannot resolve it.
+        let env = ProxyEnv { no_proxy: Some("localhost,.invalid".into()), ..env };
+        let e = connect_with(&t, &env).await.err().expect("direct connection to an unresolvable host").to_string();
+        assert!(e.contains("cluster unreachable") && e.contains(server), "{e}");
+        assert_eq!(seen.lock().unwrap().len(), 2, "NO_PROXY kept the proxy out");
+
+        // A socks5 proxy-url builds a client (kube's `socks5` feature is on); nothing listens.
+        let (_d, p) = write(&kubeconfig_for(server, Some("socks5://127.0.0.1:1")));
+        let t = KubeTarget { kubeconfig: Some(p), ..Default::default() };
+        let e = connect_with(&t, &ProxyEnv::default()).await.err().unwrap().to_string();
+        assert!(e.contains("cluster unreachable") && !e.contains("disabled feature"), "{e}");
     }
 }

@@ -201,9 +201,10 @@ impl Kubectl {
 
     // ---- in-cluster load -------------------------------------------------------------
 
-    /// Stop a load Job (pause, stop, next stage): its pod goes with it.
+    /// Stop a load Job (pause, stop, next stage): foreground, so it returns once its pod is gone
+    /// (what the console does before the next stage's Job).
     pub fn delete_job(&self, job: &str) -> String {
-        format!("{} delete job {} --ignore-not-found --wait=false", self.ns(), sh_quote(job))
+        format!("{} delete job {} --ignore-not-found --cascade=foreground", self.ns(), sh_quote(job))
     }
 
     /// The load Job's per-second lines and its final JSON summary.
@@ -337,7 +338,7 @@ mod tests {
         let k = k();
         assert_eq!(
             k.delete_job("rtc-demo-load"),
-            "kubectl --context gke-demo -n rtc delete job rtc-demo-load --ignore-not-found --wait=false"
+            "kubectl --context gke-demo -n rtc delete job rtc-demo-load --ignore-not-found --cascade=foreground"
         );
         assert_eq!(k.logs_job("rtc-demo-load"), "kubectl --context gke-demo -n rtc logs -f job/rtc-demo-load");
         assert_eq!(k.get_job("rtc-demo-load"), "kubectl --context gke-demo -n rtc get job rtc-demo-load -w");

@@ -45,6 +45,7 @@ pub mod kubectl;
 pub mod load_job;
 pub mod preflight;
 pub mod prometheus;
+pub mod proxy;
 pub mod watch;
 
 pub use client::{cluster_configured, connect, ConnectError, Connected, KubeTarget};
@@ -94,10 +95,12 @@ pub enum KubeError {
     /// A Kubernetes API call failed (`403 Forbidden: …`, a transport error …).
     #[error("{what}: {detail}")]
     Api { what: String, detail: String },
-    #[error("Job {name} still exists 20 s after its deletion")]
-    JobNotDeleted { name: &'static str },
-    #[error("the load pod did not start within 60 s")]
-    LoadPodNotStarted,
+    #[error("Job {name} still exists {} s after its deletion (see `kubectl describe job {name}`)", budget.as_secs())]
+    JobNotDeleted { name: &'static str, budget: std::time::Duration },
+    #[error("the load pod did not run within {} s ({last}); raise [load] pod_start_timeout, or see `kubectl describe pod -l job-name=rtc-demo-load`", timeout.as_secs())]
+    LoadPodNotStarted { timeout: std::time::Duration, last: String },
+    #[error("the load pod {pod} cannot start: {why} (see `kubectl describe pod {pod}`)")]
+    LoadPodCannotStart { pod: String, why: String },
 }
 
 impl KubeError {
@@ -105,6 +108,9 @@ impl KubeError {
         KubeError::Api { what: what.into(), detail: error_text(e) }
     }
 }
+
+/// How long an earlier overlay's autoscaler may take to be deleted before an apply.
+const AUTOSCALER_DELETE_BUDGET: Duration = Duration::from_secs(60);
 
 /// Names the backend derives from the rendered manifests.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -459,6 +465,7 @@ impl Controller {
                 cfg.job_spec()?,
                 cfg.root.join("manifests/load"),
                 cfg.scenario.stages.iter().map(|s| s.name.clone()).collect(),
+                cfg.scenario.load.pod_start_timeout,
                 tell.clone(),
             ))
         } else if let Some(base) = &cfg.load_url {
@@ -631,8 +638,47 @@ impl Controller {
                 Some(Phase::Applying),
                 Some(format!("applying {} objects (server-side, field manager rtc-demo)", objects.len())),
             );
+            let objects = match apply::leave_foreign_namespace(&cfg.connected.client, &objects, &cfg.namespace).await {
+                Ok((kept, foreign)) => {
+                    if foreign {
+                        tell.event(
+                            "Normal",
+                            "NamespaceKept",
+                            &format!("namespace/{}", cfg.namespace),
+                            "exists and is not labelled app.kubernetes.io/part-of=rtc-demo: its labels are left as they are and --teardown keeps it".into(),
+                        );
+                    }
+                    kept
+                }
+                Err(e) => {
+                    tell.status(Some(Phase::Applying), Some(format!("apply failed: {e}")));
+                    return;
+                }
+            };
             let mut applier = apply::Applier::new(cfg.connected.client.clone());
             let progress = tell.clone();
+            match applier
+                .remove_other_autoscalers(&objects, &cfg.namespace, AUTOSCALER_DELETE_BUDGET, |line| {
+                    progress.status(None, Some(line.to_string()))
+                })
+                .await
+            {
+                Ok(removed) => {
+                    for r in removed {
+                        tell.event(
+                            "Normal",
+                            "Removed",
+                            &format!("{}/{}", r.kind, r.name),
+                            "an earlier overlay's autoscaler, not in this one: deleted before applying".into(),
+                        );
+                    }
+                }
+                Err(e) => {
+                    tell.event("Warning", "ApplyFailed", "kustomize", e.to_string());
+                    tell.status(Some(Phase::Applying), Some(format!("apply failed: {e}")));
+                    return;
+                }
+            }
             let r = applier
                 .apply_all(&objects, |i, n, what| {
                     progress.status(None, Some(format!("applying {}/{n}: {what}", i + 1)))
@@ -682,8 +728,9 @@ impl Controller {
         let tell = self.tell.clone();
         self.phase = Phase::TearingDown;
         self.status = Some("deleting what was applied".into());
+        let namespace = self.cfg.namespace.clone();
         tokio::spawn(async move {
-            let errs = apply::Applier::new(client).delete_all(&objects).await;
+            let errs = apply::teardown(&client, &objects, &namespace).await;
             let msg = if errs.is_empty() { None } else { Some(format!("teardown: {}", errs.join("; "))) };
             tell.status(None, msg);
         });
@@ -704,9 +751,11 @@ impl Controller {
         if teardown {
             self.phase = Phase::TearingDown;
             self.status = None;
-            let errs =
-                tokio::time::timeout(Duration::from_secs(20), apply::Applier::new(client).delete_all(&self.objects))
-                    .await;
+            let errs = tokio::time::timeout(
+                Duration::from_secs(20),
+                apply::teardown(&client, &self.objects, &self.cfg.namespace),
+            )
+            .await;
             if let Ok(errs) = errs {
                 if !errs.is_empty() {
                     self.status = Some(format!("teardown: {}", errs.join("; ")));

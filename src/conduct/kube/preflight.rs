@@ -123,8 +123,71 @@ pub fn plural_of(kind: &str) -> (String, bool) {
     (plural, cluster)
 }
 
-/// What the console will do, as SelfSubjectAccessReviews: patch (server-side apply) every
-/// object it applies, watch what it charts, and run the in-cluster load when asked.
+/// When the console makes a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum When {
+    Always,
+    /// `[load] from = "in-cluster"`.
+    InClusterLoad,
+}
+
+/// One row of [`CALLS`]: what RBAC calls a request the console sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Call {
+    pub verb: &'static str,
+    pub group: &'static str,
+    pub resource: &'static str,
+    pub subresource: Option<&'static str>,
+    pub cluster_scoped: bool,
+    pub when: When,
+}
+
+const fn call(verb: &'static str, group: &'static str, resource: &'static str, when: When) -> Call {
+    Call { verb, group, resource, subresource: None, cluster_scoped: false, when }
+}
+
+/// Every call the console makes besides applying the manifests' own objects (which need
+/// `patch` and, as a server-side apply may create, `create`; `delete` with `--teardown`).
+/// Preflight's access reviews come from this table, `manifests/load/rbac.yaml` is tested
+/// against it, and the mocked-API tests check that every request they see is in it.
+pub const CALLS: &[Call] = &[
+    // Preflight reads the namespace and counts GPUs on the nodes (cluster-scoped).
+    Call { cluster_scoped: true, ..call("get", "", "namespaces", When::Always) },
+    Call { cluster_scoped: true, ..call("list", "", "nodes", When::Always) },
+    // The watchers (kube-runtime's watcher lists, then watches) and the rollout wait.
+    call("list", "apps", "deployments", When::Always),
+    call("watch", "apps", "deployments", When::Always),
+    call("list", "", "pods", When::Always),
+    call("watch", "", "pods", When::Always),
+    call("list", "autoscaling", "horizontalpodautoscalers", When::Always),
+    call("watch", "autoscaling", "horizontalpodautoscalers", When::Always),
+    call("list", "", "events", When::Always),
+    call("watch", "", "events", When::Always),
+    // Before an apply, an earlier overlay's autoscalers are listed, deleted and waited for.
+    call("get", "autoscaling", "horizontalpodautoscalers", When::Always),
+    call("delete", "autoscaling", "horizontalpodautoscalers", When::Always),
+    call("list", "keda.sh", "scaledobjects", When::Always),
+    call("get", "keda.sh", "scaledobjects", When::Always),
+    call("delete", "keda.sh", "scaledobjects", When::Always),
+    // In-cluster load: each stage applies the load objects, replaces the Job, waits for its
+    // pod and follows its log.
+    call("patch", "", "serviceaccounts", When::InClusterLoad),
+    call("create", "", "serviceaccounts", When::InClusterLoad),
+    call("patch", "", "configmaps", When::InClusterLoad),
+    call("create", "", "configmaps", When::InClusterLoad),
+    call("patch", "networking.k8s.io", "networkpolicies", When::InClusterLoad),
+    call("create", "networking.k8s.io", "networkpolicies", When::InClusterLoad),
+    call("patch", "batch", "jobs", When::InClusterLoad),
+    call("create", "batch", "jobs", When::InClusterLoad),
+    call("get", "batch", "jobs", When::InClusterLoad),
+    call("delete", "batch", "jobs", When::InClusterLoad),
+    call("get", "", "pods", When::InClusterLoad),
+    Call { subresource: Some("log"), ..call("get", "", "pods", When::InClusterLoad) },
+];
+
+/// What the console will do, as SelfSubjectAccessReviews: patch and create (server-side
+/// apply) every object it applies, delete them with `--teardown`, and every call of
+/// [`CALLS`] that applies.
 pub fn required_access(objects: &[Value], namespace: &str, in_cluster_load: bool, teardown: bool) -> Vec<Access> {
     let mut set = BTreeSet::new();
     for o in objects {
@@ -142,27 +205,21 @@ pub fn required_access(objects: &[Value], namespace: &str, in_cluster_load: bool
             .or((!cluster).then(|| namespace.to_string()));
         let ns = if cluster { None } else { ns };
         set.insert(Access::new("patch", group, &plural, ns.as_deref()));
+        set.insert(Access::new("create", group, &plural, ns.as_deref()));
         if teardown {
             set.insert(Access::new("delete", group, &plural, ns.as_deref()));
         }
     }
-    for (group, res) in
-        [("apps", "deployments"), ("", "pods"), ("autoscaling", "horizontalpodautoscalers"), ("", "events")]
-    {
-        set.insert(Access::new("watch", group, res, Some(namespace)));
-    }
-    if in_cluster_load {
-        for (verb, group, res) in [
-            ("create", "", "configmaps"),
-            ("patch", "", "configmaps"),
-            ("patch", "batch", "jobs"),
-            ("delete", "batch", "jobs"),
-        ] {
-            set.insert(Access::new(verb, group, res, Some(namespace)));
+    for c in CALLS {
+        let wanted = match c.when {
+            When::Always => true,
+            When::InClusterLoad => in_cluster_load,
+        };
+        if wanted {
+            let mut a = Access::new(c.verb, c.group, c.resource, (!c.cluster_scoped).then_some(namespace));
+            a.subresource = c.subresource.map(str::to_string);
+            set.insert(a);
         }
-        let mut log = Access::new("get", "", "pods", Some(namespace));
-        log.subresource = Some("log".into());
-        set.insert(log);
     }
     set.into_iter().collect()
 }
@@ -596,6 +653,52 @@ mod tests {
         assert!(required_access(&objs, "rtc", false, true)
             .iter()
             .any(|a| a.verb == "delete" && a.resource == "deployments"));
+    }
+
+    /// `manifests/load/rbac.yaml` grants the console exactly what [`required_access`] asks for
+    /// with any shipped overlay, in-cluster load and `--teardown`: nothing missing, nothing more.
+    #[test]
+    fn the_conductor_role_matches_the_access_table() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut want: BTreeSet<(bool, String, String, String)> = BTreeSet::new();
+        for e in std::fs::read_dir(root.join("manifests/overlays")).unwrap() {
+            let dir = format!("manifests/overlays/{}", e.unwrap().file_name().to_string_lossy());
+            let objs = crate::conduct::kube::apply::render_manifests(root, &dir, &[], "rtc", "rtc").unwrap();
+            for a in required_access(&objs, "rtc", true, true) {
+                let res = match &a.subresource {
+                    Some(sub) => format!("{}/{sub}", a.resource),
+                    None => a.resource.clone(),
+                };
+                want.insert((a.namespace.is_none(), a.group, res, a.verb));
+            }
+        }
+        let text = std::fs::read_to_string(root.join("manifests/load/rbac.yaml")).unwrap();
+        let docs: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
+        let mut granted = BTreeSet::new();
+        for d in &docs {
+            let cluster = match d["kind"].as_str() {
+                Some("Role") => false,
+                Some("ClusterRole") => true,
+                _ => continue,
+            };
+            assert_eq!(d["metadata"]["name"], "rtc-demo-conductor");
+            for rule in d["rules"].as_array().unwrap() {
+                assert!(rule.get("resourceNames").is_none(), "the table has no names: {rule}");
+                let list = |k: &str| -> Vec<String> {
+                    rule[k].as_array().unwrap().iter().map(|x| x.as_str().unwrap().to_string()).collect()
+                };
+                for g in list("apiGroups") {
+                    for r in list("resources") {
+                        for v in list("verbs") {
+                            granted.insert((cluster, g.clone(), r.clone(), v));
+                        }
+                    }
+                }
+            }
+        }
+        let missing: Vec<_> = want.difference(&granted).collect();
+        let extra: Vec<_> = granted.difference(&want).collect();
+        assert!(missing.is_empty() && extra.is_empty(), "rbac.yaml lacks {missing:#?}\nand grants more: {extra:#?}");
     }
 
     #[test]
