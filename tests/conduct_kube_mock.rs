@@ -175,6 +175,10 @@ fn discovery(s: &Seen, missing: &[&str]) -> Option<Answer> {
     if missing.contains(&gv.as_str()) {
         return Some(status(404, "NotFound", "the server could not find the requested resource"));
     }
+    if gv == "external.metrics.k8s.io/v1beta1" {
+        // KEDA's metrics server: preflight only checks that the group answers, not its list.
+        return Some(ok(json!({"kind":"APIResourceList","apiVersion":"v1","groupVersion":gv,"resources":[]})));
+    }
     let rs: Vec<Value> = RESOURCES
         .iter()
         .filter(|r| r.0 == gv)
@@ -951,7 +955,10 @@ async fn preflight_passes_on_a_ready_cluster() {
     let checks = kb::preflight::run(&client, &plan(&objs), &k()).await;
     assert!(kb::preflight::passed(&checks), "{checks:#?}");
     assert_eq!(find(&checks, "cluster reachable").verdict, Verdict::Ok);
-    assert!(find(&checks, "GPU nodes").detail.contains("2 nodes, 3 allocatable"), "{checks:#?}");
+    let gpu = find(&checks, "GPU nodes");
+    assert!(gpu.detail.contains("2 nodes, 3 allocatable") && gpu.detail.contains("may ask for 10 pods"), "{checks:#?}");
+    assert_eq!(gpu.verdict, Verdict::Warn, "3 GPUs for up to 10 one-GPU pods");
+    assert_eq!(find(&checks, "metrics API").verdict, Verdict::Ok, "KEDA's external metrics API answers");
     assert!(find(&checks, "namespace").detail.contains("the manifests create it"));
     assert_eq!(find(&checks, "KEDA").verdict, Verdict::Ok);
     assert_eq!(find(&checks, "Prometheus").verdict, Verdict::Warn, "no Prometheus configured is a warning");
@@ -1048,6 +1055,28 @@ async fn preflight_without_keda_crd_fails_with_the_crd_command() {
     assert!(c.detail.contains("Prometheus Adapter"), "{c:?}");
     assert_eq!(c.kubectl, "kubectl --context demo get apiservice v1beta1.custom.metrics.k8s.io");
     assert!(checks.iter().all(|c| c.name != "KEDA"));
+}
+
+/// KEDA installed but its metrics server down: the HPA KEDA creates could not read the
+/// metric, so preflight fails the metrics API line.
+#[tokio::test]
+async fn preflight_with_kedas_metrics_api_unavailable_fails() {
+    let base = preflight_route(&[], true, &[]);
+    let (client, _log) = mock(move |s| {
+        if s.path() == "/apis/external.metrics.k8s.io/v1beta1" {
+            // The kube-aggregator's answer for an APIService whose backend does not answer:
+            // plain-text 503 (kubernetes staging/src/k8s.io/kube-aggregator/pkg/apiserver/
+            // handler_proxy.go, proxyError(w, req, "service unavailable", 503)).
+            return Answer::Json(503, "service unavailable\n".into());
+        }
+        base(s)
+    });
+    let checks = kb::preflight::run(&client, &plan(&overlay("manifests/overlays/gpu-keda")), &k()).await;
+    let c = find(&checks, "metrics API");
+    assert_eq!(c.verdict, Verdict::Fail, "{checks:#?}");
+    assert!(c.detail.contains("not Available"), "{c:?}");
+    assert_eq!(c.kubectl, "kubectl --context demo get apiservice v1beta1.external.metrics.k8s.io");
+    assert!(!kb::preflight::passed(&checks));
 }
 
 // ---------------------------------------------------------------------------------------

@@ -280,6 +280,9 @@ impl Default for Manifests {
 pub struct Prometheus {
     /// Prometheus base URL; None = discover / not used.
     pub url: Option<String>,
+    /// The namespace Prometheus runs in: the service's NetworkPolicy admits scrapes from it,
+    /// and preflight's port-forward hint names it.
+    pub namespace: String,
     pub p95: String,
     pub rps: String,
     pub errors: String,
@@ -294,6 +297,7 @@ impl Default for Prometheus {
     fn default() -> Self {
         Prometheus {
             url: None,
+            namespace: "monitoring".into(),
             p95: r#"(histogram_quantile(0.95, sum by (le) (rate(app_request_latency_seconds_bucket{namespace="rtc"}[30s]))) >= 0) or vector(0)"#.into(),
             // Every /process answer. A ServiceMonitor adds its own `endpoint` label (the port),
             // which renames the service's to `exported_endpoint`; match either.
@@ -301,7 +305,11 @@ impl Default for Prometheus {
             errors: r#"sum(rate(app_requests_total{namespace="rtc",endpoint="/process",code=~"5..",code!="503"}[30s])) or sum(rate(app_requests_total{namespace="rtc",exported_endpoint="/process",code=~"5..",code!="503"}[30s])) or vector(0)"#.into(),
             shed: r#"sum(rate(app_rejected_total{namespace="rtc"}[30s])) or vector(0)"#.into(),
             replicas: r#"kube_deployment_status_replicas_ready{namespace="rtc",deployment="gpu-media"}"#.into(),
-            gpu_utilisation: r#"avg(DCGM_FI_DEV_GPU_UTIL{namespace="rtc"})"#.into(),
+            // Our DCGM exporter's ServiceMonitor honours its labels (`namespace` is the pod's);
+            // the GPU Operator's does not by default (deployments/gpu-operator/values.yaml,
+            // dcgmExporter.serviceMonitor.honorLabels: false), so Prometheus renames the pod's
+            // label to `exported_namespace`. Match either.
+            gpu_utilisation: r#"avg(DCGM_FI_DEV_GPU_UTIL{namespace="rtc"}) or avg(DCGM_FI_DEV_GPU_UTIL{exported_namespace="rtc"})"#.into(),
             interval: Duration::from_secs(2),
         }
     }

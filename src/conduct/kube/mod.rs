@@ -109,6 +109,24 @@ impl KubeError {
     }
 }
 
+/// The manifests' NetworkPolicies admit Prometheus from namespace `monitoring`; point them at
+/// the namespace the scenario's `[prometheus] namespace` names instead.
+fn admit_scrapes_from(objects: &mut [Value], prometheus_ns: &str) {
+    const NAME_LABEL: &str = "kubernetes.io/metadata.name";
+    for o in objects.iter_mut().filter(|o| o.get("kind").and_then(|k| k.as_str()) == Some("NetworkPolicy")) {
+        for rule in o.pointer_mut("/spec/ingress").and_then(|i| i.as_array_mut()).into_iter().flatten() {
+            for peer in rule.get_mut("from").and_then(|f| f.as_array_mut()).into_iter().flatten() {
+                if let Some(v) = peer.pointer_mut("/namespaceSelector/matchLabels").and_then(|m| m.get_mut(NAME_LABEL))
+                {
+                    if v.as_str() == Some("monitoring") {
+                        *v = Value::String(prometheus_ns.into());
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// How long an earlier overlay's autoscaler may take to be deleted before an apply.
 const AUTOSCALER_DELETE_BUDGET: Duration = Duration::from_secs(60);
 
@@ -229,6 +247,7 @@ impl KubeConfig {
         if let Some(image) = &self.image {
             ImageOverride::replacing(PLACEHOLDER_NAME, image).apply(objects.iter_mut());
         }
+        admit_scrapes_from(&mut objects, &self.scenario.prometheus.namespace);
         Ok(objects)
     }
 
@@ -258,7 +277,7 @@ impl KubeConfig {
             access: preflight::required_access(objects, &self.namespace, self.in_cluster_load, teardown),
             needs: preflight::needs(objects, &self.namespace),
             prometheus: self.prometheus.clone(),
-            prometheus_service: ("monitoring".into(), "prometheus-operated".into(), 9090),
+            prometheus_service: (self.scenario.prometheus.namespace.clone(), "prometheus-operated".into(), 9090),
             load_url: if self.in_cluster_load { None } else { self.load_url.clone() },
             images: crate::kustomize::images_of(objects),
         }
@@ -873,6 +892,20 @@ impl Controller {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_service_admits_scrapes_from_the_scenarios_prometheus_namespace() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut objs = apply::render_manifests(root, "manifests/overlays/gpu-keda", &[], "rtc", "rtc").unwrap();
+        admit_scrapes_from(&mut objs, "observability");
+        let np = objs.iter().find(|o| o["kind"] == "NetworkPolicy" && o["metadata"]["name"] == "gpu-media").unwrap();
+        let peers = np["spec"]["ingress"][0]["from"].to_string();
+        assert!(
+            peers.contains("\"kubernetes.io/metadata.name\":\"observability\"") && !peers.contains("monitoring"),
+            "{peers}"
+        );
+        assert!(peers.contains("\"podSelector\":{}"), "the namespace's own pods still reach it: {peers}");
+    }
 
     fn objs() -> Vec<Value> {
         vec![

@@ -235,6 +235,9 @@ pub struct Needs {
     pub metrics_apis: Vec<String>,
     /// The Namespace object is part of the manifests (so a missing namespace is fine).
     pub creates_namespace: bool,
+    /// The most pods the autoscaler may ask for (HPA `maxReplicas`, ScaledObject
+    /// `maxReplicaCount`).
+    pub max_replicas: Option<u32>,
 }
 
 pub fn needs(objects: &[Value], namespace: &str) -> Needs {
@@ -245,6 +248,18 @@ pub fn needs(objects: &[Value], namespace: &str) -> Needs {
         let av = o.get("apiVersion").and_then(|v| v.as_str()).unwrap_or("");
         if av.starts_with("keda.sh/") {
             n.keda = true;
+            // The HPA KEDA creates reads KEDA's metrics server (external metrics API).
+            apis.insert("v1beta1.external.metrics.k8s.io");
+        }
+        let max = match kind {
+            "HorizontalPodAutoscaler" => o.pointer("/spec/maxReplicas"),
+            // KEDA's default when unset is 100 (ScaledObject spec docs, maxReplicaCount).
+            "ScaledObject" => Some(o.pointer("/spec/maxReplicaCount").unwrap_or(&Value::Null)),
+            _ => None,
+        };
+        if let Some(m) = max {
+            let m = if m.is_null() { 100 } else { m.as_u64().unwrap_or(0) as u32 };
+            n.max_replicas = Some(n.max_replicas.map_or(m, |x| x.max(m)));
         }
         if av.starts_with("monitoring.coreos.com/") {
             n.prometheus_operator = true;
@@ -469,12 +484,21 @@ pub async fn run(client: &Client, plan: &Plan, k: &Kubectl) -> Vec<Check> {
                     ));
                 } else {
                     let total: f64 = gpus.iter().map(|g| g.1).sum();
-                    out.push(Check::new(
-                        "GPU nodes",
-                        Verdict::Ok,
-                        format!("{} nodes, {total} allocatable nvidia.com/gpu", gpus.len()),
-                        k.get_gpu_nodes(),
-                    ));
+                    match plan.needs.max_replicas {
+                        // Each pod requests one GPU: pods beyond the GPUs stay Pending.
+                        Some(max) if total < f64::from(max) => out.push(Check::new(
+                            "GPU nodes",
+                            Verdict::Warn,
+                            format!("{} nodes, {total} allocatable nvidia.com/gpu, but the autoscaler may ask for {max} pods of one GPU each: pods beyond {total} stay Pending (add GPU nodes, or lower maxReplicas)", gpus.len()),
+                            k.get_gpu_nodes(),
+                        )),
+                        _ => out.push(Check::new(
+                            "GPU nodes",
+                            Verdict::Ok,
+                            format!("{} nodes, {total} allocatable nvidia.com/gpu", gpus.len()),
+                            k.get_gpu_nodes(),
+                        )),
+                    }
                 }
             }
             Err(e) => out.push(Check::new(
@@ -576,6 +600,14 @@ async fn group_check(client: &Client, name: &str, gv: &str, kind: &str, missing:
             }
         }
         Err(kube::Error::Api(s)) if s.code == 404 => Check::new(name, Verdict::Fail, missing.to_string(), kubectl),
+        // The aggregator answers 503 for a registered APIService whose backend is down
+        // (its Available condition is False).
+        Err(kube::Error::Api(s)) if s.code == 503 => Check::new(
+            name,
+            Verdict::Fail,
+            format!("{gv} is registered but not Available (its server does not answer: {})", s.message),
+            kubectl,
+        ),
         Err(e) => Check::new(name, Verdict::Fail, format!("{gv}: {}", error_text(&e)), kubectl),
     }
 }
