@@ -24,6 +24,7 @@ pub mod replay;
 pub mod report;
 pub mod run;
 pub mod settings;
+pub mod stderr_capture;
 pub mod story;
 pub mod timeline;
 pub mod ui;

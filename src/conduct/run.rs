@@ -476,6 +476,12 @@ impl Drop for TerminalGuard {
 async fn tui(mut s: Session, fps: u32) -> anyhow::Result<ExitCode> {
     let mut terminal = ratatui::try_init().context("cannot set up the terminal (use --headless without one)")?;
     let guard = TerminalGuard;
+    // Until the terminal is restored (at the end, after the guard), stderr goes to a file.
+    let capture_path = match &s.report_dir {
+        Some(d) if std::fs::create_dir_all(d).is_ok() => d.join("console-stderr.log"),
+        _ => std::env::temp_dir().join(format!("rtc-demo-console-stderr-{}.log", std::process::id())),
+    };
+    let capture = super::stderr_capture::StderrCapture::to_file(&capture_path);
     let mut keys = crossterm::event::EventStream::new();
     let mut app = App::new(s.scenario.clone(), s.slo_s);
     let mut rx = s.backend.subscribe();
@@ -549,6 +555,7 @@ async fn tui(mut s: Session, fps: u32) -> anyhow::Result<ExitCode> {
     let (s, totals, _) = finish(s, teardown).await;
     drop(keys);
     drop(guard);
+    drop(capture);
     if let Some(r) = s.write_report(&totals) {
         match r {
             Ok(dir) => out(&format!("report: {}/", dir.display())),
