@@ -268,6 +268,44 @@ async fn apply_without_keda_names_the_missing_kind() {
     let objs = overlay("manifests/overlays/gpu-keda");
     let e = kb::apply::Applier::new(client).apply_all(&objs, |_, _, _| {}).await.unwrap_err().to_string();
     assert!(e.contains("keda.sh/v1alpha1") && e.contains("ScaledObject"), "{e}");
+    assert!(
+        e.contains("CRD scaledobjects.keda.sh is not installed") && e.contains("helm install keda kedacore/keda"),
+        "{e}"
+    );
+}
+
+/// Without the Prometheus Operator: the usual overlays stop at the ServiceMonitor with the
+/// CRD and the install command, after everything the pods need; the no-operator overlay
+/// applies whole, and its preflight does not ask for the Operator.
+#[tokio::test]
+async fn without_the_prometheus_operator_the_no_operator_overlay_applies() {
+    let route = |s: &Seen| {
+        discovery(s, &["monitoring.coreos.com/v1"])
+            .unwrap_or_else(|| Answer::Json(200, String::from_utf8_lossy(&s.body).into_owned()))
+    };
+    let (client, log) = mock(route);
+    let e = kb::apply::Applier::new(client)
+        .apply_all(&overlay("manifests/overlays/gpu-keda"), |_, _, _| {})
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("CRD servicemonitors.monitoring.coreos.com is not installed")
+            && e.contains("kube-prometheus-stack")
+            && e.contains("gpu-keda-no-operator"),
+        "{e}"
+    );
+    assert!(
+        log.lock().unwrap().iter().any(|s| s.method == "PATCH" && s.path().ends_with("/deployments/gpu-media")),
+        "the Deployment went first"
+    );
+    let objs = overlay("manifests/overlays/gpu-keda-no-operator");
+    assert!(!objs.iter().any(|o| o["kind"] == "ServiceMonitor"));
+    let (client, _) = mock(route);
+    let done =
+        kb::apply::Applier::new(client).apply_all(&objs, |_, _, _| {}).await.expect("applies without the Operator");
+    assert_eq!(done.len(), objs.len());
+    assert!(!kb::preflight::needs(&objs, "rtc").prometheus_operator);
 }
 
 #[tokio::test]

@@ -12,9 +12,10 @@ import pytest
 from conftest import CRD_KINDS, MANIFESTS, find, kustomize_dirs, load_yaml, one, rel
 
 K8S_VERSION = "1.30.0"
-OVERLAYS = ["gpu-keda", "gpu-adapter", "gpu-hpa-cpu", "cpu-keda", "cpu-adapter", "cpu-hpa-cpu"]
+OVERLAYS = ["gpu-keda", "gpu-adapter", "gpu-hpa-cpu", "cpu-keda", "cpu-adapter", "cpu-hpa-cpu", "gpu-keda-no-operator"]
 EXPECTED_DIRS = {
     "base",
+    "scrape",
     "deployment/gpu",
     "deployment/cpu",
     "autoscaling/hpa-cpu",
@@ -80,9 +81,10 @@ def test_overlay_has_exactly_one_autoscaler_and_the_whole_service(rendered, over
     objs = rendered[f"overlays/{overlay}"]
     scalers = autoscalers(objs)
     assert len(scalers) == 1, f"{overlay}: {[(a['kind'], a['metadata']['name']) for a in scalers]}"
-    for kind in ["Namespace", "ServiceAccount", "Service", "ServiceMonitor", "NetworkPolicy",
-                 "PodDisruptionBudget", "Deployment"]:
+    for kind in ["Namespace", "ServiceAccount", "Service", "NetworkPolicy", "PodDisruptionBudget", "Deployment"]:
         assert find(objs, kind), f"{overlay} lacks a {kind}"
+    # The ServiceMonitor in every overlay but those for clusters without the Operator.
+    assert bool(find(objs, "ServiceMonitor")) == (not overlay.endswith("-no-operator")), overlay
     dep = one(objs, "Deployment", "gpu-media")
     assert "replicas" not in dep["spec"], f"{overlay}: the autoscaler owns replicas"
     ref = scalers[0]["spec"]["scaleTargetRef"]
@@ -90,7 +92,7 @@ def test_overlay_has_exactly_one_autoscaler_and_the_whole_service(rendered, over
     for o in objs:
         if o["kind"] != "Namespace":
             assert o["metadata"]["namespace"] == "rtc", (overlay, o["kind"])
-    kind = "ScaledObject" if overlay.endswith("keda") else "HorizontalPodAutoscaler"
+    kind = "ScaledObject" if "-keda" in overlay else "HorizontalPodAutoscaler"
     assert scalers[0]["kind"] == kind
     expect_gpu = overlay.startswith("gpu")
     limits = dep["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
@@ -328,12 +330,18 @@ def test_deployment_operations(rendered, variant):
 
 
 def test_base_service_networkpolicy_pdb_servicemonitor(rendered):
-    objs = rendered["base"]
+    objs = rendered["base"] + rendered["scrape"]
     ns = one(objs, "Namespace", "rtc")
     assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
     svc = one(objs, "Service", "gpu-media")
     assert svc["spec"]["selector"] == POD_LABELS
     assert svc["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]
+    # A plain Prometheus scrapes the Service through these (the *-no-operator overlays).
+    dep = one(rendered["deployment/gpu"], "Deployment", "gpu-media")
+    port = dep["spec"]["template"]["spec"]["containers"][0]["ports"][0]
+    assert port["name"] == "http"
+    assert svc["metadata"]["annotations"] == {
+        "prometheus.io/scrape": "true", "prometheus.io/port": str(port["containerPort"]), "prometheus.io/path": "/metrics"}
     np = one(objs, "NetworkPolicy", "gpu-media")
     assert np["spec"]["podSelector"]["matchLabels"] == POD_LABELS
     assert set(np["spec"]["policyTypes"]) == {"Ingress", "Egress"}

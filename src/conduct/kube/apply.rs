@@ -226,10 +226,25 @@ pub enum ApplyError {
     WatchEnded { name: String },
     #[error("rollout of deployment {name} not done after {secs}s: {last}")]
     RolloutTimeout { name: String, secs: u64, last: String },
-    #[error("{what}: kind {kind} is not served by the cluster at {api_version} (is its CRD installed? `kubectl api-resources --api-group={group}`)")]
-    UnknownKind { what: String, api_version: String, kind: String, group: String },
+    #[error("applying {kind}: the cluster does not serve {api_version} {kind}: CRD {crd} is not installed; {install} (check: `kubectl get crd {crd}`)")]
+    UnknownKind { api_version: String, kind: String, crd: String, install: String },
     #[error("{what}: {detail}")]
     Api { what: String, detail: String },
+}
+
+impl ApplyError {
+    /// A kind the cluster does not serve, with its CRD's name and how to install it.
+    fn unknown_kind(api_version: &str, kind: &str) -> ApplyError {
+        let group = api_version.split_once('/').map(|x| x.0).unwrap_or("");
+        let crd = format!("{}.{group}", super::preflight::plural_of(kind).0);
+        let install = match group {
+            "keda.sh" => "install KEDA >= 2.18: `helm install keda kedacore/keda -n keda --create-namespace`, or pick an *-adapter overlay".to_string(),
+            "monitoring.coreos.com" => "install the Prometheus Operator: `helm install kube-prometheus-stack prometheus-community/kube-prometheus-stack -n monitoring --create-namespace`, or pick manifests/overlays/gpu-keda-no-operator".to_string(),
+            "templates.gatekeeper.sh" | "constraints.gatekeeper.sh" => "install Gatekeeper: `helm install gatekeeper gatekeeper/gatekeeper -n gatekeeper-system --create-namespace`, or leave manifests/policy out of [manifests] extra".to_string(),
+            _ => format!("install the operator that defines {kind}"),
+        };
+        ApplyError::UnknownKind { api_version: api_version.into(), kind: kind.into(), crd, install }
+    }
 }
 
 impl Applier {
@@ -247,19 +262,21 @@ impl Applier {
         if !self.groups.contains_key(api_version) {
             let gv: GroupVersion =
                 api_version.parse().map_err(|e| ApplyError::Bad(format!("apiVersion {api_version:?}: {e}")))?;
-            let g = discovery::pinned_group(&self.client, &gv)
-                .await
-                .map_err(|e| ApplyError::Api { what: what.clone(), detail: error_text(&e) })?;
+            let unknown = || ApplyError::unknown_kind(api_version, kind);
+            let g = match discovery::pinned_group(&self.client, &gv).await {
+                Ok(g) => g,
+                // The group/version is not served at all: its CRD is not installed.
+                Err(kube::Error::Api(s)) if s.code == 404 => return Err(unknown()),
+                Err(e) => return Err(ApplyError::Api { what: what.clone(), detail: error_text(&e) }),
+            };
             self.groups.insert(api_version.to_string(), g);
         }
         let g = &self.groups[api_version];
         let ver = api_version.rsplit('/').next().unwrap_or(api_version);
-        g.versioned_resources(ver).into_iter().find(|(ar, _)| ar.kind == kind).ok_or_else(|| ApplyError::UnknownKind {
-            what: format!("applying {kind}"),
-            api_version: api_version.into(),
-            kind: kind.into(),
-            group: api_version.split_once('/').map(|x| x.0).unwrap_or("").into(),
-        })
+        g.versioned_resources(ver)
+            .into_iter()
+            .find(|(ar, _)| ar.kind == kind)
+            .ok_or_else(|| ApplyError::unknown_kind(api_version, kind))
     }
 
     fn api(&self, ar: &ApiResource, caps: &ApiCapabilities, ns: Option<&str>) -> Api<DynamicObject> {
@@ -344,7 +361,6 @@ impl Applier {
                 Ok(x) => x,
                 // KEDA not installed: no ScaledObject can be left over.
                 Err(ApplyError::UnknownKind { .. }) => continue,
-                Err(ApplyError::Api { detail, .. }) if detail.starts_with("404") => continue,
                 Err(e) => return Err(e),
             };
             let api = self.api(&ar, &caps, Some(namespace));
