@@ -804,6 +804,42 @@ async fn watchers_turn_pods_hpa_and_events_into_snapshots() {
 }
 
 /// Pod statuses of pods that do not start, as the kubelet writes them (sources in the file).
+/// The HPA name is the ScaledObject's advanced name until KEDA's `status.hpaName` says
+/// otherwise; then the console watches that one (and the kubectl panel names it).
+#[tokio::test]
+async fn the_hpa_watched_is_the_one_keda_names_in_status_hpa_name() {
+    let base = cluster_route(Arc::new(Mutex::new(BTreeMap::new())));
+    let (client, log) = mock(move |s| {
+        if s.method == "GET" && s.path() == "/apis/keda.sh/v1alpha1/namespaces/rtc/scaledobjects/gpu-media" {
+            // ScaledObjectStatus.HpaName (kedacore/keda apis/keda/v1alpha1/scaledobject_types.go),
+            // here as if the advanced name had been removed: KEDA's default keda-hpa-<name>.
+            return ok(json!({"apiVersion":"keda.sh/v1alpha1","kind":"ScaledObject",
+                "metadata":{"name":"gpu-media","namespace":"rtc","resourceVersion":"5"},
+                "spec":{"scaleTargetRef":{"name":"gpu-media"}},
+                "status":{"hpaName":"keda-hpa-gpu-media","originalReplicaCount":2}}));
+        }
+        if s.path() == "/apis/autoscaling/v2/namespaces/rtc/horizontalpodautoscalers"
+            && s.query().contains("keda-hpa-gpu-media")
+            && !s.query().contains("watch=true")
+        {
+            let mut h = hpa(3, 3, "90m", "40");
+            h["metadata"]["name"] = json!("keda-hpa-gpu-media");
+            return list("HorizontalPodAutoscaler", vec![h]);
+        }
+        base(s)
+    });
+    let mut be = kb::start_backend(kube_config(client, false)).expect("start");
+    let mut rx = be.subscribe();
+    let snap = wait_for(&mut rx, "the HPA KEDA named", |s| {
+        s.autoscaler.as_ref().is_some_and(|a| a.name == "keda-hpa-gpu-media")
+    })
+    .await;
+    assert!(snap.kubectl.iter().any(|c| c.contains("keda-hpa-gpu-media")), "{:#?}", snap.kubectl);
+    let log = log.lock().unwrap().clone();
+    assert!(log.iter().any(|s| s.uri.contains("fieldSelector=metadata.name%3Dkeda-hpa-gpu-media")));
+    be.shutdown(false).await;
+}
+
 fn stuck_pod(name: &str, reason: &str, rv: &str) -> Value {
     let fixtures: Value =
         serde_json::from_str(include_str!("fixtures/kube/pods-not-starting.json")).expect("fixture parses");

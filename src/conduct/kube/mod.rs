@@ -356,6 +356,8 @@ pub enum KubeEvent {
     Event(EventInfo),
     /// The rendered load Job's file, named in the kubectl panel.
     LoadFile(Option<String>),
+    /// KEDA's `status.hpaName` on the ScaledObject: the HPA it really made.
+    HpaName(String),
 }
 
 /// A task's way to tell the controller something (a clone per task).
@@ -460,7 +462,18 @@ impl Controller {
         };
         // Events from a little before the run (the apply) onwards.
         let filter = watch::EventFilter { prefixes: targets.event_prefixes.clone(), since: run_start - 5.0, run_start };
-        let watchers = watch::spawn_watchers(cfg.connected.client.clone(), &targets, tell.tx.clone(), KubeEvent::Watch);
+        let mut watchers =
+            watch::spawn_watchers(cfg.connected.client.clone(), &targets, tell.tx.clone(), KubeEvent::Watch);
+        // The HPA name comes from the ScaledObject's spec; KEDA confirms it in its status.
+        if let Some(so) = &names.scaled_object {
+            watchers.push(watch::spawn_hpa_name_reader(
+                cfg.connected.client.clone(),
+                &cfg.namespace,
+                so,
+                tell.tx.clone(),
+                KubeEvent::HpaName,
+            ));
+        }
         let mut prom_error = None;
         let prom = match &cfg.prometheus {
             Some(url) => match prometheus::Source::new(url) {
@@ -578,6 +591,28 @@ impl Controller {
             }
             KubeEvent::Event(e) => self.own_events.push(e),
             KubeEvent::LoadFile(f) => self.load_file = f,
+            KubeEvent::HpaName(name) if name != self.names.hpa => {
+                let so = self.names.scaled_object.clone().unwrap_or_default();
+                self.tell.event(
+                    "Normal",
+                    "HpaName",
+                    &format!("scaledobject/{so}"),
+                    format!("KEDA's HPA is {name} (status.hpaName), not {}: watching it", self.names.hpa),
+                );
+                if let Some(w) = self.watchers.get_mut(watch::HPA_WATCHER) {
+                    w.abort();
+                    *w = watch::spawn_hpa_watcher(
+                        self.cfg.connected.client.clone(),
+                        &self.cfg.namespace,
+                        &name,
+                        self.tell.tx.clone(),
+                        KubeEvent::Watch,
+                    );
+                }
+                self.filter.prefixes.push(name.clone());
+                self.names.hpa = name;
+            }
+            KubeEvent::HpaName(_) => {}
         }
     }
 

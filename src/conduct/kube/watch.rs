@@ -444,6 +444,59 @@ async fn drive<K, E>(
     }
 }
 
+/// Index of the HPA watcher in [`spawn_watchers`]' list (replaced when KEDA names its HPA).
+pub const HPA_WATCHER: usize = 2;
+
+/// The HPA watcher alone: started again when the HPA's name turns out to be another.
+pub fn spawn_hpa_watcher<E: Send + 'static>(
+    client: Client,
+    ns: &str,
+    name: &str,
+    tx: mpsc::UnboundedSender<E>,
+    wrap: fn(WatchUpdate) -> E,
+) -> JoinHandle<()> {
+    tokio::spawn(drive(
+        "hpa",
+        Api::<HorizontalPodAutoscaler>::namespaced(client, ns),
+        watcher::Config::default().fields(&format!("metadata.name={name}")),
+        tx,
+        wrap,
+        WatchUpdate::Hpa,
+    ))
+}
+
+/// Reads the ScaledObject until KEDA has written `status.hpaName` (the name of the HPA it made,
+/// kedacore/keda apis/keda/v1alpha1/scaledobject_types.go, ScaledObjectStatus.HpaName), then
+/// sends it once.
+pub fn spawn_hpa_name_reader<E: Send + 'static>(
+    client: Client,
+    ns: &str,
+    scaled_object: &str,
+    tx: mpsc::UnboundedSender<E>,
+    wrap: fn(String) -> E,
+) -> JoinHandle<()> {
+    let ar = kube::core::ApiResource {
+        group: "keda.sh".into(),
+        version: "v1alpha1".into(),
+        api_version: "keda.sh/v1alpha1".into(),
+        kind: "ScaledObject".into(),
+        plural: "scaledobjects".into(),
+    };
+    let api: Api<kube::api::DynamicObject> = Api::namespaced_with(client, ns, &ar);
+    let name = scaled_object.to_string();
+    tokio::spawn(async move {
+        loop {
+            if let Ok(Some(so)) = api.get_opt(&name).await {
+                if let Some(h) = so.data.pointer("/status/hpaName").and_then(|h| h.as_str()).filter(|h| !h.is_empty()) {
+                    let _ = tx.send(wrap(h.to_string()));
+                    return;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        }
+    })
+}
+
 /// Starts the four watchers; they run until aborted or until `tx`'s receiver is gone.
 pub fn spawn_watchers<E: Send + 'static>(
     client: Client,
@@ -470,14 +523,7 @@ pub fn spawn_watchers<E: Send + 'static>(
             wrap,
             WatchUpdate::Pod,
         )),
-        tokio::spawn(drive(
-            "hpa",
-            Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), ns),
-            by_name(&t.hpa),
-            tx.clone(),
-            wrap,
-            WatchUpdate::Hpa,
-        )),
+        spawn_hpa_watcher(client.clone(), ns, &t.hpa, tx.clone(), wrap),
         tokio::spawn(drive(
             "events",
             Api::<Event>::namespaced(client, ns),
