@@ -1011,11 +1011,22 @@ fn preflight_route(
             };
             return list("Node", items);
         }
+        if s.path() == "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/scaledobjects.keda.sh" {
+            return ok(keda_crd_metadata("2.18.0"));
+        }
         if let Some(a) = discovery(s, missing) {
             return a;
         }
         status(404, "NotFound", "mock: no route")
     }
+}
+
+/// KEDA's ScaledObject CRD as a metadata-only answer (`Accept: …;as=PartialObjectMetadata`,
+/// Kubernetes API concepts, "Receiving resources as metadata only"), labelled as KEDA's release
+/// manifests label it (kedacore/keda config/default/kustomize-config/metadataLabelTransformer.yaml).
+fn keda_crd_metadata(version: &str) -> Value {
+    json!({"kind":"PartialObjectMetadata","apiVersion":"meta.k8s.io/v1","metadata":{"name":"scaledobjects.keda.sh",
+        "resourceVersion":"100","labels":{"app.kubernetes.io/part-of":"keda-operator","app.kubernetes.io/version":version}}})
 }
 
 fn find<'a>(checks: &'a [kb::preflight::Check], name: &str) -> &'a kb::preflight::Check {
@@ -1035,6 +1046,7 @@ async fn preflight_passes_on_a_ready_cluster() {
     assert_eq!(find(&checks, "metrics API").verdict, Verdict::Ok, "KEDA's external metrics API answers");
     assert!(find(&checks, "namespace").detail.contains("the manifests create it"));
     assert_eq!(find(&checks, "KEDA").verdict, Verdict::Ok);
+    assert_eq!(find(&checks, "KEDA version").detail, "KEDA 2.18.0");
     assert_eq!(find(&checks, "Prometheus").verdict, Verdict::Warn, "no Prometheus configured is a warning");
     assert_eq!(find(&checks, "image").verdict, Verdict::Warn, "the placeholder image is a warning");
     // One SelfSubjectAccessReview per permission, each a real review object.
@@ -1129,6 +1141,28 @@ async fn preflight_without_keda_crd_fails_with_the_crd_command() {
     assert!(c.detail.contains("Prometheus Adapter"), "{c:?}");
     assert_eq!(c.kubectl, "kubectl --context demo get apiservice v1beta1.custom.metrics.k8s.io");
     assert!(checks.iter().all(|c| c.name != "KEDA"));
+}
+
+/// KEDA 2.17's webhook rejects the shipped ScaledObject (fallback on a Value trigger): a
+/// preflight failure, before anything is applied.
+#[tokio::test]
+async fn preflight_with_keda_older_than_2_18_fails() {
+    let base = preflight_route(&[], true, &[]);
+    let (client, log) = mock(move |s| {
+        if s.path() == "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/scaledobjects.keda.sh" {
+            return ok(keda_crd_metadata("2.17.2"));
+        }
+        base(s)
+    });
+    let checks = kb::preflight::run(&client, &plan(&overlay("manifests/overlays/gpu-keda")), &k()).await;
+    let c = find(&checks, "KEDA version");
+    assert_eq!(c.verdict, Verdict::Fail, "{checks:#?}");
+    assert!(c.detail.contains("KEDA 2.17.2") && c.detail.contains(">= 2.18"), "{c:?}");
+    assert!(!kb::preflight::passed(&checks));
+    let log = log.lock().unwrap().clone();
+    let crd = log.iter().find(|s| s.path().ends_with("/scaledobjects.keda.sh")).unwrap();
+    assert_eq!(crd.method, "GET");
+    assert_all_in_the_access_table(&log, &plan(&overlay("manifests/overlays/gpu-keda")).access);
 }
 
 /// KEDA installed but its metrics server down: the HPA KEDA creates could not read the

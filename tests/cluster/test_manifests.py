@@ -451,7 +451,8 @@ def test_load_job_template_and_rbac(rendered):
         assert need in granted, need
     crole = one(objs, "ClusterRole", "rtc-demo-conductor")
     cgranted = {(r, v) for rule in crole["rules"] for r in rule["resources"] for v in rule["verbs"]}
-    assert cgranted == {("namespaces", v) for v in ("create", "patch", "delete", "get")} | {("nodes", "list")}
+    assert cgranted == {("namespaces", v) for v in ("create", "patch", "delete", "get")} | {
+        ("nodes", "list"), ("customresourcedefinitions", "get")}
     crb = one(objs, "ClusterRoleBinding", "rtc-demo-conductor")
     assert crb["roleRef"]["kind"] == "ClusterRole" and crb["subjects"][0]["name"] == "rtc-demo-conductor"
     rb = one(objs, "RoleBinding", "rtc-demo-conductor")

@@ -154,6 +154,8 @@ pub const CALLS: &[Call] = &[
     // Preflight reads the namespace and counts GPUs on the nodes (cluster-scoped).
     Call { cluster_scoped: true, ..call("get", "", "namespaces", When::Always) },
     Call { cluster_scoped: true, ..call("list", "", "nodes", When::Always) },
+    // …and KEDA's version, from its ScaledObject CRD's labels.
+    Call { cluster_scoped: true, ..call("get", "apiextensions.k8s.io", "customresourcedefinitions", When::Always) },
     // The watchers (kube-runtime's watcher lists, then watches) and the rollout wait.
     call("list", "apps", "deployments", When::Always),
     call("watch", "apps", "deployments", When::Always),
@@ -514,7 +516,12 @@ pub async fn run(client: &Client, plan: &Plan, k: &Kubectl) -> Vec<Check> {
         out.push(group_check(client, "Prometheus Operator", "monitoring.coreos.com/v1", "ServiceMonitor", "the Prometheus Operator is not installed (no monitoring.coreos.com/v1 ServiceMonitor), and every overlay applies one: `helm install kube-prometheus-stack prometheus-community/kube-prometheus-stack -n monitoring --create-namespace`", k.get_crd("servicemonitors.monitoring.coreos.com")).await);
     }
     if plan.needs.keda {
-        out.push(group_check(client, "KEDA", "keda.sh/v1alpha1", "ScaledObject", "KEDA is not installed (no keda.sh/v1alpha1 ScaledObject): `helm install keda kedacore/keda -n keda --create-namespace`, or pick an *-adapter overlay", k.get_crd("scaledobjects.keda.sh")).await);
+        let installed = group_check(client, "KEDA", "keda.sh/v1alpha1", "ScaledObject", "KEDA is not installed (no keda.sh/v1alpha1 ScaledObject): `helm install keda kedacore/keda -n keda --create-namespace`, or pick an *-adapter overlay", k.get_crd("scaledobjects.keda.sh")).await;
+        let served = installed.verdict == Verdict::Ok;
+        out.push(installed);
+        if served {
+            out.push(keda_version_check(client, k).await);
+        }
     }
     for apisvc in &plan.needs.metrics_apis {
         let (ver, group) = apisvc.split_once('.').unwrap_or(("v1beta1", apisvc));
@@ -581,6 +588,56 @@ fn skip_rest(mut out: Vec<Check>) -> Vec<Check> {
 }
 
 /// Is `group/version` served (and, when `kind` is given, does it hold that kind)?
+/// The oldest KEDA whose admission webhook accepts `fallback` on a `metricType: Value`
+/// trigger, which the shipped ScaledObject uses.
+pub const KEDA_MIN: (u64, u64) = (2, 18);
+
+/// `2.18.0`, `v2.17.2` → (major, minor); `main`, `latest` and the like → None.
+pub fn parse_keda_version(v: &str) -> Option<(u64, u64)> {
+    let mut it = v.trim().trim_start_matches('v').split('.');
+    let major = it.next()?.parse().ok()?;
+    let minor = it.next()?.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+/// KEDA's version from its ScaledObject CRD: KEDA's release manifests label every object
+/// with `app.kubernetes.io/version` (kedacore/keda config/default/kustomize-config/
+/// metadataLabelTransformer.yaml, set to the release by the Makefile's `release` target).
+async fn keda_version_check(client: &Client, k: &Kubectl) -> Check {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let name = "KEDA version";
+    let kubectl = format!("{} -o jsonpath='{{.metadata.labels}}'", k.get_crd("scaledobjects.keda.sh"));
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let meta = match crds.get_metadata("scaledobjects.keda.sh").await {
+        Ok(m) => m,
+        Err(e) => {
+            return Check::new(
+                name,
+                Verdict::Warn,
+                format!(
+                    "cannot read the ScaledObject CRD ({}): KEDA must be >= {}.{}",
+                    error_text(&e),
+                    KEDA_MIN.0,
+                    KEDA_MIN.1
+                ),
+                kubectl,
+            )
+        }
+    };
+    let label = meta.metadata.labels.as_ref().and_then(|l| l.get("app.kubernetes.io/version")).cloned();
+    match label.as_deref().map(|v| (v, parse_keda_version(v))) {
+        Some((v, Some(found))) if found < KEDA_MIN => Check::new(
+            name,
+            Verdict::Fail,
+            format!("KEDA {v}: the shipped ScaledObject's fallback on a metricType: Value trigger needs KEDA >= {}.{} (older webhooks reject it, leaving no autoscaler): `helm upgrade keda kedacore/keda -n keda`, or pick an *-adapter overlay", KEDA_MIN.0, KEDA_MIN.1),
+            kubectl,
+        ),
+        Some((v, Some(_))) => Check::new(name, Verdict::Ok, format!("KEDA {v}"), kubectl),
+        Some((v, None)) => Check::new(name, Verdict::Warn, format!("KEDA {v:?} (not a release): it must be >= {}.{}", KEDA_MIN.0, KEDA_MIN.1), kubectl),
+        None => Check::new(name, Verdict::Warn, format!("the ScaledObject CRD has no app.kubernetes.io/version label: KEDA must be >= {}.{}", KEDA_MIN.0, KEDA_MIN.1), kubectl),
+    }
+}
+
 async fn group_check(client: &Client, name: &str, gv: &str, kind: &str, missing: &str, kubectl: String) -> Check {
     let path = format!("/apis/{gv}");
     let req = match http::Request::get(path.as_str()).body(Vec::new()) {
@@ -731,6 +788,15 @@ mod tests {
         let missing: Vec<_> = want.difference(&granted).collect();
         let extra: Vec<_> = granted.difference(&want).collect();
         assert!(missing.is_empty() && extra.is_empty(), "rbac.yaml lacks {missing:#?}\nand grants more: {extra:#?}");
+    }
+
+    #[test]
+    fn keda_versions() {
+        assert_eq!(parse_keda_version("2.18.0"), Some((2, 18)));
+        assert_eq!(parse_keda_version("v2.17.2"), Some((2, 17)));
+        assert_eq!(parse_keda_version("2.19.0-rc1"), Some((2, 19)));
+        assert_eq!(parse_keda_version("main"), None);
+        assert!(parse_keda_version("2.17.2").unwrap() < KEDA_MIN && parse_keda_version("2.18.0").unwrap() >= KEDA_MIN);
     }
 
     #[test]
