@@ -693,6 +693,7 @@ fn kube_config(client: Client, in_cluster: bool) -> KubeConfig {
         image: None,
         service_port: 80,
         objects: Vec::new(),
+        port_forward: None,
     };
     cfg.objects = cfg.render().expect("the overlay renders");
     cfg

@@ -63,8 +63,10 @@ pub struct ConductArgs {
     /// Replay speed: recorded seconds per second.
     #[arg(long, default_value_t = 1.0, value_name = "X")]
     pub replay_speed: f64,
-    /// Prometheus base URL for server-side p95 (else the replicas' /metrics).
-    #[arg(long, value_name = "URL")]
+    /// Prometheus base URL for server-side p95 (else the replicas' /metrics). With the kube
+    /// backend, `port-forward` runs `kubectl port-forward svc/prometheus-operated` to the
+    /// scenario's `[prometheus] namespace` itself and restarts it whenever it drops.
+    #[arg(long, value_name = "URL|port-forward")]
     pub prometheus: Option<String>,
     /// Frames per second of the console.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=30))]

@@ -26,6 +26,8 @@ pub enum SettingsError {
     ReplayWithoutDir,
     #[error("--replay DIR plays a report back: use it without --backend local")]
     ReplayWithLocal,
+    #[error("--prometheus port-forward forwards to a cluster's Prometheus: it needs --backend kube (the local backend takes a URL)")]
+    PortForwardLocal,
     #[error("--replay-speed {0}: expected a number > 0")]
     ReplaySpeed(f64),
     #[error("no scenario given and {DEFAULT_SCENARIO} does not exist here (expected: rtc-demo conduct SCENARIO.toml)")]
@@ -87,6 +89,9 @@ impl Settings {
                 None,
             ),
             BackendKind::Local => {
+                if args.prometheus.as_deref() == Some(super::kube::PORT_FORWARD) {
+                    return Err(SettingsError::PortForwardLocal);
+                }
                 let path = scenario_path(args)?;
                 let scenario = Scenario::load(&path)?;
                 let mut hpa = match &args.hpa {

@@ -104,6 +104,18 @@ impl Kubectl {
     }
 
     /// Prometheus on this machine (when it runs in the cluster): port-forward its Service.
+    /// The program (`$RTC_KUBECTL`, else `kubectl`) and arguments of a forward to a Service,
+    /// without the `LOCAL:REMOTE` ports the supervisor adds.
+    pub fn port_forward_argv(&self, namespace: &str, service: &str) -> (String, Vec<String>) {
+        let program = std::env::var("RTC_KUBECTL").ok().filter(|p| !p.is_empty()).unwrap_or_else(|| "kubectl".into());
+        let mut args = Vec::new();
+        if let Some(c) = &self.context {
+            args.extend(["--context".to_string(), c.clone()]);
+        }
+        args.extend(["-n".to_string(), namespace.to_string(), "port-forward".into(), format!("svc/{service}")]);
+        (program, args)
+    }
+
     pub fn port_forward_prometheus(&self, namespace: &str, service: &str, port: u16) -> String {
         format!("{} -n {} port-forward svc/{} {port}:{port}", self.base(), sh_quote(namespace), sh_quote(service))
     }

@@ -43,6 +43,7 @@ pub mod console;
 pub mod job_driver;
 pub mod kubectl;
 pub mod load_job;
+pub mod port_forward;
 pub mod preflight;
 pub mod prometheus;
 pub mod proxy;
@@ -101,6 +102,8 @@ pub enum KubeError {
     LoadPodNotStarted { timeout: std::time::Duration, last: String },
     #[error("the load pod {pod} cannot start: {why} (see `kubectl describe pod {pod}`)")]
     LoadPodCannotStart { pod: String, why: String },
+    #[error("--prometheus port-forward: {0}")]
+    PortForward(#[from] port_forward::PortForwardError),
 }
 
 impl KubeError {
@@ -237,7 +240,13 @@ pub struct KubeConfig {
     pub service_port: u16,
     /// The rendered manifests, rendered once by [`configure`] (or [`KubeConfig::render`]).
     pub objects: Vec<Value>,
+    /// The supervised `kubectl port-forward` to Prometheus (`--prometheus port-forward`);
+    /// the forward ends when the last clone of the configuration goes.
+    pub port_forward: Option<Arc<port_forward::PortForward>>,
 }
+
+/// `--prometheus port-forward`: forward to Prometheus through kubectl, supervised.
+pub const PORT_FORWARD: &str = "port-forward";
 
 impl KubeConfig {
     /// Renders the manifests (extra folders, then the overlay) in this backend's namespace.
@@ -317,7 +326,17 @@ pub async fn configure(a: KubeArgs) -> Result<KubeConfig, KubeError> {
             service: a.scenario.manifests.service.clone(),
         });
     }
-    let prometheus = a.prometheus.or_else(|| a.scenario.prometheus.url.clone());
+    let mut prometheus = a.prometheus.or_else(|| a.scenario.prometheus.url.clone());
+    // `--prometheus port-forward`: the console runs and re-runs kubectl's forward itself.
+    let port_forward = if prometheus.as_deref() == Some(PORT_FORWARD) {
+        let k = connected.kubectl(&a.scenario.prometheus.namespace);
+        let (program, args) = k.port_forward_argv(&a.scenario.prometheus.namespace, "prometheus-operated");
+        let pf = port_forward::PortForward::start(&program, &args, 9090).await?;
+        prometheus = Some(pf.url.clone());
+        Some(Arc::new(pf))
+    } else {
+        None
+    };
     let mut cfg = KubeConfig {
         connected,
         namespace,
@@ -331,6 +350,7 @@ pub async fn configure(a: KubeArgs) -> Result<KubeConfig, KubeError> {
         image: a.image,
         service_port: 80,
         objects: Vec::new(),
+        port_forward,
     };
     cfg.objects = cfg.render()?;
     Ok(cfg)
