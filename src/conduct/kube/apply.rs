@@ -184,7 +184,7 @@ pub fn namespace_is_ours(ns: &k8s_openapi::api::core::v1::Namespace) -> bool {
 }
 
 /// The objects without the Namespace `namespace` when it already exists and is not ours
-/// ([`namespace_is_ours`]); `Some(true)` in the answer when it was left out.
+/// ([`namespace_is_ours`]), and whether it was left out.
 pub async fn leave_foreign_namespace(
     client: &Client,
     objects: &[Value],
@@ -382,7 +382,7 @@ impl Applier {
                     namespace: Some(namespace.to_string()),
                     name: name.clone(),
                 };
-                // Already being deleted (a ScaledObject's HPA on its way out): only wait.
+                // Already being deleted (an earlier run's removal still under way): only wait.
                 if o.metadata.deletion_timestamp.is_some() {
                     removed.push(r);
                     continue;
