@@ -1,6 +1,6 @@
 //! Times each CPU effect and the whole chain on the synthetic frame.
 //!
-//! `cargo bench -p rtc-service --bench effects -- [--threads 1,2] [--sizes 1280x720,1920x1080] [--frames N]`
+//! `cargo bench -p rtc-service --bench effects -- [--threads 1,2] [--sizes 1280x720,1920x1080] [--frames N] [--only blur,chain]`
 //! prints one line per case: `effect WxH threads ms_per_frame`. `scripts/bench-effects.sh`
 //! runs it beside OpenCV and prints the comparison.
 use std::time::Instant;
@@ -24,10 +24,12 @@ fn main() {
         })
         .collect();
     let frames: u32 = arg(&args, "--frames", "30").parse().expect("--frames");
+    let only = arg(&args, "--only", "");
     let cases: Vec<(&str, Vec<Effect>)> = Effect::ALL
         .iter()
         .map(|&e| (e.name(), vec![e]))
         .chain([("chain", vec![Effect::Blur, Effect::Translate, Effect::Color])])
+        .filter(|(name, _)| only.is_empty() || only.split(',').any(|o| o == *name))
         .collect();
     for &n in &threads {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(n).build().unwrap();

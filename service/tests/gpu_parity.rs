@@ -1,6 +1,7 @@
 //! GPU/CPU parity: every effect and the chain on random frames of odd sizes, every output
-//! channel within one level of the CPU's (the kernels are written to be bit-exact; the
-//! test allows the one level the spec does). Without a GPU each test prints
+//! channel within one level of the CPU's. The kernels are written to be bit-exact (the
+//! blur in the integer arithmetic of `effects::GaussianKernel`, the rest in f32 without
+//! contraction); the test allows the one level the spec does. Without a GPU each test prints
 //! "skipped: no GPU" and passes; a GPU that is present but cannot be set up (no NVRTC,
 //! a kernel that does not build) fails.
 use std::sync::OnceLock;

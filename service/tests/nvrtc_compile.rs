@@ -101,6 +101,9 @@ fn parameter_layouts_match_the_kernels() {
     assert!(header
         .contains(&format!("#define RTC_FUSED_MAX_RADIUS {}", rtc_service::device::cuda::kernels::FUSED_MAX_RADIUS)));
     assert_eq!(BLUR_SLOT_BYTES, (MAX_RADIUS + 1) * 4);
+    // The host writes the blur weights as u32 (`effects::GaussianKernel::weights`).
+    let blur = KERNELS.iter().find(|k| k.file == "blur.cu").expect("blur.cu is a kernel");
+    assert!(blur.source.contains("__constant__ u32 c_blur_weights[RTC_SLOTS][RTC_MAX_RADIUS + 1];"));
     assert_eq!(COLOR_SLOT_BYTES, 12 * 4 + 3 * 256);
     // The largest fused tile fits the 48 KiB of shared memory a block gets without opt-in.
     assert!(

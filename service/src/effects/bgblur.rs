@@ -22,7 +22,7 @@ pub fn foreground_mask(x: usize, y: usize, width: usize, height: usize) -> f32 {
 }
 
 pub(crate) fn bgblur(frame: &mut Frame, plan: &ChainPlan, scratch: &mut CpuScratch) {
-    blur(frame, &mut scratch.spare, &plan.blur_weights);
+    blur(frame, &mut scratch.spare, &plan.blur);
     let (w, h) = (frame.width, frame.height);
     let blurred = &scratch.spare.data;
     for_each_row_with(

@@ -1,6 +1,5 @@
 //! Colour grading: a 3x4 matrix on 0..=255 values, then a per-channel gamma LUT.
-use super::round_u8;
-use super::rows::for_each_row;
+use super::rows::{color_indices, for_each_row};
 use crate::frame::Frame;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -36,15 +35,16 @@ impl ColorGrade {
     }
 }
 
+/// A row at a time: the matrix in vector lanes (`rows::color_indices`), then the table
+/// lookups, which vector units cannot do cheaply, while the row is still in L1.
 pub(crate) fn color(frame: &mut Frame, m: &[[f32; 4]; 3], luts: &[[u8; 256]; 3]) {
     let row_len = frame.width * 4;
     for_each_row(&mut frame.data, row_len, |_, row| {
+        color_indices(row, m);
         for px in row.chunks_exact_mut(4) {
-            let (r, g, b) = (px[0] as f32, px[1] as f32, px[2] as f32);
-            for c in 0..3 {
-                let v = m[c][0] * r + m[c][1] * g + m[c][2] * b + m[c][3] * 255.0;
-                px[c] = luts[c][round_u8(v) as usize];
-            }
+            px[0] = luts[0][px[0] as usize];
+            px[1] = luts[1][px[1] as usize];
+            px[2] = luts[2][px[2] as usize];
         }
     });
 }

@@ -35,7 +35,8 @@ fn check_against_reference(effect: Effect, params: EffectParams, reference: impl
 
 #[test]
 fn blur_matches_reference() {
-    for sigma in [0.5f32, 1.3, 4.0, 9.0] {
+    // Up to the largest sigma the service accepts (radius 60 on every side).
+    for sigma in [0.5f32, 1.3, 4.0, 9.0, 20.0] {
         let params = EffectParams { sigma, ..Default::default() };
         check_against_reference(Effect::Blur, params, |f| reference::blur(f, sigma as f64));
     }
@@ -111,9 +112,29 @@ fn color_leaves_alpha_alone() {
 fn gaussian_weights_follow_the_definition() {
     let w = gaussian_weights(4.0);
     assert_eq!(w.len(), 13, "radius ceil(3 * 4) = 12");
-    let total: f32 = w[0] + 2.0 * w[1..].iter().sum::<f32>();
-    assert!((total - 1.0).abs() < 1e-5);
+    let total: f64 = w[0] + 2.0 * w[1..].iter().sum::<f64>();
+    assert!((total - 1.0).abs() < 1e-12);
     assert!(w.windows(2).all(|p| p[0] > p[1]));
+}
+
+#[test]
+fn the_fixed_point_kernel_sums_to_one_and_drops_only_zero_weights() {
+    for sigma in [0.3f32, 0.5, 1.3, 4.0, 9.0, 20.0] {
+        let kernel = GaussianKernel::new(sigma);
+        let w = kernel.weights();
+        assert_eq!(w[0] + 2 * w[1..].iter().sum::<u32>(), 65536, "sigma {sigma}");
+        assert!(w[1..].iter().all(|&x| x > 0 && x < 65536), "sigma {sigma}: {w:?}");
+        let exact = gaussian_weights(sigma);
+        for (k, (&q, &e)) in w.iter().zip(&exact).enumerate().skip(1) {
+            assert_eq!(q, (e * 65536.0).round() as u32, "sigma {sigma} offset {k}");
+        }
+        assert!(exact[kernel.radius() + 1..].iter().all(|&e| (e * 65536.0).round() == 0.0));
+        assert_eq!(kernel.round(), 64 + kernel.radius() as u32 + 1);
+    }
+    assert_eq!(GaussianKernel::new(MAX_SIGMA).radius(), 60, "no weight of the widest blur rounds to 0");
+    // So narrow that no offset reaches half a unit: the identity.
+    assert_eq!(GaussianKernel::new(0.01).weights(), &[65536]);
+    assert_eq!(GaussianKernel::new(0.0).weights(), &[65536]);
 }
 
 #[test]

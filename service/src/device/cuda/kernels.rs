@@ -51,7 +51,7 @@ fn grid2d(width: usize, height: usize, bx: u32, by: u32) -> LaunchConfig {
 /// Dynamic shared memory of `blur_fused` for this radius.
 pub fn fused_smem_bytes(radius: usize) -> u32 {
     let l = TILE as usize + 2 * radius;
-    (TILE as usize * l * 16 + l * l * 4) as u32
+    (TILE as usize * l * 8 + l * l * 4) as u32
 }
 
 impl Kernels {
@@ -113,8 +113,8 @@ impl Kernels {
         unsafe { b.launch(grid2d(w, h, 32, 8)) }.map(drop)
     }
 
-    /// Blur `src` into `dst` (`mask`: bgblur composite). `tmp` (16 bytes per pixel) is
-    /// needed only above `FUSED_MAX_RADIUS`.
+    /// Blur `src` into `dst` (`mask`: bgblur composite). `tmp` (8 bytes per pixel: four
+    /// 16-bit vertical sums) is needed only above `FUSED_MAX_RADIUS`.
     #[allow(clippy::too_many_arguments)]
     pub fn blur(
         &self,
@@ -140,19 +140,19 @@ impl Kernels {
             // SAFETY: src/dst hold w * h pixels, the shared memory fits (<= 48 KiB).
             unsafe { b.launch(cfg) }.map(drop)
         } else {
+            let mut b = s.launch_builder(&self.blur_v);
+            b.arg(&src).arg(&tmp).arg(&wi).arg(&hi).arg(&ri).arg(&si);
+            // SAFETY: src holds w * h pixels, tmp w * h ushort4.
+            unsafe { b.launch(grid2d(w, h, 32, 8)) }?;
             let cfg_h = LaunchConfig {
                 grid_dim: (div_up(w, 256), h as u32, 1),
                 block_dim: (256, 1, 1),
-                shared_mem_bytes: ((256 + 2 * radius) * 4) as u32,
+                shared_mem_bytes: ((256 + 2 * radius) * 8) as u32,
             };
             let mut b = s.launch_builder(&self.blur_h);
-            b.arg(&src).arg(&tmp).arg(&wi).arg(&hi).arg(&ri).arg(&si);
-            // SAFETY: tmp holds w * h float4.
-            unsafe { b.launch(cfg_h) }?;
-            let mut b = s.launch_builder(&self.blur_v);
             b.arg(&tmp).arg(&src).arg(&dst).arg(&wi).arg(&hi).arg(&ri).arg(&si).arg(&mi);
-            // SAFETY: as above.
-            unsafe { b.launch(grid2d(w, h, 32, 8)) }.map(drop)
+            // SAFETY: as above; dst holds w * h pixels.
+            unsafe { b.launch(cfg_h) }.map(drop)
         }
     }
 

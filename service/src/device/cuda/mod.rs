@@ -312,8 +312,8 @@ fn check_job(job: &Job<'_>) -> Result<(), DeviceError> {
     if w == 0 || h == 0 || w.checked_mul(h).is_none_or(|n| n > MAX_PIXELS) {
         return Err(DeviceError(format!("frame {w}x{h} outside 1..={MAX_PIXELS} pixels")));
     }
-    let radius = job.plan.blur_weights.len().saturating_sub(1);
-    if job.plan.blur_weights.is_empty() || radius > MAX_RADIUS {
+    let radius = job.plan.blur.radius();
+    if radius > MAX_RADIUS {
         return Err(DeviceError(format!("blur radius {radius} above {MAX_RADIUS}")));
     }
     job.check_raw_len()
@@ -416,8 +416,8 @@ struct Worker {
     /// Ping-pong frame buffers (RGBA8).
     a: DevBuf<u8>,
     b: DevBuf<u8>,
-    /// f32 intermediate of the two-pass blur (large radii only).
-    tmp: DevBuf<f32>,
+    /// 16-bit intermediate of the two-pass blur (large radii only).
+    tmp: DevBuf<u16>,
     /// Raw input/output in the request's format (I420).
     io: DevBuf<u8>,
     hashes: DevBuf<u64>,
@@ -426,7 +426,7 @@ struct Worker {
     hashes_host: Option<PinnedHostSlice<u64>>,
     events: Vec<CudaEvent>,
     /// Parameters currently in this worker's constant-memory slot.
-    loaded_weights: Vec<f32>,
+    loaded_weights: Vec<u32>,
     loaded_color: Vec<u8>,
     /// Where the current output frame is.
     out_in_a: bool,
@@ -484,16 +484,16 @@ impl Worker {
 
     fn upload_params(&mut self, k: &Kernels, plan: &ChainPlan) -> Result<(), DriverError> {
         let cu_stream = self.stream.cu_stream();
-        if self.loaded_weights != plan.blur_weights {
+        if self.loaded_weights != plan.blur.weights() {
             let mut bytes = vec![0u8; BLUR_SLOT_BYTES];
-            for (chunk, w) in bytes.chunks_exact_mut(4).zip(&plan.blur_weights) {
+            for (chunk, w) in bytes.chunks_exact_mut(4).zip(plan.blur.weights()) {
                 chunk.copy_from_slice(&w.to_le_bytes());
             }
             let dst = k.blur_weights_sym + (self.slot * BLUR_SLOT_BYTES) as u64;
             // SAFETY: the slot lies inside the symbol (size checked at load); pageable
             // source memory is staged before the call returns.
             unsafe { cu::memcpy_htod_async(dst, &bytes, cu_stream) }?;
-            self.loaded_weights = plan.blur_weights.clone();
+            self.loaded_weights = plan.blur.weights().to_vec();
         }
         let mut color = Vec::with_capacity(COLOR_SLOT_BYTES);
         for row in &plan.params.grade.matrix {
@@ -530,7 +530,7 @@ impl Worker {
     ) -> Result<(EffectTimings, Option<String>), DeviceError> {
         let (w, h) = (job.width, job.height);
         let pixels = w * h;
-        let radius = job.plan.blur_weights.len() - 1;
+        let radius = job.plan.blur.radius();
         let io_bytes = match &job.input {
             JobInput::Raw { format: RawFormat::I420, frame } => frame.len(),
             _ => 0,
@@ -676,7 +676,7 @@ impl Worker {
         let hashes = self.hashes.ensure(&s, h).map_err(derr)?;
         k.synth(&s, a, w, h, 1).map_err(derr)?;
         k.rgba_to_i420(&s, a, io, w, h).map_err(derr)?;
-        let radius = job.plan.blur_weights.len() - 1;
+        let radius = job.plan.blur.radius();
         let sigma8 =
             ChainPlan::new(vec![Effect::Blur], crate::effects::EffectParams { sigma: 8.0, ..Default::default() });
         let yuv = (yuv_len) as u64;
@@ -698,7 +698,7 @@ impl Worker {
             if case == 8 {
                 self.upload_params(k, &sigma8).map_err(derr)?;
             }
-            let r8 = sigma8.blur_weights.len() - 1;
+            let r8 = sigma8.blur.radius();
             let launch = |_: ()| -> Result<(), DriverError> {
                 match case {
                     0 => k.synth(&s, b, w, h, 2),
