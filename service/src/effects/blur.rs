@@ -38,6 +38,9 @@ pub const INTERMEDIATE_SHIFT: u32 = 7;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GaussianKernel {
     weights: Vec<u32>,
+    /// `weights` as the 16-bit lanes the CPU taps multiply by, made once here rather than on
+    /// every frame; empty at radius 0, the one kernel whose centre (2^16) does not fit.
+    lanes: Vec<u16>,
 }
 
 impl GaussianKernel {
@@ -48,7 +51,9 @@ impl GaussianKernel {
             weights.pop();
         }
         weights[0] = 65536 - 2 * weights[1..].iter().sum::<u32>();
-        GaussianKernel { weights }
+        // Above radius 0 every weight is under 2^16 (the outermost offset takes at least 1).
+        let lanes = if weights.len() > 1 { weights.iter().map(|&w| w as u16).collect() } else { Vec::new() };
+        GaussianKernel { weights, lanes }
     }
 
     /// Largest offset with a weight; 0 means the blur is the identity (the centre weighs 2^16).
@@ -59,6 +64,11 @@ impl GaussianKernel {
     /// Weights of offsets `0..=radius` in units of 2^-16 (the centre is 2^16 only at radius 0).
     pub fn weights(&self) -> &[u32] {
         &self.weights
+    }
+
+    /// `weights()` as 16-bit values for the CPU taps; empty at radius 0 (the identity).
+    pub(crate) fn lanes(&self) -> &[u16] {
+        &self.lanes
     }
 
     /// The rounding constant added before the final `>> 7`.
@@ -82,8 +92,7 @@ pub(crate) fn blur(src: &Frame, dst: &mut Frame, kernel: &GaussianKernel) {
         dst.data.copy_from_slice(&src.data);
         return;
     }
-    // Above radius 0 every weight is under 2^16 (the outermost offset takes at least 2).
-    let weights: Vec<u16> = kernel.weights().iter().map(|&w| w as u16).collect();
+    let weights = kernel.lanes();
     let round = kernel.round() as u16;
     let row_len = w * 4;
     let src_row = |y: isize| {
@@ -99,14 +108,14 @@ pub(crate) fn blur(src: &Frame, dst: &mut Frame, kernel: &GaussianKernel) {
             let y = y as isize;
             pairs.clear();
             pairs.extend((1..=radius).map(|k| (src_row(y - k as isize), src_row(y + k as isize))));
-            blur_vertical(&mut padded[centre..centre + row_len], src_row(y), pairs, &weights);
+            blur_vertical(&mut padded[centre..centre + row_len], src_row(y), pairs, weights);
             // Clamp-to-edge: repeat the first and last pixel into the padding.
             let (first, last) = (centre, centre + row_len - 4);
             for i in 0..radius {
                 padded.copy_within(first..first + 4, i * 4);
                 padded.copy_within(last..last + 4, last + 4 + i * 4);
             }
-            blur_horizontal(out, padded, &weights, round);
+            blur_horizontal(out, padded, weights, round);
         },
     );
 }

@@ -334,22 +334,22 @@ mod tests {
         let paths = vector_paths();
         for sigma in [0.4f32, 1.0, 4.0, 9.5, 20.0] {
             let kernel = GaussianKernel::new(sigma);
-            let weights: Vec<u16> = kernel.weights().iter().map(|&w| w as u16).collect();
+            let weights = kernel.lanes();
             let radius = kernel.radius();
             for n in LENGTHS {
                 let rows: Vec<Vec<u8>> = (0..2 * radius as u32 + 1).map(|s| bytes(n, s + n as u32)).collect();
                 let pairs: Vec<(&[u8], &[u8])> =
                     (1..=radius).map(|k| (&rows[radius - k][..], &rows[radius + k][..])).collect();
                 let mut want = vec![0u16; n];
-                blur_vertical_portable(&mut want, &rows[radius], &pairs, &weights, 0);
+                blur_vertical_portable(&mut want, &rows[radius], &pairs, weights, 0);
                 let mut got = vec![0u16; n];
-                blur_vertical(&mut got, &rows[radius], &pairs, &weights);
+                blur_vertical(&mut got, &rows[radius], &pairs, weights);
                 assert_eq!(got, want, "dispatched vertical, sigma {sigma}, {n} bytes");
                 for (name, vertical, _) in &paths {
                     let mut got = vec![0u16; n];
                     // SAFETY: `vector_paths` only lists what this CPU supports; lengths match.
-                    let done = unsafe { vertical(&mut got, &rows[radius], &pairs, &weights, 0) };
-                    blur_vertical_portable(&mut got, &rows[radius], &pairs, &weights, done);
+                    let done = unsafe { vertical(&mut got, &rows[radius], &pairs, weights, 0) };
+                    blur_vertical_portable(&mut got, &rows[radius], &pairs, weights, done);
                     assert_eq!(got, want, "{name} vertical, sigma {sigma}, {n} bytes");
                 }
 
@@ -357,15 +357,15 @@ mod tests {
                 let padded: Vec<u16> = (0..n + 2 * radius * 4).map(|i| want[i % n]).collect();
                 let round = kernel.round() as u16;
                 let mut want = vec![0u8; n];
-                blur_horizontal_portable(&mut want, &padded, &weights, round, 0);
+                blur_horizontal_portable(&mut want, &padded, weights, round, 0);
                 let mut got = vec![0u8; n];
-                blur_horizontal(&mut got, &padded, &weights, round);
+                blur_horizontal(&mut got, &padded, weights, round);
                 assert_eq!(got, want, "dispatched horizontal, sigma {sigma}, {n} bytes");
                 for (name, _, horizontal) in &paths {
                     let mut got = vec![0u8; n];
                     // SAFETY: as above.
-                    let done = unsafe { horizontal(&mut got, &padded, &weights, round, 0) };
-                    blur_horizontal_portable(&mut got, &padded, &weights, round, done);
+                    let done = unsafe { horizontal(&mut got, &padded, weights, round, 0) };
+                    blur_horizontal_portable(&mut got, &padded, weights, round, done);
                     assert_eq!(got, want, "{name} horizontal, sigma {sigma}, {n} bytes");
                 }
             }

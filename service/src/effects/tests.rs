@@ -130,11 +130,14 @@ fn the_fixed_point_kernel_sums_to_one_and_drops_only_zero_weights() {
         }
         assert!(exact[kernel.radius() + 1..].iter().all(|&e| (e * 65536.0).round() == 0.0));
         assert_eq!(kernel.round(), 64 + kernel.radius() as u32 + 1);
+        let lanes: Vec<u32> = kernel.lanes().iter().map(|&x| x as u32).collect();
+        assert_eq!(lanes, w, "sigma {sigma}: the CPU's 16-bit weights are the same weights");
     }
     assert_eq!(GaussianKernel::new(MAX_SIGMA).radius(), 60, "no weight of the widest blur rounds to 0");
     // So narrow that no offset reaches half a unit: the identity.
     assert_eq!(GaussianKernel::new(0.01).weights(), &[65536]);
     assert_eq!(GaussianKernel::new(0.0).weights(), &[65536]);
+    assert!(GaussianKernel::new(0.0).lanes().is_empty(), "the identity has no 16-bit taps");
 }
 
 #[test]
