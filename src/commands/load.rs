@@ -155,7 +155,7 @@ fn setup(args: &LoadArgs) -> anyhow::Result<Setup> {
         config.connections = args.connections.map(|c| c as usize).unwrap_or(s.load.connections);
         config.max_inflight = args.max_inflight.map(|c| c as usize).unwrap_or(s.load.max_inflight);
         let stages: Vec<&crate::scenario::Stage> = match &args.stage {
-            Some(name) => vec![s.stage(name).map_err(anyhow::Error::msg)?],
+            Some(name) => vec![s.stage(name)?],
             None => s.stages.iter().collect(),
         };
         for st in stages {

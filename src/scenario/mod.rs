@@ -104,6 +104,15 @@ struct SloRaw {
     max_replicas: Option<u32>,
 }
 
+/// `Scenario::stage` asked for a name the scenario does not have.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("scenario `{scenario}` has no stage `{stage}` (expected one of: {})", stages.join(", "))]
+pub struct NoSuchStage {
+    pub scenario: String,
+    pub stage: String,
+    pub stages: Vec<String>,
+}
+
 impl TryFrom<SloRaw> for Slo {
     type Error = String;
     fn try_from(r: SloRaw) -> Result<Self, String> {
@@ -726,10 +735,11 @@ impl Scenario {
     }
 
     /// The stage called `name`, or an error listing the names there are.
-    pub fn stage(&self, name: &str) -> Result<&Stage, String> {
-        self.stages.iter().find(|s| s.name == name).ok_or_else(|| {
-            let names: Vec<&str> = self.stages.iter().map(|s| s.name.as_str()).collect();
-            format!("scenario `{}` has no stage `{name}` (expected one of: {})", self.name, names.join(", "))
+    pub fn stage(&self, name: &str) -> Result<&Stage, NoSuchStage> {
+        self.stages.iter().find(|s| s.name == name).ok_or_else(|| NoSuchStage {
+            scenario: self.name.clone(),
+            stage: name.to_string(),
+            stages: self.stages.iter().map(|s| s.name.clone()).collect(),
         })
     }
 
@@ -749,6 +759,16 @@ mod tests {
         assert_eq!(line_col(t, 0), (1, 1));
         assert_eq!(line_col(t, 6), (2, 1));
         assert_eq!(line_col(t, 8), (2, 2));
+    }
+
+    #[test]
+    fn a_missing_stage_names_the_ones_there_are() {
+        let s = Scenario::load(concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/rehearsal.toml")).unwrap();
+        assert_eq!(s.stage("peak").map(|st| st.name.as_str()), Ok("peak"));
+        let e = s.stage("finale").unwrap_err();
+        assert_eq!(e.stage, "finale");
+        let text = e.to_string();
+        assert!(text.contains("no stage `finale`") && text.contains("expected one of: idle, ramp, peak"), "{text}");
     }
 
     #[test]

@@ -226,8 +226,16 @@ pub fn pod_of_job<'a>(pods: &'a [Pod], job_uid: &str) -> Option<&'a Pod> {
 }
 
 /// Why a pod is not running yet, in the words `kubectl get pod` uses (its first container's
-/// waiting reason, else the scheduling condition, else the phase); `Err` when it never will.
-fn pending_reason(p: &Pod) -> Result<String, String> {
+/// waiting reason, else the scheduling condition, else the phase).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PodWait {
+    /// It may still start: the wait goes on.
+    Pending(String),
+    /// It cannot start without a fix (a bad image, a missing Secret): the wait ends now.
+    CannotStart(String),
+}
+
+fn pending_reason(p: &Pod) -> PodWait {
     let status = p.status.as_ref();
     let waiting = status
         .and_then(|s| s.container_statuses.as_deref())
@@ -240,19 +248,19 @@ fn pending_reason(p: &Pod) -> Result<String, String> {
         // Reasons the kubelet reports for a container that cannot start without a fix.
         let fatal = ["ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError"];
         let text = if message.is_empty() { reason.clone() } else { format!("{reason}: {message}") };
-        return if fatal.contains(&reason.as_str()) { Err(text) } else { Ok(text) };
+        return if fatal.contains(&reason.as_str()) { PodWait::CannotStart(text) } else { PodWait::Pending(text) };
     }
     let unscheduled = status
         .and_then(|s| s.conditions.as_deref())
         .and_then(|c| c.iter().find(|c| c.type_ == "PodScheduled" && c.status == "False"));
     if let Some(c) = unscheduled {
-        return Ok(format!(
+        return PodWait::Pending(format!(
             "{}: {}",
             c.reason.as_deref().unwrap_or("Unschedulable"),
             c.message.as_deref().unwrap_or("")
         ));
     }
-    Ok(status.and_then(|s| s.phase.clone()).unwrap_or_else(|| "Pending".into()))
+    PodWait::Pending(status.and_then(|s| s.phase.clone()).unwrap_or_else(|| "Pending".into()))
 }
 
 /// Waits until the Job's pod runs (or has already finished), saying on the status line what
@@ -270,8 +278,8 @@ async fn wait_for_pod(pods: &Api<Pod>, job_uid: &str, timeout: Duration, tell: &
                 _ => {}
             }
             last = match pending_reason(p) {
-                Ok(why) => format!("pod {name}: {why}"),
-                Err(why) => return Err(KubeError::LoadPodCannotStart { pod: name, why }),
+                PodWait::Pending(why) => format!("pod {name}: {why}"),
+                PodWait::CannotStart(why) => return Err(KubeError::LoadPodCannotStart { pod: name, why }),
             };
         }
         tell.status(
@@ -371,14 +379,14 @@ mod tests {
     #[test]
     fn pending_reasons_say_why_and_which_are_fatal() {
         let mut p = load_pod("p", "u");
-        assert_eq!(pending_reason(&pod(p.clone())), Ok("Pending".to_string()));
+        assert_eq!(pending_reason(&pod(p.clone())), PodWait::Pending("Pending".to_string()));
         // kubelet's waiting reasons, as `kubectl get pod` shows them.
         p["status"]["containerStatuses"] = serde_json::json!([{"name": "load", "image": "x", "imageID": "", "ready": false,
             "restartCount": 0, "state": {"waiting": {"reason": "ContainerCreating"}}}]);
-        assert_eq!(pending_reason(&pod(p.clone())), Ok("ContainerCreating".to_string()));
+        assert_eq!(pending_reason(&pod(p.clone())), PodWait::Pending("ContainerCreating".to_string()));
         p["status"]["containerStatuses"][0]["state"]["waiting"] = serde_json::json!({"reason": "ImagePullBackOff",
             "message": "Back-off pulling image \"ghcr.io/rtc-demo/rtc-demo:nope\""});
-        let e = pending_reason(&pod(p.clone())).unwrap_err();
+        let PodWait::CannotStart(e) = pending_reason(&pod(p.clone())) else { panic!("ImagePullBackOff is fatal") };
         assert!(e.starts_with("ImagePullBackOff: Back-off pulling image"), "{e}");
         // The scheduler's condition (kube-scheduler's FailedScheduling wording).
         let mut q = load_pod("q", "u");
@@ -386,7 +394,7 @@ mod tests {
             "message": "0/3 nodes are available: 3 Insufficient cpu."}]);
         assert_eq!(
             pending_reason(&pod(q)),
-            Ok("Unschedulable: 0/3 nodes are available: 3 Insufficient cpu.".to_string())
+            PodWait::Pending("Unschedulable: 0/3 nodes are available: 3 Insufficient cpu.".to_string())
         );
     }
 }
