@@ -34,11 +34,28 @@ if [ "$PEER" = 1 ] && [ ! -x "$venv/bin/uvicorn" ]; then
     fastapi "uvicorn[standard]"
 fi
 PIDS=()
-trap 'kill "${PIDS[@]}" 2>/dev/null || true' EXIT
-wait_ready() { for _ in $(seq 200); do curl -sf "$1" > /dev/null && return; sleep 0.1; done; echo "no answer from $1" >&2; exit 1; }
+# Waits for the servers to finish their graceful drain, so that a run straight after this
+# one finds its ports free.
+trap 'kill "${PIDS[@]}" 2>/dev/null || true; wait "${PIDS[@]}" 2>/dev/null || true' EXIT
+# A server still listening on a port (an earlier run's, still draining) would answer in
+# place of the one started here, or make its bind fail: wait up to 10 s for it to go.
+wait_port_free() {
+  for _ in $(seq 100); do (exec 3<> "/dev/tcp/127.0.0.1/$1") 2>/dev/null || return 0; sleep 0.1; done
+  echo "port $1 on 127.0.0.1 is still in use after 10 s (another server?): stop it, or set ${2}=<free port>" >&2
+  exit 1
+}
+wait_ready() {  # url, pid of the server that must answer it
+  for _ in $(seq 200); do
+    kill -0 "$2" 2>/dev/null || { echo "the server for $1 exited before answering" >&2; exit 1; }
+    curl -sf "$1" > /dev/null && return
+    sleep 0.1
+  done
+  echo "no answer from $1 after 20 s" >&2; exit 1
+}
+wait_port_free "$PORT" PORT
 RTC_LOG=warn "$BIN" serve --device cpu --listen "127.0.0.1:$PORT" --max-inflight 256 > /dev/null &
 SERVER=$!; PIDS+=("$SERVER")
-wait_ready "http://127.0.0.1:$PORT/readyz"
+wait_ready "http://127.0.0.1:$PORT/readyz" "$SERVER"
 
 read -r -d '' STATS_PY <<'PY' || true
 import json, sys
@@ -56,12 +73,13 @@ echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -
 echo "rtc-demo serve: $(curl -s "http://127.0.0.1:$PORT/" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["device_name"])')"
 
 if [ "$PEER" = 1 ]; then
+  wait_port_free "$PEER_PORT" PEER_PORT
   "$venv/bin/uvicorn" --app-dir scripts bench_serve_peer:app --host 127.0.0.1 --port "$PEER_PORT" \
     --log-level warning --no-access-log &
-  PIDS+=("$!")
-  wait_ready "http://127.0.0.1:$PEER_PORT/process?pixels=16x16"
+  PEER_PID=$!; PIDS+=("$PEER_PID")
+  wait_ready "http://127.0.0.1:$PEER_PORT/process?pixels=16x16" "$PEER_PID"
   echo "peer: FastAPI $("$venv/bin/python" -c 'import fastapi; print(fastapi.__version__)') + OpenCV $("$venv/bin/python" -c 'import cv2; print(cv2.__version__)') under uvicorn, one process"
-  frame=$(mktemp); trap 'kill "${PIDS[@]}" 2>/dev/null || true; rm -f "$frame"' EXIT
+  frame=$(mktemp); trap 'kill "${PIDS[@]}" 2>/dev/null || true; wait "${PIDS[@]}" 2>/dev/null || true; rm -f "$frame"' EXIT
   "$venv/bin/python" -c "import sys; sys.path.insert(0, 'scripts'); from bench_effects_opencv import synthetic; synthetic(1280, 720).tofile('$frame')"
   vs() {  # label, path, [extra oha flags]
     local ours theirs
