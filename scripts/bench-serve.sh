@@ -33,10 +33,11 @@ if [ "$PEER" = 1 ] && [ ! -x "$venv/bin/uvicorn" ]; then
   "$venv/bin/pip" install -q --disable-pip-version-check "opencv-python-headless==5.0.0.93" "numpy<3" \
     fastapi "uvicorn[standard]"
 fi
-PIDS=()
+PIDS=() frame=""
 # Waits for the servers to finish their graceful drain, so that a run straight after this
 # one finds its ports free.
-trap 'kill "${PIDS[@]}" 2>/dev/null || true; wait "${PIDS[@]}" 2>/dev/null || true' EXIT
+cleanup() { kill "${PIDS[@]}" 2>/dev/null || true; wait "${PIDS[@]}" 2>/dev/null || true; rm -f "$frame"; }
+trap cleanup EXIT
 # A server still listening on a port (an earlier run's, still draining) would answer in
 # place of the one started here, or make its bind fail: wait up to 10 s for it to go.
 wait_port_free() {
@@ -79,7 +80,7 @@ if [ "$PEER" = 1 ]; then
   PEER_PID=$!; PIDS+=("$PEER_PID")
   wait_ready "http://127.0.0.1:$PEER_PORT/process?pixels=16x16" "$PEER_PID"
   echo "peer: FastAPI $("$venv/bin/python" -c 'import fastapi; print(fastapi.__version__)') + OpenCV $("$venv/bin/python" -c 'import cv2; print(cv2.__version__)') under uvicorn, one process"
-  frame=$(mktemp); trap 'kill "${PIDS[@]}" 2>/dev/null || true; wait "${PIDS[@]}" 2>/dev/null || true; rm -f "$frame"' EXIT
+  frame=$(mktemp)
   "$venv/bin/python" -c "import sys; sys.path.insert(0, 'scripts'); from bench_effects_opencv import synthetic; synthetic(1280, 720).tofile('$frame')"
   vs() {  # label, path, [extra oha flags]
     local ours theirs

@@ -225,8 +225,7 @@ pub fn pod_of_job<'a>(pods: &'a [Pod], job_uid: &str) -> Option<&'a Pod> {
     })
 }
 
-/// Why a pod is not running yet, in the words `kubectl get pod` uses (its first container's
-/// waiting reason, else the scheduling condition, else the phase).
+/// What a pod still waiting to run is waiting for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum PodWait {
     /// It may still start: the wait goes on.
@@ -235,6 +234,8 @@ enum PodWait {
     CannotStart(String),
 }
 
+/// Why a pod is not running yet, in the words `kubectl get pod` uses (its first container's
+/// waiting reason, else the scheduling condition, else the phase).
 fn pending_reason(p: &Pod) -> PodWait {
     let status = p.status.as_ref();
     let waiting = status
