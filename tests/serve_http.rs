@@ -147,3 +147,103 @@ fn an_oversized_body_is_refused_from_its_header() {
     s.read_exact(&mut head).unwrap();
     assert_eq!(&head, b"HTTP/1.1 400");
 }
+
+/// Reads one answer off a kept-alive connection: status, fields, and a Content-Length body.
+fn read_answer(conn: &mut std::io::BufReader<std::net::TcpStream>) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    use std::io::{BufRead, Read};
+    let mut status_line = String::new();
+    conn.read_line(&mut status_line).unwrap();
+    let status =
+        status_line.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("{status_line:?}"));
+    let mut fields = Vec::new();
+    loop {
+        let mut line = String::new();
+        conn.read_line(&mut line).unwrap();
+        match line.trim_end().split_once(':') {
+            Some((k, v)) => fields.push((k.to_ascii_lowercase(), v.trim().to_string())),
+            None => break,
+        }
+    }
+    let len = fields.iter().find(|(k, _)| k == "content-length").map_or(0, |(_, v)| v.parse().unwrap());
+    let mut body = vec![0; len];
+    conn.read_exact(&mut body).unwrap();
+    (status, fields, body)
+}
+
+#[test]
+fn one_connection_carries_pipelined_requests_answered_in_order() {
+    use std::io::{Read, Write};
+    let server = Server::start(&[]);
+    let frame = random_bytes(16 * 16 * 4, 3);
+    let mut conn = std::net::TcpStream::connect(server.addr).unwrap();
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+    // Five requests in one write: a raw frame, a probe, a bad parameter (with a body the
+    // server must skip to find the next request), a synthetic frame, a chunked raw frame.
+    let mut out = Vec::new();
+    out.extend_from_slice(
+        b"POST /process?pixels=16x16&format=rgba&effects=color HTTP/1.1\r\nHost: t\r\nContent-Length: 1024\r\n\r\n",
+    );
+    out.extend_from_slice(&frame);
+    out.extend_from_slice(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
+    out.extend_from_slice(b"POST /process?iters=0 HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc");
+    out.extend_from_slice(b"GET /process?pixels=16x16 HTTP/1.1\r\nHost: t\r\n\r\n");
+    out.extend_from_slice(b"POST /process?pixels=16x16&format=rgba&effects=color HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n");
+    for part in frame.chunks(300) {
+        out.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+        out.extend_from_slice(part);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"0\r\n\r\n");
+    conn.write_all(&out).unwrap();
+    let mut conn = std::io::BufReader::new(conn);
+    let (status, fields, processed) = read_answer(&mut conn);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&processed));
+    assert!(fields.iter().any(|(k, v)| k == "content-type" && v == "application/octet-stream"), "{fields:?}");
+    assert_eq!(processed.len(), frame.len());
+    assert_ne!(processed, frame);
+    assert_eq!(read_answer(&mut conn).2, b"ok\n");
+    let (status, _, body) = read_answer(&mut conn);
+    assert_eq!(status, 400);
+    assert!(String::from_utf8_lossy(&body).contains("iters"));
+    let (status, _, body) = read_answer(&mut conn);
+    assert_eq!(status, 200);
+    assert!(String::from_utf8_lossy(&body).contains("checksum"));
+    let (status, _, chunked) = read_answer(&mut conn);
+    assert_eq!((status, &chunked), (200, &processed), "the same frame, sent chunked, gives the same answer");
+
+    // Still open: a request waiting for `100 Continue` gets it, then its answer; `Connection:
+    // close` ends the connection after it.
+    let mut conn = conn.into_inner();
+    conn.write_all(b"POST /process?pixels=16x16&format=rgba&effects=color HTTP/1.1\r\nHost: t\r\nContent-Length: 1024\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n").unwrap();
+    let mut interim = [0u8; 25];
+    conn.read_exact(&mut interim).unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    conn.write_all(&frame).unwrap();
+    let mut conn = std::io::BufReader::new(conn);
+    let (status, fields, body) = read_answer(&mut conn);
+    assert_eq!((status, &body), (200, &processed));
+    assert!(fields.iter().any(|(k, v)| k == "connection" && v == "close"), "{fields:?}");
+    let mut rest = Vec::new();
+    assert_eq!(conn.read_to_end(&mut rest).unwrap(), 0, "closed after the answer");
+    assert_eq!(server.metric("app_requests_total{endpoint=\"/process\",code=\"200\"}"), 4.0);
+}
+
+#[test]
+fn requests_the_api_has_no_answer_for_are_refused_by_name() {
+    let server = Server::start(&[]);
+    let r = serve_support::request(server.addr, "PUT", "/process", b"x");
+    assert_eq!((r.status, r.header("allow")), (405, Some("GET, POST")), "{}", r.text());
+    assert!(r.json()["detail"].as_str().unwrap().contains("PUT /process"));
+    assert_eq!(server.get("/nowhere").status, 404);
+    let (status, text) = {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(server.addr).unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nContent-Length: twelve\r\n\r\n").unwrap();
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).unwrap();
+        (raw.split(' ').nth(1).unwrap_or("").to_string(), raw)
+    };
+    assert_eq!(status, "400", "{text}");
+    assert!(text.contains("Content-Length `twelve` is not a number of bytes"), "{text}");
+    assert_eq!(server.get("/healthz").status, 200, "still serving");
+}

@@ -1,27 +1,24 @@
-//! The HTTP API (SPEC §1) as an axum router over a `dyn Device`.
+//! The HTTP API (SPEC §1): `/process` over a `dyn Device`, answered from the socket by
+//! [`crate::http1`]; every other endpoint an axum router.
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::{Body, Bytes};
-use axum::extract::{RawQuery, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use http_body_util::BodyExt;
 use serde_json::json;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::device::{Device, Job, JobInput, JobOutput};
 use crate::effects::{ChainPlan, EFFECT_NAMES};
+use crate::http1::{Answer, BodyError, RequestBody, RequestHead, DRAIN_LIMIT};
 use crate::memory::{BufferPool, MemoryBudget, Refusal, Reservation};
 use crate::metrics::{Metrics, REJECT_MEMORY, REJECT_OVERLOAD};
 use crate::params::{self, ParamError, ProcessRequest, MAX_BODY_BYTES};
-
-/// How long a refused request's body may take to be read and thrown away (see `refuse`).
-const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
 /// Everything the handlers share. Cheap to clone.
 #[derive(Clone)]
@@ -84,20 +81,19 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/process", get(process).post(process))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), count_requests))
         .with_state(state)
 }
 
-/// `app_requests_total{endpoint,code}` for every answer, known paths by name, the rest as `other`.
+/// `app_requests_total{endpoint,code}` for every answer, known paths by name, the rest as
+/// `other` (`/process` is counted by [`process`], which the router never sees).
 async fn count_requests(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let endpoint = match req.uri().path() {
         "/" => "/",
         "/healthz" => "/healthz",
         "/readyz" => "/readyz",
         "/metrics" => "/metrics",
-        "/process" => "/process",
         _ => "other",
     };
     let response = next.run(req).await;
@@ -106,7 +102,12 @@ async fn count_requests(State(state): State<AppState>, req: Request, next: Next)
 }
 
 /// A 400/404/503 with the JSON body every client error has: `{error, param, detail}`.
-fn error_response(status: StatusCode, error: &str, param: Option<&str>, detail: impl Into<String>) -> Response {
+pub(crate) fn error_response(
+    status: StatusCode,
+    error: &str,
+    param: Option<&str>,
+    detail: impl Into<String>,
+) -> Response {
     let body = json!({ "error": error, "param": param, "detail": detail.into() });
     (status, Json(body)).into_response()
 }
@@ -179,20 +180,27 @@ impl Drop for InflightGuard<'_> {
     }
 }
 
-async fn process(State(state): State<AppState>, RawQuery(query): RawQuery, headers: HeaderMap, body: Body) -> Response {
+/// `GET|POST /process`, counted in `app_requests_total` like the router's endpoints.
+pub(crate) async fn process(state: &AppState, head: &RequestHead, body: &mut RequestBody<'_>) -> Answer {
+    let answer = process_request(state, head, body).await;
+    state.inner.metrics.count_request("/process", answer.status().as_u16());
+    answer
+}
+
+async fn process_request(state: &AppState, head: &RequestHead, body: &mut RequestBody<'_>) -> Answer {
     let arrived = Instant::now();
     let inner = &state.inner;
-    let req = match params::parse_query(query.as_deref().unwrap_or("")) {
+    let req = match params::parse_query(head.query.as_deref().unwrap_or("")) {
         Ok(r) => r,
-        Err(e) => return bad_request(e),
+        Err(e) => return reject(body, e).await,
     };
-    if let Err(e) = check_declared_body(&req, &headers) {
-        return bad_request(e);
+    if let Err(e) = check_declared_body(&req, &head.headers) {
+        return reject(body, e).await;
     }
     let Ok(permit) = inner.admission.clone().try_acquire_owned() else {
         inner.metrics.count_rejected(REJECT_OVERLOAD);
         let detail = format!("{} requests in flight (--max-inflight); retry shortly", inner.max_inflight);
-        return refuse(&headers, body, retry_later("overloaded", detail)).await;
+        return refuse(body, retry_later("overloaded", detail)).await;
     };
     // The frame (the body, or the synthetic one) and the device's working buffers, decided
     // from the parameters before a byte of the body is read.
@@ -208,7 +216,7 @@ async fn process(State(state): State<AppState>, RawQuery(query): RawQuery, heade
                 mib(need),
                 mib(free)
             );
-            return refuse(&headers, body, retry_later("memory budget full", detail)).await;
+            return refuse(body, retry_later("memory budget full", detail)).await;
         }
         Err(Refusal::TooLarge { need, limit }) => {
             drop(permit);
@@ -224,19 +232,20 @@ async fn process(State(state): State<AppState>, RawQuery(query): RawQuery, heade
                 Some("pixels"),
                 detail,
             );
-            return refuse(&headers, body, r).await;
+            return refuse(body, r).await;
         }
     };
     inner.metrics.inflight().inc();
-    let _inflight = InflightGuard { state: &state, _permit: permit };
+    let _inflight = InflightGuard { state, _permit: permit };
 
     let mut raw = match read_body(&req, body, inner.memory.pool()).await {
         Ok(raw) => raw,
-        Err(e) => return bad_request(e),
+        Err(e) => return bad_request(e).into(),
     };
 
     let Ok(worker) = inner.workers.clone().acquire_owned().await else {
-        return error_response(StatusCode::SERVICE_UNAVAILABLE, "shutting down", None, "the service is stopping");
+        return error_response(StatusCode::SERVICE_UNAVAILABLE, "shutting down", None, "the service is stopping")
+            .into();
     };
     let queued = arrived.elapsed();
     let device = inner.device.clone();
@@ -258,11 +267,12 @@ async fn process(State(state): State<AppState>, RawQuery(query): RawQuery, heade
         Ok((Ok(result), raw)) => (result, raw),
         Ok((Err(e), _)) => {
             tracing::error!(error = %e, "device failed");
-            return error_response(StatusCode::INTERNAL_SERVER_ERROR, "device error", None, e.to_string());
+            return error_response(StatusCode::INTERNAL_SERVER_ERROR, "device error", None, e.to_string()).into();
         }
         Err(e) => {
             tracing::error!(error = %e, "compute task failed");
-            return error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal error", None, "compute task failed");
+            return error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal error", None, "compute task failed")
+                .into();
         }
     };
     let total = arrived.elapsed();
@@ -271,13 +281,13 @@ async fn process(State(state): State<AppState>, RawQuery(query): RawQuery, heade
     match (result.output, raw) {
         (JobOutput::FrameInPlace, Some(frame)) => {
             let frame = OutgoingFrame { data: frame, pool: inner.memory.pool().clone(), _reservation: reservation };
-            let mut r = (StatusCode::OK, Body::from(Bytes::from_owner(frame))).into_response();
-            let h = r.headers_mut();
-            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
             for (name, value) in [("x-queue-ms", queued), ("x-compute-ms", compute), ("x-total-ms", total)] {
-                h.insert(name, HeaderValue::from_str(&ms(value).to_string()).expect("a number is a valid header"));
+                headers
+                    .insert(name, HeaderValue::from_str(&ms(value).to_string()).expect("a number is a valid header"));
             }
-            r
+            Answer::Frame { headers, frame: Box::new(frame) }
         }
         (JobOutput::Checksum(checksum), _) => Json(json!({
             "device": inner.device.info().kind,
@@ -290,10 +300,11 @@ async fn process(State(state): State<AppState>, RawQuery(query): RawQuery, heade
             "total_ms": ms(total),
             "checksum": checksum,
         }))
-        .into_response(),
+        .into_response()
+        .into(),
         (JobOutput::FrameInPlace, None) => {
             tracing::error!("the device answered a synthetic job with a frame");
-            error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal error", None, "no frame to send")
+            error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal error", None, "no frame to send").into()
         }
     }
 }
@@ -309,22 +320,23 @@ fn retry_later(error: &str, detail: String) -> Response {
     r
 }
 
-/// Answer a refused request once its body has been read and thrown away, chunk by chunk
-/// (never held): closing a socket with unread data makes the kernel reset the connection,
-/// and the client would see the reset instead of the answer. A client that sent
-/// `Expect: 100-continue` has not sent its body yet, and is answered at once.
-async fn refuse(headers: &HeaderMap, mut body: Body, response: Response) -> Response {
-    let waits_for_continue =
-        headers.get(header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-    if !waits_for_continue {
-        let drain = async { while let Some(Ok(_)) = body.frame().await {} };
-        let _ = tokio::time::timeout(DRAIN_LIMIT, drain).await;
-    }
-    response
+/// A request that can never succeed (a bad parameter, a body of the wrong size), answered at
+/// once: what of its body has already arrived is thrown away, and if more is on its way the
+/// connection closes after the answer instead of waiting for it.
+async fn reject(body: &mut RequestBody<'_>, e: ParamError) -> Answer {
+    body.discard(Duration::ZERO).await;
+    bad_request(e).into()
+}
+
+/// Answer a request refused for now (busy) or for its size once the body it sent has been
+/// read and thrown away (see [`RequestBody::discard`]), so the connection can be used again.
+async fn refuse(body: &mut RequestBody<'_>, response: Response) -> Answer {
+    body.discard(DRAIN_LIMIT).await;
+    response.into()
 }
 
 /// The answer's bytes: the request's own frame buffer, given back to the pool, and the
-/// request's memory back to the budget, once hyper has sent it.
+/// request's memory back to the budget, once it has been sent.
 struct OutgoingFrame {
     data: Vec<u8>,
     pool: Arc<BufferPool>,
@@ -368,48 +380,30 @@ fn body_size_detail(req: &ProcessRequest, want: usize, got: u64) -> String {
     format!("{got} bytes, but a {} {format} frame is exactly {want} bytes", req.pixels())
 }
 
-/// Read the body straight into a frame buffer from the pool: the bytes are copied once, from
-/// the connection's buffers into the frame the effects work on.
-async fn read_body(req: &ProcessRequest, mut body: Body, pool: &BufferPool) -> Result<Option<Vec<u8>>, ParamError> {
-    let read_error =
-        |filled: usize, e: axum::Error| body_error(format!("reading the body failed after {filled} bytes: {e}"));
+/// Read the body into a frame buffer from the pool: the kernel copies the bytes from the
+/// socket into the frame the effects work on, and nothing copies them again.
+async fn read_body(
+    req: &ProcessRequest,
+    body: &mut RequestBody<'_>,
+    pool: &BufferPool,
+) -> Result<Option<Vec<u8>>, ParamError> {
     let Some(want) = req.expected_body_len() else {
-        while let Some(frame) = body.frame().await {
-            match frame.map_err(|e| read_error(0, e))?.into_data() {
-                Ok(data) if !data.is_empty() => {
-                    return Err(body_error(
-                        "a body sent without `format`; a raw frame needs format=rgba or format=i420".into(),
-                    ))
-                }
-                _ => {}
+        return match body.read_exact_into(&mut []).await {
+            Ok(()) => Ok(None),
+            Err(BodyError::Long) => {
+                Err(body_error("a body sent without `format`; a raw frame needs format=rgba or format=i420".into()))
             }
-        }
-        return Ok(None);
+            Err(e) => Err(body_error(e.to_string())),
+        };
     };
     let mut frame = pool.take(want);
-    let mut filled = 0;
-    let outcome = loop {
-        let Some(next) = body.frame().await else { break Ok(()) };
-        let data = match next {
-            Ok(next) => match next.into_data() {
-                Ok(data) => data,
-                Err(_) => continue, // trailers
-            },
-            Err(e) => break Err(read_error(filled, e)),
-        };
-        if filled + data.len() > want {
-            break Err(body_error(format!(
-                "body is longer than the {want} bytes a {} frame has; cut off",
-                req.pixels()
-            )));
+    let error = match body.read_exact_into(&mut frame).await {
+        Ok(()) => return Ok(Some(frame)),
+        Err(BodyError::Long) => {
+            body_error(format!("body is longer than the {want} bytes a {} frame has; cut off", req.pixels()))
         }
-        frame[filled..filled + data.len()].copy_from_slice(&data);
-        filled += data.len();
-    };
-    let error = match outcome {
-        Ok(()) if filled == want => return Ok(Some(frame)),
-        Ok(()) => body_error(body_size_detail(req, want, filled as u64)),
-        Err(e) => e,
+        Err(BodyError::Short { got }) => body_error(body_size_detail(req, want, got)),
+        Err(e) => body_error(e.to_string()),
     };
     pool.give(frame);
     Err(error)

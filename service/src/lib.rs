@@ -8,12 +8,16 @@
 //!   and the pool of frame buffers kept for reuse.
 //! - `params`: parsing and validating `/process` requests.
 //! - `metrics`: Prometheus metrics, including the time-windowed p95 (`latency_window`).
-//! - `app`: the axum router; `server`: the `serve` subcommand (flags, signals, shutdown).
+//! - `app`: the API: `/process`, and the axum router for the rest.
+//! - `http1`: the HTTP/1.1 server under it, which reads a frame from the socket straight into
+//!   the buffer the effects work on.
+//! - `server`: the `serve` subcommand (flags, signals, shutdown).
 pub mod app;
 pub mod device;
 pub mod duration;
 pub mod effects;
 pub mod frame;
+pub mod http1;
 pub mod i420;
 pub mod latency_window;
 pub mod memory;

@@ -13,7 +13,7 @@ use std::time::Duration;
 use clap::Args;
 use tokio::sync::Notify;
 
-use crate::app::{router, AppConfig, AppState};
+use crate::app::{AppConfig, AppState};
 use crate::device::{self, DeviceChoice};
 use crate::duration::duration_arg;
 use crate::memory::{self, MemoryBudget};
@@ -144,10 +144,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let stop_accepting = Arc::new(Notify::new());
     let server = {
         let stop = stop_accepting.clone();
-        let app = router(state.clone());
-        tokio::spawn(async move {
-            axum::serve(listener, app).with_graceful_shutdown(async move { stop.notified().await }).await
-        })
+        let state = state.clone();
+        tokio::spawn(async move { crate::http1::serve(listener, state, async move { stop.notified().await }).await })
     };
 
     let mut signals = Signals::new()?;
