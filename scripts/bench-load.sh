@@ -33,11 +33,13 @@ URL="http://127.0.0.1:$PORT/"
 num() { python3 -c 'import json,sys; d=json.load(sys.stdin); print(f"{eval(sys.argv[1]):.0f}")' "$1"; }
 
 echo "machine: $(nproc) cores, $(uname -sr); server: load_static_server (hyper, all cores); -z $DURATION -c $CONNS"
+. scripts/steal.sh
 for round in $(seq "$ROUNDS"); do
+  mark=$(steal_mark)
   ours=$(target/release/rtc-demo load -z "$DURATION" -c "$CONNS" --quiet --json "$URL" 2>/dev/null | num 'd["summary"]["achieved_rps"]')
   echo "round $round: rtc-demo load -z $DURATION -c $CONNS $URL  ->  $ours req/s"
   sleep 1
   theirs=$("$OHA" -z "$DURATION" -c "$CONNS" --no-tui --output-format json "$URL" | num 'd["summary"]["requestsPerSec"]')
-  echo "round $round: oha -z $DURATION -c $CONNS $URL              ->  $theirs req/s"
+  echo "round $round: oha -z $DURATION -c $CONNS $URL              ->  $theirs req/s  (steal over the round: $(steal_since "$mark") %)"
   sleep 1
 done

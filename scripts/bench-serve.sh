@@ -36,6 +36,7 @@ fi
 PIDS=() frame=""
 # Waits for the servers to finish their graceful drain, so that a run straight after this
 # one finds its ports free.
+. scripts/steal.sh
 cleanup() { kill "${PIDS[@]}" 2>/dev/null || true; wait "${PIDS[@]}" 2>/dev/null || true; rm -f "$frame"; }
 trap cleanup EXIT
 # A server still listening on a port (an earlier run's, still draining) would answer in
@@ -67,8 +68,10 @@ print("%9.0f req/s  p50 %7.2f ms  p99 %7.2f ms  statuses %s" % (s["requestsPerSe
 PY
 stats() { python3 -c "$STATS_PY"; }
 run() {  # label, old figure, connections, path, [extra oha flags]
+  local mark; mark=$(steal_mark)
   printf '%-40s old FastAPI: %-24s rtc-demo: ' "$1" "$2"
-  "$OHA" -z "$DURATION" -c "$3" ${5:-} --no-tui --output-format json "http://127.0.0.1:$PORT$4" | stats
+  "$OHA" -z "$DURATION" -c "$3" ${5:-} --no-tui --output-format json "http://127.0.0.1:$PORT$4" | stats | tr -d '\n'
+  echo "  steal $(steal_since "$mark") %"
 }
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); -z $DURATION"
 echo "rtc-demo serve: $(curl -s "http://127.0.0.1:$PORT/" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["device_name"])')"
@@ -83,12 +86,14 @@ if [ "$PEER" = 1 ]; then
   frame=$(mktemp)
   "$venv/bin/python" -c "import sys; sys.path.insert(0, 'scripts'); from bench_effects_opencv import synthetic; synthetic(1280, 720).tofile('$frame')"
   vs() {  # label, path, [extra oha flags]
-    local ours theirs
+    local ours theirs mark
+    mark=$(steal_mark)
     ours=$("$OHA" -z "$DURATION" -c 4 ${3:-} --no-tui --output-format json "http://127.0.0.1:$PORT$2" | stats)
     theirs=$("$OHA" -z "$DURATION" -c 4 ${3:-} --no-tui --output-format json "http://127.0.0.1:$PEER_PORT$2" | stats)
     printf '%-30s rtc-demo: %s\n%-30s peer:     %s\n' "$1" "$ours" "" "$theirs"
     local a b; a=$(echo "$ours" | awk '{print $1}'); b=$(echo "$theirs" | awk '{print $1}')
-    printf '%-30s rtc-demo / peer: %.2fx req/s\n' "" "$(echo "$a $b" | awk '{print $1 / $2}')"
+    printf '%-30s rtc-demo / peer: %.2fx req/s  (steal %s %% of CPU time over both)\n' "" \
+      "$(echo "$a $b" | awk '{print $1 / $2}')" "$(steal_since "$mark")"
   }
   raw=(-m POST -T application/octet-stream -D "$frame")
   vs "raw RGBA 720p, iters=1" "/process?pixels=1280x720&iters=1&format=rgba" "${raw[*]}"

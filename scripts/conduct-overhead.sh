@@ -33,9 +33,10 @@ done
 # wait for the first stage (replicas ready), then let it settle
 for _ in $(seq 600); do tmux -L "$sock" capture-pane -p -t t | grep -q "Stage 1/" && break; sleep 0.1; done
 sleep 5
+. scripts/steal.sh
 hz=$(getconf CLK_TCK)
 ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
-t0=$(ticks); s0=$(date +%s.%N)
+t0=$(ticks); s0=$(date +%s.%N); mark=$(steal_mark)
 max_rss=0 max_anon=0
 for _ in $(seq "$secs"); do
   sleep 1
@@ -46,7 +47,7 @@ for _ in $(seq "$secs"); do
 done
 t1=$(ticks); s1=$(date +%s.%N)
 cpu=$(awk -v a="$t0" -v b="$t1" -v s0="$s0" -v s1="$s1" -v hz="$hz" 'BEGIN { printf "%.2f", 100 * (b - a) / hz / (s1 - s0) }')
-echo "binary: $bin  fps: $fps  window: ${secs}s  terminal: tmux 100x30  scenario: $scenario"
+echo "binary: $bin  fps: $fps  window: ${secs}s  terminal: tmux 100x30  scenario: $scenario  steal: $(steal_since "$mark") % of CPU time"
 echo "console pid $pid: $(tr "\\0" " " < /proc/$pid/cmdline)"
 echo "console CPU: ${cpu} % of one core (user+system, console process only; load engine included)"
 mb() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
