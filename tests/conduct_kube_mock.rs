@@ -804,20 +804,16 @@ async fn watchers_turn_pods_hpa_and_events_into_snapshots() {
     be.shutdown(false).await;
 }
 
-/// Pod statuses of pods that do not start, as the kubelet writes them (sources in the file).
-/// The HPA name is the ScaledObject's advanced name until KEDA's `status.hpaName` says
-/// otherwise; then the console watches that one (and the kubectl panel names it).
-#[tokio::test]
-async fn the_hpa_watched_is_the_one_keda_names_in_status_hpa_name() {
+/// The cluster route, plus KEDA's side of `status.hpaName`: the ScaledObject read (the nth,
+/// from 0) is answered by `read`, and the HPA KEDA names is listed.
+fn keda_named_hpa_route(
+    read: impl Fn(usize) -> Answer + Send + Sync + 'static,
+) -> impl Fn(&Seen) -> Answer + Send + Sync + 'static {
     let base = cluster_route(Arc::new(Mutex::new(BTreeMap::new())));
-    let (client, log) = mock(move |s| {
+    let reads = std::sync::atomic::AtomicUsize::new(0);
+    move |s| {
         if s.method == "GET" && s.path() == "/apis/keda.sh/v1alpha1/namespaces/rtc/scaledobjects/gpu-media" {
-            // ScaledObjectStatus.HpaName (kedacore/keda apis/keda/v1alpha1/scaledobject_types.go),
-            // here as if the advanced name had been removed: KEDA's default keda-hpa-<name>.
-            return ok(json!({"apiVersion":"keda.sh/v1alpha1","kind":"ScaledObject",
-                "metadata":{"name":"gpu-media","namespace":"rtc","resourceVersion":"5"},
-                "spec":{"scaleTargetRef":{"name":"gpu-media"}},
-                "status":{"hpaName":"keda-hpa-gpu-media","originalReplicaCount":2}}));
+            return read(reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
         }
         if s.path() == "/apis/autoscaling/v2/namespaces/rtc/horizontalpodautoscalers"
             && s.query().contains("keda-hpa-gpu-media")
@@ -828,7 +824,23 @@ async fn the_hpa_watched_is_the_one_keda_names_in_status_hpa_name() {
             return list("HorizontalPodAutoscaler", vec![h]);
         }
         base(s)
-    });
+    }
+}
+
+/// ScaledObjectStatus.HpaName (kedacore/keda apis/keda/v1alpha1/scaledobject_types.go), here
+/// as if the advanced name had been removed: KEDA's default keda-hpa-<name>.
+fn scaled_object_naming_its_hpa() -> Answer {
+    ok(json!({"apiVersion":"keda.sh/v1alpha1","kind":"ScaledObject",
+        "metadata":{"name":"gpu-media","namespace":"rtc","resourceVersion":"5"},
+        "spec":{"scaleTargetRef":{"name":"gpu-media"}},
+        "status":{"hpaName":"keda-hpa-gpu-media","originalReplicaCount":2}}))
+}
+
+/// The HPA name is the ScaledObject's advanced name until KEDA's `status.hpaName` says
+/// otherwise; then the console watches that one (and the kubectl panel names it).
+#[tokio::test]
+async fn the_hpa_watched_is_the_one_keda_names_in_status_hpa_name() {
+    let (client, log) = mock(keda_named_hpa_route(|_| scaled_object_naming_its_hpa()));
     let mut be = kb::start_backend(kube_config(client, false)).expect("start");
     let mut rx = be.subscribe();
     let snap = wait_for(&mut rx, "the HPA KEDA named", |s| {
@@ -841,6 +853,38 @@ async fn the_hpa_watched_is_the_one_keda_names_in_status_hpa_name() {
     be.shutdown(false).await;
 }
 
+/// A ScaledObject the console may not read yet: the denial shows in the status line (not a
+/// silent 2 s poll), and once a read succeeds the error clears and KEDA's HPA is watched.
+#[tokio::test]
+async fn a_forbidden_scaled_object_read_is_reported_then_retried() {
+    let reads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = reads.clone();
+    let (client, _log) = mock(keda_named_hpa_route(move |n| {
+        counted.store(n + 1, std::sync::atomic::Ordering::SeqCst);
+        if n > 0 {
+            return scaled_object_naming_its_hpa();
+        }
+        // The RBAC denial's wording: kubernetes apiserver
+        // pkg/endpoints/handlers/responsewriters/errors.go, forbiddenMessage.
+        status(403, "Forbidden", "scaledobjects.keda.sh \"gpu-media\" is forbidden: User \"dev\" cannot get resource \"scaledobjects\" in API group \"keda.sh\" in the namespace \"rtc\"")
+    }));
+    let mut be = kb::start_backend(kube_config(client, false)).expect("start");
+    let mut rx = be.subscribe();
+    let denied = wait_for(&mut rx, "the denied read in the status line", |s| {
+        s.status.as_deref().is_some_and(|x| x.contains("watch scaledobject"))
+    })
+    .await;
+    assert!(denied.status.as_deref().unwrap().contains("cannot get resource \"scaledobjects\""), "{:?}", denied.status);
+    let healed = wait_for(&mut rx, "KEDA's HPA after the retry", |s| {
+        s.autoscaler.as_ref().is_some_and(|a| a.name == "keda-hpa-gpu-media")
+    })
+    .await;
+    assert!(!healed.status.as_deref().unwrap_or("").contains("watch scaledobject"), "{:?}", healed.status);
+    assert_eq!(reads.load(std::sync::atomic::Ordering::SeqCst), 2, "one denied read, one retry after the back-off");
+    be.shutdown(false).await;
+}
+
+/// Pod statuses of pods that do not start, as the kubelet writes them (sources in the file).
 fn stuck_pod(name: &str, reason: &str, rv: &str) -> Value {
     let fixtures: Value =
         serde_json::from_str(include_str!("fixtures/kube/pods-not-starting.json")).expect("fixture parses");

@@ -492,6 +492,7 @@ impl Controller {
                 so,
                 tell.tx.clone(),
                 KubeEvent::HpaName,
+                KubeEvent::Watch,
             ));
         }
         let mut prom_error = None;

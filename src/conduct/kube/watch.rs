@@ -467,14 +467,19 @@ pub fn spawn_hpa_watcher<E: Send + 'static>(
 
 /// Reads the ScaledObject until KEDA has written `status.hpaName` (the name of the HPA it made,
 /// kedacore/keda apis/keda/v1alpha1/scaledobject_types.go, ScaledObjectStatus.HpaName), then
-/// sends it once.
+/// sends it once. Until then it reads every 2 s; a failed read (a 403, the API server gone) is
+/// reported as the `scaledobject` watch's health and retried after a back-off doubling from
+/// 2 s to 30 s. It stops when the receiver is gone.
 pub fn spawn_hpa_name_reader<E: Send + 'static>(
     client: Client,
     ns: &str,
     scaled_object: &str,
     tx: mpsc::UnboundedSender<E>,
-    wrap: fn(String) -> E,
+    wrap_name: fn(String) -> E,
+    wrap_health: fn(WatchUpdate) -> E,
 ) -> JoinHandle<()> {
+    const NAME: &str = "scaledobject";
+    const POLL: Duration = Duration::from_secs(2);
     let ar = kube::core::ApiResource {
         group: "keda.sh".into(),
         version: "v1alpha1".into(),
@@ -485,14 +490,36 @@ pub fn spawn_hpa_name_reader<E: Send + 'static>(
     let api: Api<kube::api::DynamicObject> = Api::namespaced_with(client, ns, &ar);
     let name = scaled_object.to_string();
     tokio::spawn(async move {
-        loop {
-            if let Ok(Some(so)) = api.get_opt(&name).await {
-                if let Some(h) = so.data.pointer("/status/hpaName").and_then(|h| h.as_str()).filter(|h| !h.is_empty()) {
-                    let _ = tx.send(wrap(h.to_string()));
-                    return;
+        let mut backoff = POLL;
+        let mut failing = false;
+        while !tx.is_closed() {
+            let failure = match api.get_opt(&name).await {
+                Ok(Some(so)) => {
+                    let hpa = so.data.pointer("/status/hpaName").and_then(|h| h.as_str()).filter(|h| !h.is_empty());
+                    if std::mem::take(&mut failing) {
+                        let _ = tx.send(wrap_health(WatchUpdate::Health(NAME, None)));
+                    }
+                    if let Some(h) = hpa {
+                        let _ = tx.send(wrap_name(h.to_string()));
+                        return;
+                    }
+                    None
+                }
+                Ok(None) => Some(format!("ScaledObject {name} not found")),
+                Err(e) => Some(e.to_string()),
+            };
+            match failure {
+                None => {
+                    backoff = POLL;
+                    tokio::time::sleep(POLL).await;
+                }
+                Some(e) => {
+                    failing = true;
+                    let _ = tx.send(wrap_health(WatchUpdate::Health(NAME, Some(e))));
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
                 }
             }
-            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
         }
     })
 }
