@@ -50,6 +50,8 @@ pub enum HeadError {
     ChunkedOnHttp10,
     #[error("the connection closed in the middle of a request head")]
     Truncated,
+    #[error("the request head did not arrive whole within {0:?} of its first byte")]
+    Timeout(std::time::Duration),
     #[error(transparent)]
     Io(#[from] io::Error),
 }
@@ -61,6 +63,7 @@ impl HeadError {
             HeadError::TooLarge => Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE),
             HeadError::Malformed(_) | HeadError::ChunkedOnHttp10 => Some(StatusCode::BAD_REQUEST),
             HeadError::UnsupportedCoding(_) => Some(StatusCode::NOT_IMPLEMENTED),
+            HeadError::Timeout(_) => Some(StatusCode::REQUEST_TIMEOUT),
             HeadError::Truncated | HeadError::Io(_) => None,
         }
     }
@@ -80,6 +83,21 @@ impl RequestHead {
         *request.headers_mut() = self.headers.clone();
         request
     }
+}
+
+/// The next request on a connection: waited for as long as the client likes (an idle
+/// kept-alive connection is the client's to close; closing it from here would race with a
+/// request being sent on it), then given `limit` from its first byte to arrive whole, so a
+/// client that stalls mid-head does not hold the connection for ever.
+pub async fn next_head(
+    stream: &mut TcpStream,
+    scratch: &mut Vec<u8>,
+    limit: std::time::Duration,
+) -> Result<Option<RequestHead>, HeadError> {
+    if stream.peek(&mut [0u8; 1]).await? == 0 {
+        return Ok(None);
+    }
+    tokio::time::timeout(limit, read_head(stream, scratch)).await.unwrap_or(Err(HeadError::Timeout(limit)))
 }
 
 /// The next request head on the connection, or None when the client closed it between
@@ -333,6 +351,17 @@ mod tests {
         );
         assert!(matches!(head_of(b"GET / HTTP/1.1\r\nHost").await, Err(HeadError::Truncated)));
         assert!(head_of(b"").await.unwrap().is_none(), "a close between requests is not an error");
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_waits_but_a_stalled_head_times_out() {
+        let limit = std::time::Duration::from_millis(200);
+        let (mut client, mut server) = socket_pair().await;
+        let idle = tokio::time::timeout(limit * 3, next_head(&mut server, &mut Vec::new(), limit)).await;
+        assert!(idle.is_err(), "an idle connection is not timed out: {idle:?}");
+        client.write_all(b"GET / HTTP/1.1\r\nHo").await.unwrap();
+        let stalled = next_head(&mut server, &mut Vec::new(), limit).await.unwrap_err();
+        assert_eq!(stalled.status(), Some(StatusCode::REQUEST_TIMEOUT), "{stalled}");
     }
 
     #[tokio::test]

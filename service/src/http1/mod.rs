@@ -32,6 +32,8 @@ use crate::app::{self, AppState};
 /// After the answer that ends a connection, how long the client's unread bytes are taken and
 /// thrown away so that it reads the answer rather than a reset.
 const LINGER: Duration = Duration::from_secs(2);
+/// How long a request head may take to arrive whole, from its first byte (hyper's default).
+const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a body a request will not use may take to arrive and be thrown away.
 pub const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
@@ -83,7 +85,7 @@ async fn serve_connection(
     let mut scratch = Vec::new();
     loop {
         let head = tokio::select! {
-            head = head::read_head(&mut stream, &mut scratch) => head,
+            head = head::next_head(&mut stream, &mut scratch, HEAD_TIMEOUT) => head,
             _ = shutting_down.wait_for(|stop| *stop) => return,
         };
         let head = match head {
