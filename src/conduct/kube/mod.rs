@@ -877,7 +877,13 @@ impl Controller {
                 metrics_source: format!("prometheus {url}"),
                 metrics_stale: p.stale(),
                 metrics_age_s: p.last_ok.map(|t| t.elapsed().as_secs_f64()),
-                metrics_error: p.error.clone(),
+                metrics_error: match self.cfg.port_forward.as_ref().and_then(|pf| pf.down()) {
+                    Some(down) => Some(match &p.error {
+                        Some(e) => format!("Prometheus port-forward {down}; {e}"),
+                        None => format!("Prometheus port-forward {down}"),
+                    }),
+                    None => p.error.clone(),
+                },
                 load_stale: self.cfg.in_cluster_load
                     && self.stage_name.is_some()
                     && self.timeline.client_stale(Instant::now()),

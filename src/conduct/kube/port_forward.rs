@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::Command;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 /// How long the first forward may take to announce itself.
@@ -28,6 +28,8 @@ pub enum PortForwardError {
 /// A supervised `kubectl port-forward`; dropping it stops the forward.
 pub struct PortForward {
     pub url: String,
+    /// Why the forward is down (until kubectl announces it again), or None while it forwards.
+    down: watch::Receiver<Option<String>>,
     task: JoinHandle<()>,
 }
 
@@ -50,8 +52,9 @@ impl PortForward {
         argv.push(format!("{local}:{remote_port}"));
         let command = std::iter::once(program.to_string()).chain(argv.iter().cloned()).collect::<Vec<_>>().join(" ");
         let (ready_tx, ready_rx) = oneshot::channel::<Result<(), String>>();
-        let task = tokio::spawn(supervise(program.to_string(), argv, ready_tx));
-        let pf = PortForward { url: format!("http://127.0.0.1:{local}"), task };
+        let (down_tx, down) = watch::channel(None);
+        let task = tokio::spawn(supervise(program.to_string(), argv, ready_tx, down_tx));
+        let pf = PortForward { url: format!("http://127.0.0.1:{local}"), down, task };
         match tokio::time::timeout(FIRST_FORWARD_BUDGET, ready_rx).await {
             Ok(Ok(Ok(()))) => Ok(pf),
             Ok(Ok(Err(detail))) => Err(PortForwardError::NotForwarding { command, detail }),
@@ -59,11 +62,23 @@ impl PortForward {
             Err(_) => Err(PortForwardError::NotForwarding { command, detail: "no \"Forwarding from\" line".into() }),
         }
     }
+
+    /// Why the forward is down right now ("ended (exit status: 1: …); starting it again in
+    /// 2 s"), for the console's status line; None while it forwards.
+    pub fn down(&self) -> Option<String> {
+        self.down.borrow().clone()
+    }
 }
 
 /// Runs the forward again each time it ends, after 1, 2, 4 … 10 s (back to 1 s after a run
-/// of a minute or more). Its lines go to stderr, which the TUI sends to console-stderr.log.
-async fn supervise(program: String, argv: Vec<String>, ready: oneshot::Sender<Result<(), String>>) {
+/// of a minute or more). Its lines go to stderr, which the TUI sends to console-stderr.log,
+/// and why it is down to `down`, which the status line shows.
+async fn supervise(
+    program: String,
+    argv: Vec<String>,
+    ready: oneshot::Sender<Result<(), String>>,
+    down: watch::Sender<Option<String>>,
+) {
     let mut ready = Some(ready);
     let mut backoff = Duration::from_secs(1);
     loop {
@@ -82,7 +97,9 @@ async fn supervise(program: String, argv: Vec<String>, ready: oneshot::Sender<Re
                     let _ = r.send(Err(format!("cannot run {program}: {e}")));
                     return;
                 }
-                eprintln!("rtc-demo conduct: cannot run {program} port-forward: {e}");
+                let why = format!("cannot run {program} port-forward: {e}; trying again in {} s", backoff.as_secs());
+                eprintln!("rtc-demo conduct: {why}");
+                down.send_replace(Some(why));
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(10));
                 continue;
@@ -99,6 +116,7 @@ async fn supervise(program: String, argv: Vec<String>, ready: oneshot::Sender<Re
                         if let Some(r) = ready.take() {
                             let _ = r.send(Ok(()));
                         }
+                        down.send_replace(None);
                     }
                     Ok(Some(_)) => {}
                     _ => lines = None,
@@ -123,10 +141,9 @@ async fn supervise(program: String, argv: Vec<String>, ready: oneshot::Sender<Re
         if started.elapsed() >= Duration::from_secs(60) {
             backoff = Duration::from_secs(1);
         }
-        eprintln!(
-            "rtc-demo conduct: Prometheus port-forward ended ({why}); starting it again in {} s",
-            backoff.as_secs()
-        );
+        let why = format!("ended ({why}); starting it again in {} s", backoff.as_secs());
+        eprintln!("rtc-demo conduct: Prometheus port-forward {why}");
+        down.send_replace(Some(why));
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(10));
     }
@@ -190,16 +207,22 @@ s.serve_forever()
         // It ends after a second; the supervisor starts it again after 1 s, same URL.
         let deadline = Instant::now() + Duration::from_secs(15);
         let count = || std::fs::read_to_string(&starts).unwrap_or_default().lines().count();
+        assert_eq!(pf.down(), None, "forwarding");
+        let mut told = None;
         while count() < 2 && Instant::now() < deadline {
+            told = told.or(pf.down());
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         assert!(count() >= 2, "started again");
+        let told = told.expect("the drop was told to the console while the forward was down");
+        assert!(told.starts_with("ended (exit status: 0)") && told.ends_with("starting it again in 1 s"), "{told}");
         let mut again = false;
         while !again && Instant::now() < deadline {
             again = get(&pf.url).await;
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert!(again, "answers again at the same URL {}", pf.url);
+        assert_eq!(pf.down(), None, "forwarding again");
         drop(pf);
         let _ = std::fs::remove_dir_all(&dir);
     }

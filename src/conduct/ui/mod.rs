@@ -179,6 +179,9 @@ fn render_panels(app: &App, f: &mut Frame, area: Rect) {
     }
 }
 
+/// How much of the reason metrics are stale fits in the footer beside the keys.
+const STALE_REASON_CHARS: usize = 40;
+
 fn render_footer(app: &App, f: &mut Frame, area: Rect) {
     let mut spans = Vec::new();
     if let Some(s) = &app.summary {
@@ -188,6 +191,12 @@ fn render_footer(app: &App, f: &mut Frame, area: Rect) {
     }
     if app.snap.staleness.metrics_stale {
         spans.push(Span::styled(" METRICS STALE ", alert_style()));
+        // Why, in short: a dropped port-forward, Prometheus refusing a query, no Prometheus.
+        if let Some(why) = &app.snap.staleness.metrics_error {
+            let short: String = why.chars().take(STALE_REASON_CHARS).collect();
+            let more = if why.chars().count() > STALE_REASON_CHARS { "…" } else { "" };
+            spans.push(Span::styled(format!(" {short}{more}"), alert_style()));
+        }
         spans.push(Span::raw(" "));
     }
     if let Some(m) = app.flash.as_ref().or(app.snap.status.as_ref()) {
@@ -435,5 +444,19 @@ mod tests {
         let out = render(100, 30, |f| view(&app, f));
         assert!(out.contains("STALE"), "{out}");
         assert!(out.contains("✗ THRESHOLD FAILED"), "{out}");
+    }
+
+    #[test]
+    fn stale_metrics_say_why_in_the_footer() {
+        let mut app = app();
+        let mut s = (*app.snap).clone();
+        s.staleness.metrics_stale = true;
+        s.staleness.metrics_error = Some(
+            "Prometheus port-forward ended (exit status: 1: error: lost connection to pod); starting it again in 2 s"
+                .into(),
+        );
+        app.update(UiEvent::Snapshot(Arc::new(s)));
+        let out = render(120, 30, |f| view(&app, f));
+        assert!(out.contains("METRICS STALE  Prometheus port-forward ended (exit stat…"), "{out}");
     }
 }
