@@ -442,7 +442,7 @@ struct Controller {
     tell: Tell,
     view: watch::ClusterView,
     filter: watch::EventFilter,
-    watchers: Vec<JoinHandle<()>>,
+    watchers: watch::Watchers,
     prom: Option<(prometheus::PromState, JoinHandle<()>)>,
     prom_error: Option<String>,
     phase: Phase,
@@ -620,16 +620,13 @@ impl Controller {
                     &format!("scaledobject/{so}"),
                     format!("KEDA's HPA is {name} (status.hpaName), not {}: watching it", self.names.hpa),
                 );
-                if let Some(w) = self.watchers.get_mut(watch::HPA_WATCHER) {
-                    w.abort();
-                    *w = watch::spawn_hpa_watcher(
-                        self.cfg.connected.client.clone(),
-                        &self.cfg.namespace,
-                        &name,
-                        self.tell.tx.clone(),
-                        KubeEvent::Watch,
-                    );
-                }
+                self.watchers.replace_hpa(watch::spawn_hpa_watcher(
+                    self.cfg.connected.client.clone(),
+                    &self.cfg.namespace,
+                    &name,
+                    self.tell.tx.clone(),
+                    KubeEvent::Watch,
+                ));
                 self.filter.prefixes.push(name.clone());
                 self.names.hpa = name;
             }
@@ -837,9 +834,7 @@ impl Controller {
                 }
             }
         }
-        for w in self.watchers.drain(..) {
-            w.abort();
-        }
+        self.watchers.abort_all();
         if let Some((_, h)) = self.prom.as_ref() {
             h.abort();
         }

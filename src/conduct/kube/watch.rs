@@ -444,8 +444,28 @@ async fn drive<K, E>(
     }
 }
 
-/// Index of the HPA watcher in [`spawn_watchers`]' list (replaced when KEDA names its HPA).
-pub const HPA_WATCHER: usize = 2;
+/// The running watchers. The HPA's is kept apart: it is replaced when KEDA names its HPA.
+pub struct Watchers {
+    hpa: JoinHandle<()>,
+    others: Vec<JoinHandle<()>>,
+}
+
+impl Watchers {
+    /// Watch another HPA from now on (the old watcher stops).
+    pub fn replace_hpa(&mut self, watcher: JoinHandle<()>) {
+        std::mem::replace(&mut self.hpa, watcher).abort();
+    }
+
+    /// Another task that lives as long as the watchers (the hpaName reader).
+    pub fn push(&mut self, task: JoinHandle<()>) {
+        self.others.push(task);
+    }
+
+    pub fn abort_all(&mut self) {
+        self.hpa.abort();
+        self.others.drain(..).for_each(|w| w.abort());
+    }
+}
 
 /// The HPA watcher alone: started again when the HPA's name turns out to be another.
 pub fn spawn_hpa_watcher<E: Send + 'static>(
@@ -530,10 +550,11 @@ pub fn spawn_watchers<E: Send + 'static>(
     t: &WatchTargets,
     tx: mpsc::UnboundedSender<E>,
     wrap: fn(WatchUpdate) -> E,
-) -> Vec<JoinHandle<()>> {
+) -> Watchers {
     let ns = t.namespace.as_str();
     let by_name = |name: &str| watcher::Config::default().fields(&format!("metadata.name={name}"));
-    vec![
+    let hpa = spawn_hpa_watcher(client.clone(), ns, &t.hpa, tx.clone(), wrap);
+    let others = vec![
         tokio::spawn(drive(
             "deployment",
             Api::<Deployment>::namespaced(client.clone(), ns),
@@ -550,7 +571,6 @@ pub fn spawn_watchers<E: Send + 'static>(
             wrap,
             WatchUpdate::Pod,
         )),
-        spawn_hpa_watcher(client.clone(), ns, &t.hpa, tx.clone(), wrap),
         tokio::spawn(drive(
             "events",
             Api::<Event>::namespaced(client, ns),
@@ -559,5 +579,6 @@ pub fn spawn_watchers<E: Send + 'static>(
             wrap,
             WatchUpdate::Event,
         )),
-    ]
+    ];
+    Watchers { hpa, others }
 }
