@@ -246,4 +246,5 @@ fn requests_the_api_has_no_answer_for_are_refused_by_name() {
     assert_eq!(status, "400", "{text}");
     assert!(text.contains("Content-Length `twelve` is not a number of bytes"), "{text}");
     assert_eq!(server.get("/healthz").status, 200, "still serving");
+    assert_eq!(server.metric("app_requests_total{endpoint=\"/process\",code=\"405\"}"), 1.0);
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -180,7 +180,8 @@ impl Drop for InflightGuard<'_> {
     }
 }
 
-/// `GET|POST /process`, counted in `app_requests_total` like the router's endpoints.
+/// `/process` (GET: a synthetic frame, POST: a raw one, else 405), counted in
+/// `app_requests_total` like the router's endpoints.
 pub(crate) async fn process(state: &AppState, head: &RequestHead, body: &mut RequestBody<'_>) -> Answer {
     let answer = process_request(state, head, body).await;
     state.inner.metrics.count_request("/process", answer.status().as_u16());
@@ -190,6 +191,13 @@ pub(crate) async fn process(state: &AppState, head: &RequestHead, body: &mut Req
 async fn process_request(state: &AppState, head: &RequestHead, body: &mut RequestBody<'_>) -> Answer {
     let arrived = Instant::now();
     let inner = &state.inner;
+    if head.method != Method::GET && head.method != Method::POST {
+        body.discard(DRAIN_LIMIT).await;
+        let detail = format!("{} /process; use GET (synthetic frame) or POST (raw frame in the body)", head.method);
+        let mut r = error_response(StatusCode::METHOD_NOT_ALLOWED, "method not allowed", None, detail);
+        r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
+        return r.into();
+    }
     let req = match params::parse_query(head.query.as_deref().unwrap_or("")) {
         Ok(r) => r,
         Err(e) => return reject(body, e).await,

@@ -15,7 +15,7 @@ use std::future::Future;
 use std::io;
 use std::time::Duration;
 
-use axum::http::{HeaderValue, Method, StatusCode};
+use axum::http::Method;
 use axum::Router;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -93,7 +93,7 @@ async fn serve_connection(
             Ok(None) => return,
             Err(e) => {
                 if let Some(status) = e.status() {
-                    let answer = error_answer(status, "bad request head", e.to_string());
+                    let answer = Answer::Response(app::error_response(status, "bad request head", None, e.to_string()));
                     let delivery =
                         response::Delivery { version: axum::http::Version::HTTP_11, head_only: false, close: true };
                     let _ = response::write(&mut stream, answer, &delivery).await;
@@ -103,24 +103,12 @@ async fn serve_connection(
             }
         };
         let mut body = RequestBody::new(&mut stream, &mut scratch, &head);
-        let answer = match (head.path.as_str(), &head.method) {
-            ("/process", &Method::GET | &Method::POST) => app::process(&state, &head, &mut body).await,
-            ("/process", _) => {
-                body.discard(DRAIN_LIMIT).await;
-                let mut r = app::error_response(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "method not allowed",
-                    None,
-                    format!("{} /process; use GET (synthetic frame) or POST (raw frame in the body)", head.method),
-                );
-                r.headers_mut().insert(axum::http::header::ALLOW, HeaderValue::from_static("GET, POST"));
-                Answer::Response(r)
-            }
-            _ => {
-                body.discard(DRAIN_LIMIT).await;
-                let response = router.clone().oneshot(head.to_request()).await;
-                Answer::Response(response.unwrap_or_else(|never| match never {}))
-            }
+        let answer = if head.path == "/process" {
+            app::process(&state, &head, &mut body).await
+        } else {
+            body.discard(DRAIN_LIMIT).await;
+            let response = router.clone().oneshot(head.to_request()).await;
+            Answer::Response(response.unwrap_or_else(|never| match never {}))
         };
         let finished = body.is_finished();
         let close = !head.keep_alive || !finished || *shutting_down.borrow();
@@ -134,10 +122,6 @@ async fn serve_connection(
             return;
         }
     }
-}
-
-fn error_answer(status: StatusCode, error: &str, detail: String) -> Answer {
-    Answer::Response(app::error_response(status, error, None, detail))
 }
 
 /// Close our side, then take what the client still sends until it closes too.
