@@ -33,10 +33,10 @@ if [ "$PEER" = 1 ] && [ ! -x "$venv/bin/uvicorn" ]; then
   "$venv/bin/pip" install -q --disable-pip-version-check "opencv-python-headless==5.0.0.93" "numpy<3" \
     fastapi "uvicorn[standard]"
 fi
+. scripts/steal.sh
 PIDS=() frame=""
 # Waits for the servers to finish their graceful drain, so that a run straight after this
 # one finds its ports free.
-. scripts/steal.sh
 cleanup() { kill "${PIDS[@]}" 2>/dev/null || true; wait "${PIDS[@]}" 2>/dev/null || true; rm -f "$frame"; }
 trap cleanup EXIT
 # A server still listening on a port (an earlier run's, still draining) would answer in

@@ -192,11 +192,10 @@ async fn process_request(state: &AppState, head: &RequestHead, body: &mut Reques
     let arrived = Instant::now();
     let inner = &state.inner;
     if head.method != Method::GET && head.method != Method::POST {
-        body.discard(DRAIN_LIMIT).await;
         let detail = format!("{} /process; use GET (synthetic frame) or POST (raw frame in the body)", head.method);
         let mut r = error_response(StatusCode::METHOD_NOT_ALLOWED, "method not allowed", None, detail);
         r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
-        return r.into();
+        return refuse(body, r).await;
     }
     let req = match params::parse_query(head.query.as_deref().unwrap_or("")) {
         Ok(r) => r,
@@ -336,8 +335,9 @@ async fn reject(body: &mut RequestBody<'_>, e: ParamError) -> Answer {
     bad_request(e).into()
 }
 
-/// Answer a request refused for now (busy) or for its size once the body it sent has been
-/// read and thrown away (see [`RequestBody::discard`]), so the connection can be used again.
+/// Answer a request refused for now (busy), for its size or for its method once the body it
+/// sent has been read and thrown away (see [`RequestBody::discard`]), so the connection can be
+/// used again.
 async fn refuse(body: &mut RequestBody<'_>, response: Response) -> Answer {
     body.discard(DRAIN_LIMIT).await;
     response.into()

@@ -61,17 +61,7 @@ impl<'a> RequestBody<'a> {
     pub async fn read_exact_into(&mut self, frame: &mut [u8]) -> Result<(), BodyError> {
         self.send_continue().await?;
         let mut filled = 0;
-        loop {
-            let available = match self.state {
-                State::Done => break,
-                State::Abandoned => return Err(BodyError::Short { got: filled as u64 }),
-                State::Length { left } => left,
-                State::Chunked { left_in_chunk: 0 } => {
-                    self.next_chunk().await?;
-                    continue;
-                }
-                State::Chunked { left_in_chunk } => left_in_chunk,
-            };
+        while let Some(available) = self.readable().await? {
             if filled == frame.len() {
                 self.state = State::Abandoned;
                 return Err(BodyError::Long);
@@ -81,9 +71,9 @@ impl<'a> RequestBody<'a> {
             filled += n;
             self.consumed(n as u64).await?;
         }
-        match filled == frame.len() {
-            true => Ok(()),
-            false => Err(BodyError::Short { got: filled as u64 }),
+        match self.state {
+            State::Done if filled == frame.len() => Ok(()),
+            _ => Err(BodyError::Short { got: filled as u64 }),
         }
     }
 
@@ -100,26 +90,35 @@ impl<'a> RequestBody<'a> {
             self.state = State::Abandoned;
             return;
         }
+        // The connection's scratch buffer takes the bytes: a shed request allocates nothing.
+        let mut sink = std::mem::take(self.scratch);
+        sink.resize(sink.capacity().max(16 * 1024), 0);
         let drain = async {
-            let mut sink = vec![0u8; 64 * 1024];
-            loop {
-                let available = match self.state {
-                    State::Done | State::Abandoned => return Ok(()),
-                    State::Length { left } => left,
-                    State::Chunked { left_in_chunk: 0 } => {
-                        self.next_chunk().await?;
-                        continue;
-                    }
-                    State::Chunked { left_in_chunk } => left_in_chunk,
-                };
+            while let Some(available) = self.readable().await? {
                 let want = available.min(sink.len() as u64) as usize;
                 let n = self.read_some(&mut sink[..want]).await?;
                 self.consumed(n as u64).await?;
             }
+            Ok::<_, BodyError>(())
         };
-        let drained: Result<Result<(), BodyError>, _> = tokio::time::timeout(limit, drain).await;
+        let drained = tokio::time::timeout(limit, drain).await;
+        *self.scratch = sink;
         if !matches!(drained, Ok(Ok(()))) {
             self.state = State::Abandoned;
+        }
+    }
+
+    /// How many body bytes can be read now without crossing the body's framing: what is left
+    /// of a Content-Length body or of the current chunk (the next chunk-size line is read when
+    /// one is due). None once nothing more of the body is to be read.
+    async fn readable(&mut self) -> Result<Option<u64>, BodyError> {
+        loop {
+            match self.state {
+                State::Done | State::Abandoned => return Ok(None),
+                State::Length { left } => return Ok(Some(left)),
+                State::Chunked { left_in_chunk: 0 } => self.next_chunk().await?,
+                State::Chunked { left_in_chunk } => return Ok(Some(left_in_chunk)),
+            }
         }
     }
 
@@ -133,10 +132,7 @@ impl<'a> RequestBody<'a> {
 
     async fn read_some(&mut self, buf: &mut [u8]) -> Result<usize, BodyError> {
         match self.stream.read(buf).await {
-            Ok(0) => {
-                let closed = io::Error::new(io::ErrorKind::UnexpectedEof, "the client closed the connection");
-                Err(self.failed(closed))
-            }
+            Ok(0) => Err(self.failed(closed())),
             Ok(n) => Ok(n),
             Err(source) => Err(self.failed(source)),
         }
@@ -186,9 +182,7 @@ impl<'a> RequestBody<'a> {
     async fn line(&mut self) -> Result<Vec<u8>, BodyError> {
         match read_line(self.stream, self.scratch).await {
             Ok(Some(line)) => Ok(line),
-            Ok(None) => {
-                Err(self.failed(io::Error::new(io::ErrorKind::UnexpectedEof, "the client closed the connection")))
-            }
+            Ok(None) => Err(self.failed(closed())),
             Err(source) => Err(self.failed(source)),
         }
     }
@@ -202,6 +196,10 @@ impl<'a> RequestBody<'a> {
         self.state = State::Abandoned;
         BodyError::Malformed { after: self.read, detail }
     }
+}
+
+fn closed() -> io::Error {
+    io::Error::new(io::ErrorKind::UnexpectedEof, "the client closed the connection")
 }
 
 #[cfg(test)]

@@ -209,21 +209,13 @@ fn parse(buf: &[u8]) -> Result<RequestHead, HeadError> {
         headers.append(name, value);
     }
     let framing = framing(&headers, version)?;
-    let tokens = |name: header::HeaderName| -> Vec<String> {
-        headers
-            .get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(|t| t.trim().to_ascii_lowercase())
-            .collect()
-    };
-    let connection = tokens(header::CONNECTION);
+    let connection = |token: &str| tokens(&headers, header::CONNECTION).any(|t| t.eq_ignore_ascii_case(token));
     let keep_alive = match version {
-        Version::HTTP_10 => connection.iter().any(|t| t == "keep-alive"),
-        _ => !connection.iter().any(|t| t == "close"),
+        Version::HTTP_10 => connection("keep-alive"),
+        _ => !connection("close"),
     };
-    let expects_continue = version == Version::HTTP_11 && tokens(header::EXPECT).iter().any(|t| t == "100-continue");
+    let expects_continue =
+        version == Version::HTTP_11 && tokens(&headers, header::EXPECT).any(|t| t.eq_ignore_ascii_case("100-continue"));
     Ok(RequestHead {
         method,
         path: uri.path().to_string(),
@@ -239,29 +231,21 @@ fn parse(buf: &[u8]) -> Result<RequestHead, HeadError> {
 /// RFC 9112 §6.3: chunked as the last (here: only) coding, else an exact Content-Length.
 /// Both at once is how requests are smuggled past proxies, and is refused.
 fn framing(headers: &HeaderMap, version: Version) -> Result<Framing, HeadError> {
-    let codings: Vec<String> = headers
-        .get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-        .flat_map(|v| v.split(',').map(|t| t.trim().to_ascii_lowercase()).collect::<Vec<_>>())
-        .filter(|t| !t.is_empty())
-        .collect();
-    let lengths: Vec<&HeaderValue> = headers.get_all(header::CONTENT_LENGTH).iter().collect();
+    let codings: Vec<&str> = tokens(headers, header::TRANSFER_ENCODING).filter(|t| !t.is_empty()).collect();
     if !codings.is_empty() {
-        if !lengths.is_empty() {
+        if headers.contains_key(header::CONTENT_LENGTH) {
             return Err(HeadError::Malformed("both Content-Length and Transfer-Encoding; send one".into()));
         }
         if version == Version::HTTP_10 {
             return Err(HeadError::ChunkedOnHttp10);
         }
         return match codings.as_slice() {
-            [only] if only == "chunked" => Ok(Framing::Chunked),
+            [only] if only.eq_ignore_ascii_case("chunked") => Ok(Framing::Chunked),
             _ => Err(HeadError::UnsupportedCoding(codings.join(", "))),
         };
     }
     let mut length = None;
-    for value in lengths.iter().flat_map(|v| v.to_str().unwrap_or("?").split(',')) {
-        let value = value.trim();
+    for value in tokens(headers, header::CONTENT_LENGTH) {
         let n: u64 = match value.bytes().all(|b| b.is_ascii_digit()) {
             true => value.parse().ok(),
             false => None,
@@ -273,6 +257,12 @@ fn framing(headers: &HeaderMap, version: Version) -> Result<Framing, HeadError> 
         length = Some(n);
     }
     Ok(length.map_or(Framing::Empty, Framing::Length))
+}
+
+/// The comma-separated elements of every `name` field, trimmed, borrowed from the map (a
+/// value that is not visible ASCII reads as `?`, which no caller accepts).
+fn tokens<'h>(headers: &'h HeaderMap, name: header::HeaderName) -> impl Iterator<Item = &'h str> {
+    headers.get_all(name).into_iter().flat_map(|v| v.to_str().unwrap_or("?").split(',')).map(str::trim)
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ use tokio::task::JoinSet;
 use tower::ServiceExt;
 
 pub use body::{BodyError, RequestBody};
-pub use head::{Framing, RequestHead};
+pub use head::RequestHead;
 pub use response::Answer;
 
 use crate::app::{self, AppState};

@@ -1,6 +1,6 @@
 //! Answers on the wire: the status line and fields, then the body in the same vectored write,
 //! straight from the buffer that holds it (a processed frame is sent from its own buffer).
-use std::io;
+use std::io::{self, Write};
 
 use axum::http::{header, HeaderMap, StatusCode, Version};
 use axum::response::Response;
@@ -63,7 +63,8 @@ async fn write_parts(
     let mut head = Vec::with_capacity(256);
     let version = if delivery.version == Version::HTTP_10 { "HTTP/1.0" } else { "HTTP/1.1" };
     let reason = status.canonical_reason().unwrap_or("");
-    head.extend_from_slice(format!("{version} {} {reason}\r\n", status.as_u16()).as_bytes());
+    // Written into `head` in place: no String per field on the hot path.
+    write!(head, "{version} {} {reason}\r\n", status.as_u16())?;
     for (name, value) in headers {
         // Framing and connection fields are this layer's to set.
         if [header::CONTENT_LENGTH, header::TRANSFER_ENCODING, header::CONNECTION].contains(name) {
@@ -76,9 +77,9 @@ async fn write_parts(
     }
     let bodiless = status.is_informational() || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
     if !bodiless {
-        head.extend_from_slice(format!("content-length: {}\r\n", body.len()).as_bytes());
+        write!(head, "content-length: {}\r\n", body.len())?;
     }
-    head.extend_from_slice(format!("date: {}\r\n", httpdate::fmt_http_date(std::time::SystemTime::now())).as_bytes());
+    write!(head, "date: {}\r\n", httpdate::HttpDate::from(std::time::SystemTime::now()))?;
     match (delivery.close, delivery.version) {
         (true, _) => head.extend_from_slice(b"connection: close\r\n"),
         (false, Version::HTTP_10) => head.extend_from_slice(b"connection: keep-alive\r\n"),

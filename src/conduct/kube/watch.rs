@@ -488,8 +488,9 @@ pub fn spawn_hpa_watcher<E: Send + 'static>(
 /// Reads the ScaledObject until KEDA has written `status.hpaName` (the name of the HPA it made,
 /// kedacore/keda apis/keda/v1alpha1/scaledobject_types.go, ScaledObjectStatus.HpaName), then
 /// sends it once. Until then it reads every 2 s; a failed read (a 403, the API server gone) is
-/// reported as the `scaledobject` watch's health and retried after a back-off doubling from
-/// 2 s to 30 s. It stops when the receiver is gone.
+/// reported as the `scaledobject` watch's health and retried with the console's back-off
+/// (`prom::backoff`, never under the 2 s poll: 2, 2, 4, 8, then every 10 s). It stops when
+/// the receiver is gone.
 pub fn spawn_hpa_name_reader<E: Send + 'static>(
     client: Client,
     ns: &str,
@@ -510,13 +511,12 @@ pub fn spawn_hpa_name_reader<E: Send + 'static>(
     let api: Api<kube::api::DynamicObject> = Api::namespaced_with(client, ns, &ar);
     let name = scaled_object.to_string();
     tokio::spawn(async move {
-        let mut backoff = POLL;
-        let mut failing = false;
+        let mut failures = 0;
         while !tx.is_closed() {
             let failure = match api.get_opt(&name).await {
                 Ok(Some(so)) => {
                     let hpa = so.data.pointer("/status/hpaName").and_then(|h| h.as_str()).filter(|h| !h.is_empty());
-                    if std::mem::take(&mut failing) {
+                    if std::mem::take(&mut failures) > 0 {
                         let _ = tx.send(wrap_health(WatchUpdate::Health(NAME, None)));
                     }
                     if let Some(h) = hpa {
@@ -528,18 +528,15 @@ pub fn spawn_hpa_name_reader<E: Send + 'static>(
                 Ok(None) => Some(format!("ScaledObject {name} not found")),
                 Err(e) => Some(e.to_string()),
             };
-            match failure {
-                None => {
-                    backoff = POLL;
-                    tokio::time::sleep(POLL).await;
-                }
+            let wait = match failure {
+                None => POLL,
                 Some(e) => {
-                    failing = true;
+                    failures += 1;
                     let _ = tx.send(wrap_health(WatchUpdate::Health(NAME, Some(e))));
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    super::prometheus::backoff(failures).max(POLL)
                 }
-            }
+            };
+            tokio::time::sleep(wait).await;
         }
     })
 }
