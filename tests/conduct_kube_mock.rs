@@ -752,9 +752,10 @@ async fn watchers_turn_pods_hpa_and_events_into_snapshots() {
     // The HPA: KEDA's external metric, value vs target in seconds, conditions with reasons.
     let a = snap.autoscaler.as_ref().unwrap();
     assert_eq!((a.name.as_str(), a.current, a.desired, a.min, a.max), ("gpu-media", 3, 4, 2, 10));
-    assert_eq!(a.metric_name, "s0-prometheus");
-    assert_eq!(a.unit, "s");
-    assert!((a.target - 0.1).abs() < 1e-12 && (a.metric_value.unwrap() - 0.15).abs() < 1e-12, "{a:?}");
+    let m = &a.metrics[0];
+    assert_eq!(m.name, "s0-prometheus");
+    assert_eq!(m.unit, "s");
+    assert!((m.target - 0.1).abs() < 1e-12 && (m.value.unwrap() - 0.15).abs() < 1e-12, "{a:?}");
     assert!(a.conditions.iter().any(|c| c.kind == "AbleToScale" && c.status && c.reason == "SucceededRescale"));
     // The event, as the events panel shows it.
     let e = snap.events.iter().find(|e| e.reason == "SuccessfulRescale").unwrap();
@@ -850,6 +851,35 @@ async fn the_hpa_watched_is_the_one_keda_names_in_status_hpa_name() {
     assert!(snap.kubectl.iter().any(|c| c.contains("keda-hpa-gpu-media")), "{:#?}", snap.kubectl);
     let log = log.lock().unwrap().clone();
     assert!(log.iter().any(|s| s.uri.contains("fieldSelector=metadata.name%3Dkeda-hpa-gpu-media")));
+    be.shutdown(false).await;
+}
+
+/// KEDA falling back: after `fallback.failureThreshold` failed polls of a trigger KEDA sets
+/// the ScaledObject's condition as kedacore/keda pkg/fallback/fallback.go (`updateStatus`)
+/// writes it (type Fallback, status True, reason FallbackExists, message "At least one
+/// trigger is falling back on this scaled object"), and feeds the HPA a made-up value. The
+/// HPA panel must show that condition beside the HPA's, so the value is not read as real.
+#[tokio::test]
+async fn keda_falling_back_shows_on_the_hpa_panel() {
+    let (client, _log) = mock(keda_named_hpa_route(|_| {
+        ok(json!({"apiVersion":"keda.sh/v1alpha1","kind":"ScaledObject",
+            "metadata":{"name":"gpu-media","namespace":"rtc","resourceVersion":"6"},
+            "spec":{"scaleTargetRef":{"name":"gpu-media"}},
+            "status":{"hpaName":"keda-hpa-gpu-media","originalReplicaCount":2,
+                "conditions":[
+                    {"type":"Ready","status":"True","reason":"ScaledObjectReady","message":"ScaledObject is defined correctly and is ready for scaling"},
+                    {"type":"Fallback","status":"True","reason":"FallbackExists","message":"At least one trigger is falling back on this scaled object"}]}}))
+    }));
+    let mut be = kb::start_backend(kube_config(client, false)).expect("start");
+    let mut rx = be.subscribe();
+    let snap = wait_for(&mut rx, "KEDA's Fallback condition on the HPA panel", |s| {
+        s.autoscaler.as_ref().is_some_and(|a| a.conditions.iter().any(|c| c.kind == "Fallback"))
+    })
+    .await;
+    let a = snap.autoscaler.clone().unwrap();
+    let c = a.conditions.iter().find(|c| c.kind == "Fallback").unwrap();
+    assert!(c.status && c.reason == "FallbackExists", "{c:?}");
+    assert!(c.message.contains("falling back"), "{c:?}");
     be.shutdown(false).await;
 }
 

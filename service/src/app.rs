@@ -49,8 +49,8 @@ pub struct AppConfig {
 
 impl AppState {
     pub fn new(device: Arc<dyn Device>, memory: Arc<MemoryBudget>, config: &AppConfig) -> Self {
-        let metrics = Metrics::new(device.info(), config.p95_window);
         let workers = device.workers();
+        let metrics = Metrics::new(device.info(), workers, config.p95_window);
         AppState {
             inner: Arc::new(Inner {
                 device,
@@ -244,6 +244,7 @@ async fn process_request(state: &AppState, head: &RequestHead, body: &mut Reques
     };
     inner.metrics.inflight().inc();
     let _inflight = InflightGuard { state, _permit: permit };
+    let _concurrency = inner.metrics.enter_inflight();
 
     let mut raw = match read_body(&req, body, inner.memory.pool()).await {
         Ok(raw) => raw,
@@ -259,8 +260,10 @@ async fn process_request(state: &AppState, head: &RequestHead, body: &mut Reques
     let plan = ChainPlan::new(req.effects.clone(), req.params.clone());
     let job_req = req.clone();
     let compute_start = Instant::now();
+    let busy_state = state.clone();
     let outcome = tokio::task::spawn_blocking(move || {
         let _worker = worker;
+        let _busy = busy_state.inner.metrics.enter_busy();
         let input = match (job_req.format, raw.as_mut()) {
             (Some(format), Some(frame)) => JobInput::Raw { format, frame },
             _ => JobInput::Synthetic { seed: job_req.seed },

@@ -7,7 +7,8 @@
 //! - `memory`: the memory budget (from the cgroup limit) that admission counts bytes against,
 //!   and the pool of frame buffers kept for reuse.
 //! - `params`: parsing and validating `/process` requests.
-//! - `metrics`: Prometheus metrics, including the time-windowed p95 (`latency_window`).
+//! - `metrics`: Prometheus metrics, including the time-windowed p95 (`latency_window`) and
+//!   the load-proportional signal (`load_signal`: concurrency and busy workers over time).
 //! - `app`: the API: `/process`, and the axum router for the rest.
 //! - `http1`: the HTTP/1.1 server under it, which reads a frame from the socket straight into
 //!   the buffer the effects work on.
@@ -20,6 +21,7 @@ pub mod frame;
 pub mod http1;
 pub mod i420;
 pub mod latency_window;
+pub mod load_signal;
 pub mod memory;
 pub mod metrics;
 pub mod params;

@@ -13,6 +13,7 @@ use prometheus_client::registry::Registry;
 use crate::device::DeviceInfo;
 use crate::effects::{Effect, EffectTimings};
 use crate::latency_window::LatencyWindow;
+use crate::load_signal::{LevelGuard, LevelIntegral};
 use crate::memory::MemoryBudget;
 
 /// Dense around the 100 ms SLO, with exact edges at 0.05 and 0.1 so that "share of
@@ -55,6 +56,7 @@ pub const REJECT_OVERLOAD: &str = "overload";
 pub const REJECT_MEMORY: &str = "memory";
 
 type FloatGauge = Gauge<f64, AtomicU64>;
+type FloatCounter = Counter<f64, AtomicU64>;
 
 pub struct Metrics {
     registry: Registry,
@@ -63,6 +65,14 @@ pub struct Metrics {
     p95: FloatGauge,
     window: Mutex<LatencyWindow>,
     inflight: Gauge,
+    /// The load-proportional signal ([`crate::load_signal`]): request-seconds in flight and
+    /// busy worker-seconds, integrated exactly and copied into the counters at each scrape.
+    inflight_integral: LevelIntegral,
+    busy_integral: LevelIntegral,
+    inflight_seconds: FloatCounter,
+    busy_seconds: FloatCounter,
+    /// Two scrapes at once must not both add the same increment.
+    signal_copy: Mutex<()>,
     rejected: Family<ReasonLabels, Counter>,
     effect_seconds: Family<EffectLabels, Histogram>,
     device_memory: Family<MemoryLabels, Gauge>,
@@ -71,7 +81,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(device: &DeviceInfo, p95_window: Duration) -> Self {
+    pub fn new(device: &DeviceInfo, workers: usize, p95_window: Duration) -> Self {
         let mut registry = Registry::default();
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register("app_requests", "HTTP requests answered, by endpoint and status code", requests.clone());
@@ -92,6 +102,21 @@ impl Metrics {
         );
         let inflight = Gauge::default();
         registry.register("app_inflight_requests", "/process requests admitted and not yet answered", inflight.clone());
+        let inflight_seconds = FloatCounter::default();
+        registry.register(
+            "app_inflight_request_seconds",
+            "Time integral of /process requests in flight (queued + computing): rate() is the average concurrency",
+            inflight_seconds.clone(),
+        );
+        let busy_seconds = FloatCounter::default();
+        registry.register(
+            "app_busy_worker_seconds",
+            "Time integral of busy workers (a job on the device): rate() / app_workers is the device utilisation",
+            busy_seconds.clone(),
+        );
+        let worker_gauge = Gauge::<i64>::default();
+        registry.register("app_workers", "Workers (CUDA streams, CPU workers) that compute at once", worker_gauge.clone());
+        worker_gauge.set(workers as i64);
         let rejected = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "app_rejected",
@@ -129,6 +154,11 @@ impl Metrics {
             p95,
             window: Mutex::new(LatencyWindow::new(p95_window)),
             inflight,
+            inflight_integral: LevelIntegral::default(),
+            busy_integral: LevelIntegral::default(),
+            inflight_seconds,
+            busy_seconds,
+            signal_copy: Mutex::new(()),
             rejected,
             effect_seconds,
             device_memory,
@@ -162,6 +192,16 @@ impl Metrics {
         &self.inflight
     }
 
+    /// One /process request in flight (admitted, not yet answered) until the guard drops.
+    pub fn enter_inflight(&self) -> LevelGuard<'_> {
+        self.inflight_integral.enter()
+    }
+
+    /// One worker busy with a job until the guard drops.
+    pub fn enter_busy(&self) -> LevelGuard<'_> {
+        self.busy_integral.enter()
+    }
+
     /// The windowed p95 now, in seconds (0 when the window is empty).
     pub fn current_p95(&self) -> f64 {
         self.window.lock().unwrap_or_else(|p| p.into_inner()).quantile(0.95, Instant::now())
@@ -170,6 +210,18 @@ impl Metrics {
     /// Prometheus text exposition; the windowed p95 and device memory are read now.
     pub fn render(&self, device_memory: Option<(u64, u64)>, host: &MemoryBudget) -> String {
         self.p95.set(self.current_p95());
+        {
+            let _one = self.signal_copy.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            for (integral, counter) in
+                [(&self.inflight_integral, &self.inflight_seconds), (&self.busy_integral, &self.busy_seconds)]
+            {
+                let behind = integral.seconds_at(now) - counter.get();
+                if behind > 0.0 {
+                    counter.inc_by(behind);
+                }
+            }
+        }
         for (state, bytes) in
             [("budget", host.choice().bytes as usize), ("reserved", host.reserved()), ("pooled", host.pool().held())]
         {
@@ -191,7 +243,10 @@ mod tests {
 
     #[test]
     fn exposition_has_the_spec_names_and_buckets() {
-        let m = Metrics::new(&DeviceInfo { kind: "cpu", name: "cpu (2 threads)".into() }, Duration::from_secs(30));
+        let m = Metrics::new(&DeviceInfo { kind: "cpu", name: "cpu (2 threads)".into() }, 2, Duration::from_secs(30));
+        let held = m.enter_inflight();
+        std::thread::sleep(Duration::from_millis(20));
+        drop(held);
         m.count_request("/process", 200);
         let mut t = EffectTimings::default();
         t[Effect::Blur.index()] = Duration::from_millis(3);
@@ -218,8 +273,19 @@ mod tests {
             "app_memory_bytes{state=\"reserved\"} 5242880",
             "app_effect_seconds_count{effect=\"blur\",device=\"cpu\"} 1",
             "app_device_info{device=\"cpu\",name=\"cpu (2 threads)\"} 1",
+            "app_workers 2",
+            "app_busy_worker_seconds_total 0.0",
         ] {
             assert!(text.contains(needle), "missing `{needle}` in:\n{text}");
         }
+        let inflight_s: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("app_inflight_request_seconds_total "))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no app_inflight_request_seconds_total in:\n{text}"));
+        assert!(inflight_s >= 0.02, "one request held 20 ms, integral {inflight_s}");
+        // The counter only ever grows, and a second scrape adds nothing held no longer.
+        let again = m.render(None, &budget);
+        assert!(again.contains(&format!("app_inflight_request_seconds_total {inflight_s}")), "{again}");
     }
 }

@@ -47,6 +47,8 @@ pub struct Director {
     /// Stage start times in run seconds, for the expectations.
     stage_start_s: f64,
     pub verdicts: Vec<Verdict>,
+    /// The SLO's p95 in seconds (the scenario's `[slo] p95`), for `out_of_slo_at_most`.
+    pub slo_s: f64,
 }
 
 impl Director {
@@ -60,6 +62,7 @@ impl Director {
             scale: 1.0,
             finished: false,
             auto_manual,
+            slo_s: 0.1,
             stage_start_s: 0.0,
             verdicts: Vec::new(),
         }
@@ -145,6 +148,26 @@ impl Director {
             };
             self.verdicts
                 .push(Verdict { text: format!("stage {name}: p95 back under {}ms ({how})", d.as_millis()), ok });
+        }
+        if let Some(most) = e.out_of_slo_at_most {
+            let limit = e.p95_recovers_below.map_or(self.slo_s, |d| d.as_secs_f64());
+            let out = during.iter().filter(|s| judged_p95(s).is_some_and(|p| p > limit)).count();
+            self.verdicts.push(Verdict {
+                text: format!(
+                    "stage {name}: p95 over {:.0}ms at most {} s of the stage (was {out} s of {})",
+                    limit * 1000.0,
+                    most.as_secs(),
+                    during.len()
+                ),
+                ok: out as u64 <= most.as_secs(),
+            });
+        }
+        if let Some(most) = e.scale_downs_at_most {
+            let downs = during.windows(2).filter(|w| w[1].desired < w[0].desired).count();
+            self.verdicts.push(Verdict {
+                text: format!("stage {name}: scaled down at most {most} times while it ran (did {downs})"),
+                ok: downs as u32 <= most,
+            });
         }
         if let Some(d) = e.p95_above {
             self.verdicts.push(Verdict {

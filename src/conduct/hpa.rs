@@ -4,6 +4,10 @@
 //!
 //! What is implemented (from the Kubernetes documentation and `pkg/controller/podautoscaler`):
 //! - desired = ceil(current × metric / target), nothing done while |ratio − 1| ≤ tolerance (0.1);
+//! - several metrics: each proposes a count and the largest wins (`computeReplicasForMetrics`
+//!   in `horizontal.go`), so scale-down needs every metric to agree; when some metrics cannot
+//!   be read the HPA scales up on the others but never down, and when none can it keeps the
+//!   count;
 //! - object/external `Value` metrics scale the *ready* pod count (not-ready pods do not count);
 //!   per-pod metrics (`Pods`, `AverageValue`) set not-ready pods and pods without metrics aside,
 //!   then count them as 0 % (scale-up) or 100 % (scale-down) and give up if that reverses the
@@ -80,17 +84,33 @@ pub enum MetricKind {
     AverageValue,
 }
 
+/// One entry of `spec.metrics`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct MetricTarget {
+    /// Metric name as written in the manifest (e.g. `rtc_request_latency_p95_seconds`).
+    pub name: String,
+    pub kind: MetricKind,
+    /// The target in the metric's unit (seconds for latency: `100m` → 0.1).
+    pub target: f64,
+    /// How the controller names it in events: `pods metric NAME`, `Service metric NAME`
+    /// (`horizontal.go`, `computeReplicasForMetric`'s metricNameProposal).
+    pub described: String,
+}
+
+impl MetricTarget {
+    pub fn pods(name: &str, target: f64) -> Self {
+        MetricTarget { name: name.into(), kind: MetricKind::AverageValue, target, described: format!("pods metric {name}") }
+    }
+}
+
 /// The autoscaler settings of one HorizontalPodAutoscaler.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct HpaSpec {
     pub name: String,
     pub min_replicas: u32,
     pub max_replicas: u32,
-    /// Metric name as written in the manifest (e.g. `app_request_latency_p95_seconds`).
-    pub metric_name: String,
-    pub metric_kind: MetricKind,
-    /// The target in the metric's unit (seconds for latency: `100m` → 0.1).
-    pub target: f64,
+    /// `spec.metrics`, in the manifest's order (never empty).
+    pub metrics: Vec<MetricTarget>,
     pub tolerance: f64,
     pub scale_up: ScalingRules,
     pub scale_down: ScalingRules,
@@ -104,29 +124,43 @@ impl HpaSpec {
             name: "gpu-media".into(),
             min_replicas: 2,
             max_replicas: 10,
-            metric_name: "app_request_latency_p95_seconds".into(),
-            metric_kind: MetricKind::Value,
-            target: 0.1,
+            metrics: vec![MetricTarget {
+                name: "app_request_latency_p95_seconds".into(),
+                kind: MetricKind::Value,
+                target: 0.1,
+                described: "Service metric app_request_latency_p95_seconds".into(),
+            }],
             tolerance: 0.1,
             scale_up: ScalingRules { stabilization_window_seconds: 30, ..ScalingRules::default_up() },
             scale_down: ScalingRules { stabilization_window_seconds: 120, ..ScalingRules::default_down() },
         }
     }
 
-    /// One line for people: `HPA gpu-media: 2–10 replicas, app_request_latency_p95_seconds
-    /// (Value) target 0.1, tolerance 10 %, windows up 30 s / down 120 s`.
+    /// The metrics' names, `a + b`, as the report and the HPA panel title name them.
+    pub fn metric_names(&self) -> String {
+        self.metrics.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(" + ")
+    }
+
+    /// One line for people: `HPA gpu-media: 2–10 replicas, rtc_worker_utilization
+    /// (AverageValue) target 0.7 + …, tolerance 10 %, windows up 30 s / down 120 s`.
     pub fn summary(&self) -> String {
-        let kind = match self.metric_kind {
-            MetricKind::Value => "Value",
-            MetricKind::AverageValue => "AverageValue",
-        };
+        let metrics: Vec<String> = self
+            .metrics
+            .iter()
+            .map(|m| {
+                let kind = match m.kind {
+                    MetricKind::Value => "Value",
+                    MetricKind::AverageValue => "AverageValue",
+                };
+                format!("{} ({kind}) target {}", m.name, m.target)
+            })
+            .collect();
         format!(
-            "HPA {}: {}–{} replicas, {} ({kind}) target {}, tolerance {} %, windows up {} s / down {} s",
+            "HPA {}: {}–{} replicas, {}, tolerance {} %, windows up {} s / down {} s",
             self.name,
             self.min_replicas,
             self.max_replicas,
-            self.metric_name,
-            self.target,
+            metrics.join(" + "),
             (self.tolerance * 100.0).round(),
             self.scale_up.stabilization_window_seconds,
             self.scale_down.stabilization_window_seconds
@@ -160,52 +194,11 @@ impl HpaSpec {
                 format!("{min_replicas} / {max_replicas}: need 1 ≤ minReplicas ≤ maxReplicas"),
             ));
         }
-        let m = spec
-            .metrics
-            .as_deref()
-            .and_then(<[MetricSpec]>::first)
-            .ok_or_else(|| bad("spec.metrics", "expected a non-empty list".into()))?;
-        let (key, metric_name, target) = match m.type_.as_str() {
-            "Object" => m.object.as_ref().map(|o| ("object", o.metric.name.clone(), &o.target)),
-            "Pods" => m.pods.as_ref().map(|o| ("pods", o.metric.name.clone(), &o.target)),
-            "External" => m.external.as_ref().map(|o| ("external", o.metric.name.clone(), &o.target)),
-            "Resource" => m.resource.as_ref().map(|o| ("resource", o.name.clone(), &o.target)),
-            "ContainerResource" => {
-                m.container_resource.as_ref().map(|o| ("containerResource", o.name.clone(), &o.target))
-            }
-            other => {
-                return Err(bad(
-                    "spec.metrics[0].type",
-                    format!("unknown {other:?} (allowed: Object, Pods, External, Resource, ContainerResource)"),
-                ))
-            }
+        let list = spec.metrics.as_deref().unwrap_or_default();
+        if list.is_empty() {
+            return Err(bad("spec.metrics", "expected a non-empty list".into()));
         }
-        .ok_or_else(|| bad("spec.metrics[0]", format!("type {} without its {} block", m.type_, m.type_)))?;
-        let (metric_kind, field, value) = match target.type_.as_str() {
-            "Value" => (
-                if m.type_ == "Pods" { MetricKind::AverageValue } else { MetricKind::Value },
-                "value",
-                target.value.as_ref().map(|q| q.0.clone()),
-            ),
-            "AverageValue" => {
-                (MetricKind::AverageValue, "averageValue", target.average_value.as_ref().map(|q| q.0.clone()))
-            }
-            "Utilization" => {
-                (MetricKind::AverageValue, "averageUtilization", target.average_utilization.map(|u| u.to_string()))
-            }
-            other => {
-                return Err(bad(
-                    &format!("spec.metrics[0].{key}.target.type"),
-                    format!("unknown {other:?} (allowed: Value, AverageValue, Utilization)"),
-                ))
-            }
-        };
-        let field = format!("spec.metrics[0].{key}.target.{field}");
-        let value = value.ok_or_else(|| bad(&field, "missing".into()))?;
-        let target_value = quantity(&value).ok_or_else(|| bad(&field, not_a_quantity(&value)))?;
-        if target_value.is_nan() || target_value <= 0.0 {
-            return Err(bad(&field, "must be > 0".into()));
-        }
+        let metrics = list.iter().enumerate().map(|(i, m)| metric_target(i, m)).collect::<Result<Vec<_>, _>>()?;
         let behavior = spec.behavior.as_ref();
         let up = behavior.and_then(|b| b.scale_up.as_ref());
         let scale_up = rules(up, "spec.behavior.scaleUp", ScalingRules::default_up())?;
@@ -223,9 +216,7 @@ impl HpaSpec {
             name: hpa.metadata.name.unwrap_or_else(|| "hpa".into()),
             min_replicas: min_replicas as u32,
             max_replicas: max_replicas as u32,
-            metric_name,
-            metric_kind,
-            target: target_value,
+            metrics,
             tolerance,
             scale_up,
             scale_down,
@@ -247,6 +238,62 @@ pub enum HpaError {
     /// What `rtc-demo check --hpa` (the helper that read the manifest) said was wrong.
     #[error("{0}")]
     Reported(String),
+}
+
+/// `spec.metrics[i]` as the algorithm reads it; errors name the field and what is allowed.
+fn metric_target(i: usize, m: &MetricSpec) -> Result<MetricTarget, HpaError> {
+    let bad = |field: &str, problem: String| HpaError::Invalid { field: field.into(), problem };
+    let at = format!("spec.metrics[{i}]");
+    let (key, name, target, described) = match m.type_.as_str() {
+        "Object" => m.object.as_ref().map(|o| {
+            let n = o.metric.name.clone();
+            ("object", n.clone(), &o.target, format!("{} metric {n}", o.described_object.kind))
+        }),
+        "Pods" => m.pods.as_ref().map(|o| {
+            let n = o.metric.name.clone();
+            ("pods", n.clone(), &o.target, format!("pods metric {n}"))
+        }),
+        "External" => m.external.as_ref().map(|o| {
+            let n = o.metric.name.clone();
+            ("external", n.clone(), &o.target, format!("external metric {n}"))
+        }),
+        "Resource" => m.resource.as_ref().map(|o| ("resource", o.name.clone(), &o.target, format!("{} resource", o.name))),
+        "ContainerResource" => m
+            .container_resource
+            .as_ref()
+            .map(|o| ("containerResource", o.name.clone(), &o.target, format!("{} container resource", o.name))),
+        other => {
+            return Err(bad(
+                &format!("{at}.type"),
+                format!("unknown {other:?} (allowed: Object, Pods, External, Resource, ContainerResource)"),
+            ))
+        }
+    }
+    .ok_or_else(|| bad(&at, format!("type {} without its {} block", m.type_, m.type_)))?;
+    let (kind, field, value) = match target.type_.as_str() {
+        "Value" => (
+            if m.type_ == "Pods" { MetricKind::AverageValue } else { MetricKind::Value },
+            "value",
+            target.value.as_ref().map(|q| q.0.clone()),
+        ),
+        "AverageValue" => (MetricKind::AverageValue, "averageValue", target.average_value.as_ref().map(|q| q.0.clone())),
+        "Utilization" => {
+            (MetricKind::AverageValue, "averageUtilization", target.average_utilization.map(|u| u.to_string()))
+        }
+        other => {
+            return Err(bad(
+                &format!("{at}.{key}.target.type"),
+                format!("unknown {other:?} (allowed: Value, AverageValue, Utilization)"),
+            ))
+        }
+    };
+    let field = format!("{at}.{key}.target.{field}");
+    let value = value.ok_or_else(|| bad(&field, "missing".into()))?;
+    let target = quantity(&value).ok_or_else(|| bad(&field, not_a_quantity(&value)))?;
+    if target.is_nan() || target <= 0.0 {
+        return Err(bad(&field, "must be > 0".into()));
+    }
+    Ok(MetricTarget { name, kind, target, described })
 }
 
 fn not_a_quantity(s: &str) -> String {
@@ -315,11 +362,18 @@ pub fn quantity(q: &str) -> Option<f64> {
         (num, suffix)
     };
     let x: f64 = num.parse().ok()?;
+    // Fractions divide (700 / 1000 is 0.7 exactly; 700 × 0.001 is not).
+    let divisor = match suffix {
+        "n" => Some(1e9),
+        "u" => Some(1e6),
+        "m" => Some(1e3),
+        _ => None,
+    };
+    if let Some(d) = divisor {
+        return Some(x / d).filter(|v| v.is_finite());
+    }
     let m = match suffix {
         "" => 1.0,
-        "n" => 1e-9,
-        "u" => 1e-6,
-        "m" => 1e-3,
         "k" => 1e3,
         "M" => 1e6,
         "G" => 1e9,
@@ -369,7 +423,8 @@ pub struct HpaInput {
     /// Replicas in the scale subresource (pods that exist or are being started).
     pub current_replicas: u32,
     pub ready_replicas: u32,
-    pub metric: MetricInput,
+    /// One reading per `spec.metrics` entry, in the same order.
+    pub metrics: Vec<MetricInput>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -392,12 +447,21 @@ pub struct HpaDecision {
     pub desired: u32,
     /// The metric-only recommendation (before windows, policies and clamps).
     pub recommended: u32,
-    /// The metric value used (after missing/not-ready adjustments for per-pod metrics).
-    pub metric_value: Option<f64>,
-    pub ratio: Option<f64>,
+    /// Per metric, in the spec's order: what was read and what it proposed.
+    pub metrics: Vec<MetricReading>,
     pub conditions: Vec<Condition>,
     /// Why the count changed (for the SuccessfulRescale event), if it did.
     pub rescale_reason: Option<String>,
+}
+
+/// One metric's part in a decision.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricReading {
+    /// The value used (after missing/not-ready adjustments for per-pod metrics); None: not read.
+    pub value: Option<f64>,
+    pub ratio: Option<f64>,
+    /// The replica count this metric alone asks for.
+    pub proposal: Option<u32>,
 }
 
 /// The controller's memory: recommendations and scale events, as the kube-controller keeps them.
@@ -416,11 +480,11 @@ impl HpaController {
 
     /// The metric-based recommendation (`replica_calculator.go`). Returns (replicas, value, ratio)
     /// or None when no metric could be read.
-    pub fn recommend(&self, input: &HpaInput) -> Option<(u32, f64, f64)> {
+    pub fn recommend(&self, metric: usize, input: &HpaInput) -> Option<(u32, f64, f64)> {
         let current = input.current_replicas;
-        let target = self.spec.target;
+        let target = self.spec.metrics.get(metric)?.target;
         let tol = self.spec.tolerance;
-        match &input.metric {
+        match input.metrics.get(metric)? {
             MetricInput::Value(None) => None,
             MetricInput::Value(Some(v)) => {
                 let v = if v.is_finite() { *v } else { 0.0 };
@@ -493,7 +557,21 @@ impl HpaController {
             reason: "ReadyForNewScale",
             message: "recommended size matches current size".into(),
         }];
-        let metric = self.recommend(input);
+        let readings: Vec<Option<(u32, f64, f64)>> = (0..self.spec.metrics.len()).map(|i| self.recommend(i, input)).collect();
+        let metrics: Vec<MetricReading> = readings
+            .iter()
+            .map(|r| MetricReading { value: r.map(|m| m.1), ratio: r.map(|m| m.2), proposal: r.map(|m| m.0) })
+            .collect();
+        // `computeReplicasForMetrics`: the largest proposal, the first metric on a tie.
+        let mut best: Option<(usize, u32)> = None;
+        for (i, r) in readings.iter().enumerate() {
+            if let Some((rec, _, _)) = r {
+                if best.is_none_or(|(_, b)| *rec > b) {
+                    best = Some((i, *rec));
+                }
+            }
+        }
+        let invalid = readings.iter().position(Option::is_none);
         let (desired, recommended, reason_text, limit);
         if current == 0 && min > 0 {
             conditions.push(Condition {
@@ -502,14 +580,7 @@ impl HpaController {
                 reason: "ScalingDisabled",
                 message: "scaling is disabled since the replica count of the target is zero".into(),
             });
-            return HpaDecision {
-                desired: 0,
-                recommended: 0,
-                metric_value: metric.map(|m| m.1),
-                ratio: metric.map(|m| m.2),
-                conditions,
-                rescale_reason: None,
-            };
+            return HpaDecision { desired: 0, recommended: 0, metrics, conditions, rescale_reason: None };
         } else if current > max {
             desired = max;
             recommended = max;
@@ -520,32 +591,31 @@ impl HpaController {
             recommended = min;
             reason_text = "Current number of replicas below Spec.MinReplicas".to_string();
             limit = None;
-        } else if let Some((rec, _v, _r)) = metric {
+        } else if let Some((i, rec)) = best.filter(|&(_, rec)| invalid.is_none() || rec >= current) {
+            // Some metrics unreadable: scale up on the others, never down (`horizontal.go`:
+            // "some are invalid and we would scale down, return an error").
             recommended = rec;
             let stabilized = self.stabilize(now, current, rec);
             let (d, why) = self.apply_rate_limits(now, current, stabilized);
             desired = d;
             limit = Some(why);
             reason_text = if rec > current {
-                format!("{} above target", self.spec.metric_name)
+                format!("{} above target", self.spec.metrics[i].described)
             } else {
                 "All metrics below target".to_string()
             };
         } else {
+            let m = &self.spec.metrics[invalid.unwrap_or(0)];
             conditions.push(Condition {
                 kind: "ScalingActive",
                 status: false,
-                reason: "FailedGetObjectMetric",
-                message: format!("unable to get metric {}", self.spec.metric_name),
+                reason: match m.kind {
+                    MetricKind::Value => "FailedGetObjectMetric",
+                    MetricKind::AverageValue => "FailedGetPodsMetric",
+                },
+                message: format!("unable to get metric {}", m.name),
             });
-            return HpaDecision {
-                desired: current,
-                recommended: current,
-                metric_value: None,
-                ratio: None,
-                conditions,
-                rescale_reason: None,
-            };
+            return HpaDecision { desired: current, recommended: current, metrics, conditions, rescale_reason: None };
         }
         conditions.push(Condition {
             kind: "ScalingActive",
@@ -553,7 +623,7 @@ impl HpaController {
             reason: "ValidMetricFound",
             message: format!(
                 "the HPA was able to successfully calculate a replica count from {}",
-                self.spec.metric_name
+                self.spec.metrics[best.map_or(0, |b| b.0)].described
             ),
         });
         let (limited, why) = match limit {
@@ -594,14 +664,7 @@ impl HpaController {
             self.up_events.retain(|e| e.0 > now - keep - 1.0);
             self.down_events.retain(|e| e.0 > now - keep - 1.0);
         }
-        HpaDecision {
-            desired,
-            recommended,
-            metric_value: metric.map(|m| m.1),
-            ratio: metric.map(|m| m.2),
-            conditions,
-            rescale_reason,
-        }
+        HpaDecision { desired, recommended, metrics, conditions, rescale_reason }
     }
 
     /// `stabilizeRecommendationWithBehaviors`.
@@ -731,9 +794,12 @@ mod tests {
             name: "t".into(),
             min_replicas: 1,
             max_replicas: 100,
-            metric_name: "m".into(),
-            metric_kind: MetricKind::Value,
-            target: 100.0,
+            metrics: vec![MetricTarget {
+                name: "m".into(),
+                kind: MetricKind::Value,
+                target: 100.0,
+                described: "Service metric m".into(),
+            }],
             tolerance: 0.1,
             scale_up: ScalingRules {
                 stabilization_window_seconds: 0,
@@ -748,7 +814,7 @@ mod tests {
         }
     }
     fn val(now: f64, cur: u32, v: f64) -> HpaInput {
-        HpaInput { now_s: now, current_replicas: cur, ready_replicas: cur, metric: MetricInput::Value(Some(v)) }
+        HpaInput { now_s: now, current_replicas: cur, ready_replicas: cur, metrics: vec![MetricInput::Value(Some(v))] }
     }
 
     #[test]
@@ -782,7 +848,7 @@ mod tests {
         assert_eq!(dead_band_p95(0.049, 0.1), 0.049);
         assert_eq!(dead_band_p95(0.2, 0.1), 0.2);
         let mut s = spec();
-        s.target = 0.1;
+        s.metrics[0].target = 0.1;
         let mut c = HpaController::new(s);
         assert_eq!(c.reconcile(&val(0.0, 4, dead_band_p95(0.06, 0.1))).desired, 4);
     }
@@ -902,14 +968,14 @@ mod tests {
             now_s: 0.0,
             current_replicas: 4,
             ready_replicas: 2,
-            metric: MetricInput::Value(Some(200.0)),
+            metrics: vec![MetricInput::Value(Some(200.0))],
         });
         assert_eq!(d.desired, 4);
         let d = c.reconcile(&HpaInput {
             now_s: 1.0,
             current_replicas: 4,
             ready_replicas: 3,
-            metric: MetricInput::Value(Some(200.0)),
+            metrics: vec![MetricInput::Value(Some(200.0))],
         });
         assert_eq!(d.desired, 6);
     }
@@ -923,46 +989,46 @@ mod tests {
             now_s: 0.0,
             current_replicas: 4,
             ready_replicas: 2,
-            metric: MetricInput::PerPod(vec![
+            metrics: vec![MetricInput::PerPod(vec![
                 p(true, Some(200.0)),
                 p(true, Some(200.0)),
                 p(false, None),
                 p(false, None),
-            ]),
+            ])],
         };
-        assert_eq!(c.recommend(&i).unwrap().0, 4);
+        assert_eq!(c.recommend(0, &i).unwrap().0, 4);
         // 2 ready at 300, 1 not ready: (600 + 0)/3 = 200 → ratio 2 × 3 = 6.
         let i = HpaInput {
             now_s: 0.0,
             current_replicas: 3,
             ready_replicas: 2,
-            metric: MetricInput::PerPod(vec![p(true, Some(300.0)), p(true, Some(300.0)), p(false, None)]),
+            metrics: vec![MetricInput::PerPod(vec![p(true, Some(300.0)), p(true, Some(300.0)), p(false, None)])],
         };
-        assert_eq!(c.recommend(&i).unwrap().0, 6);
+        assert_eq!(c.recommend(0, &i).unwrap().0, 6);
         // Scale-down with a missing metric: missing counted at 100 %: (20 + 20 + 100)/3 ≈ 46.7 → ceil(0.467 × 3) = 2.
         let i = HpaInput {
             now_s: 0.0,
             current_replicas: 3,
             ready_replicas: 3,
-            metric: MetricInput::PerPod(vec![p(true, Some(20.0)), p(true, Some(20.0)), p(true, None)]),
+            metrics: vec![MetricInput::PerPod(vec![p(true, Some(20.0)), p(true, Some(20.0)), p(true, None)])],
         };
-        assert_eq!(c.recommend(&i).unwrap().0, 2);
+        assert_eq!(c.recommend(0, &i).unwrap().0, 2);
         // Scale-down where the missing pod reverses direction: (95+95+100)/3... within tolerance → keep.
         let i = HpaInput {
             now_s: 0.0,
             current_replicas: 3,
             ready_replicas: 3,
-            metric: MetricInput::PerPod(vec![p(true, Some(80.0)), p(true, Some(80.0)), p(true, None)]),
+            metrics: vec![MetricInput::PerPod(vec![p(true, Some(80.0)), p(true, Some(80.0)), p(true, None)])],
         };
-        assert_eq!(c.recommend(&i).unwrap().0, 3);
+        assert_eq!(c.recommend(0, &i).unwrap().0, 3);
         // Not-ready pods are ignored for scale-down.
         let i = HpaInput {
             now_s: 0.0,
             current_replicas: 4,
             ready_replicas: 2,
-            metric: MetricInput::PerPod(vec![p(true, Some(10.0)), p(true, Some(10.0)), p(false, None), p(false, None)]),
+            metrics: vec![MetricInput::PerPod(vec![p(true, Some(10.0)), p(true, Some(10.0)), p(false, None), p(false, None)])],
         };
-        assert_eq!(c.recommend(&i).unwrap().0, 1);
+        assert_eq!(c.recommend(0, &i).unwrap().0, 1);
     }
 
     #[test]
@@ -972,7 +1038,7 @@ mod tests {
             now_s: 0.0,
             current_replicas: 3,
             ready_replicas: 3,
-            metric: MetricInput::Value(None),
+            metrics: vec![MetricInput::Value(None)],
         });
         assert_eq!(d.desired, 3);
         assert!(d
@@ -987,25 +1053,84 @@ mod tests {
             std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/conduct/hpa.yaml")).unwrap();
         let s = HpaSpec::from_yaml(&text).unwrap();
         assert_eq!((s.min_replicas, s.max_replicas), (2, 10));
-        assert!((s.target - 0.1).abs() < 1e-12);
+        assert!((s.metrics[0].target - 0.1).abs() < 1e-12);
         assert_eq!(s.scale_up.stabilization_window_seconds, 30);
         assert_eq!(s.scale_down.stabilization_window_seconds, 120);
         assert_eq!(s.scale_up.select_policy, SelectPolicy::Max);
         assert_eq!(s.scale_down.policies[0].kind, PolicyType::Percent);
-        assert_eq!(s.metric_kind, MetricKind::Value);
+        assert_eq!(s.metrics[0].kind, MetricKind::Value);
+        assert_eq!(s.metrics[0].described, "Service metric app_request_latency_p95_seconds");
     }
 
     #[test]
     fn parses_real_manifest_when_present() {
         let p = std::path::Path::new(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/manifests/autoscaling/latency-adapter/hpa.yaml"
+            "/manifests/autoscaling/load-adapter/hpa.yaml"
         ));
-        if p.exists() {
-            let s = HpaSpec::load(p).unwrap();
-            assert_eq!((s.min_replicas, s.max_replicas), (2, 10));
-            assert!((s.target - 0.1).abs() < 1e-9, "target {}", s.target);
-        }
+        let s = HpaSpec::load(p).unwrap();
+        assert_eq!((s.min_replicas, s.max_replicas), (2, 10));
+        let names: Vec<&str> = s.metrics.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["rtc_worker_utilization", "rtc_latency_guard"]);
+        assert!((s.metrics[0].target - 0.7).abs() < 1e-9, "{:?}", s.metrics[0]);
+        assert!((s.metrics[1].target - 0.1).abs() < 1e-9, "{:?}", s.metrics[1]);
+        assert!(s.metrics.iter().all(|m| m.kind == MetricKind::AverageValue));
+    }
+
+    fn two_metrics() -> HpaSpec {
+        let mut s = spec();
+        s.metrics = vec![MetricTarget::pods("load", 0.7), MetricTarget::pods("p95", 0.1)];
+        s
+    }
+
+    fn pods(values: &[Option<f64>]) -> MetricInput {
+        MetricInput::PerPod(values.iter().map(|&value| PodSample { ready: true, value }).collect())
+    }
+
+    #[test]
+    fn several_metrics_take_the_largest_proposal() {
+        let mut c = HpaController::new(two_metrics());
+        // Load asks for ceil(4 × 1.0/0.7) = 6, latency (dead band: at target) keeps 4.
+        let i = |now, load, p95| HpaInput {
+            now_s: now,
+            current_replicas: 4,
+            ready_replicas: 4,
+            metrics: vec![pods(&[Some(load); 4]), pods(&[Some(p95); 4])],
+        };
+        let d = c.reconcile(&i(0.0, 1.0, 0.1));
+        assert_eq!(d.desired, 6);
+        assert_eq!(d.metrics.iter().map(|m| m.proposal).collect::<Vec<_>>(), [Some(6), Some(4)]);
+        assert_eq!(d.rescale_reason.as_deref(), Some("pods metric load above target"));
+        // Latency far over: its proposal wins and names it.
+        let mut c = HpaController::new(two_metrics());
+        let d = c.reconcile(&i(0.0, 0.7, 0.3));
+        assert_eq!(d.desired, 12);
+        assert_eq!(d.rescale_reason.as_deref(), Some("pods metric p95 above target"));
+        // A steady load at target while p95 sits at the 20 ms service time: latency alone would
+        // halve the pods, the load keeps them (scale-down needs every metric to agree).
+        let mut c = HpaController::new(two_metrics());
+        assert_eq!(c.reconcile(&i(0.0, 0.68, 0.02)).desired, 4);
+        // Both low: down, "All metrics below target".
+        let mut c = HpaController::new(two_metrics());
+        let d = c.reconcile(&i(0.0, 0.1, 0.02));
+        assert_eq!(d.desired, 1);
+        assert_eq!(d.rescale_reason.as_deref(), Some("All metrics below target"));
+    }
+
+    #[test]
+    fn an_unreadable_metric_allows_scale_up_but_never_down() {
+        let mut c = HpaController::new(two_metrics());
+        let i = |now, load| HpaInput {
+            now_s: now,
+            current_replicas: 4,
+            ready_replicas: 4,
+            metrics: vec![pods(&[Some(load); 4]), pods(&[None; 4])],
+        };
+        assert_eq!(c.reconcile(&i(0.0, 1.4)).desired, 8, "up on the readable metric");
+        let mut c = HpaController::new(two_metrics());
+        let d = c.reconcile(&i(0.0, 0.1));
+        assert_eq!(d.desired, 4, "no scale-down while p95 is unreadable");
+        assert!(d.conditions.iter().any(|c| c.reason == "FailedGetPodsMetric" && c.message.contains("p95")), "{d:?}");
     }
 
     #[test]
@@ -1024,13 +1149,14 @@ mod tests {
         assert!(e.contains("target.value"), "{e}");
         // A number is a quantity too, as the API server takes it.
         let y = y.replace("value: lots", "value: 2");
-        assert_eq!(HpaSpec::from_yaml(&y).unwrap().target, 2.0);
+        assert_eq!(HpaSpec::from_yaml(&y).unwrap().metrics[0].target, 2.0);
         assert!(HpaSpec::from_yaml(":\n  - [").is_err());
     }
 
     #[test]
     fn quantities() {
         assert_eq!(quantity("100m"), Some(0.1));
+        assert_eq!(quantity("700m"), Some(0.7));
         assert_eq!(quantity("0.1"), Some(0.1));
         assert_eq!(quantity("2"), Some(2.0));
         assert_eq!(quantity("2k"), Some(2000.0));

@@ -75,7 +75,7 @@ pub struct ConductArgs {
     #[arg(long)]
     pub teardown: bool,
     /// The HorizontalPodAutoscaler manifest whose settings the local autoscaler uses
-    /// (default manifests/autoscaling/latency-adapter/hpa.yaml when it exists, else the SLO's numbers).
+    /// (default manifests/autoscaling/load-adapter/hpa.yaml when it exists, else the SLO's numbers).
     #[arg(long, value_name = "FILE")]
     pub hpa: Option<PathBuf>,
     /// local backend: what the replicas compute on (default: the scenario's [local] device,

@@ -89,13 +89,20 @@ pub struct AutoscalerState {
     pub desired: u32,
     pub min: u32,
     pub max: u32,
-    pub metric_name: String,
-    /// Metric value as the autoscaler saw it (after the dead band), in `unit`s.
-    pub metric_value: Option<f64>,
+    /// Every metric it scales on, in the spec's order (the largest proposal wins).
+    pub metrics: Vec<MetricState>,
+    pub conditions: Vec<ConditionInfo>,
+}
+
+/// One metric of the autoscaler, against its target.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct MetricState {
+    pub name: String,
+    /// Value as the autoscaler saw it (after the dead band), in `unit`s; None: no data.
+    pub value: Option<f64>,
     pub target: f64,
     /// "s" for latency metrics (shown in ms).
     pub unit: String,
-    pub conditions: Vec<ConditionInfo>,
 }
 
 impl AutoscalerState {

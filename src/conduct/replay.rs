@@ -86,10 +86,8 @@ pub fn frame(report: &Report, i: usize, paused: bool) -> ClusterSnapshot {
         desired: s.desired,
         min: h.min,
         max: h.max,
-        metric_name: h.metric.clone(),
-        metric_value: s.p95_server_s,
-        target: h.target,
-        unit: "s".into(),
+        // The recording keeps p95 per second; the other metrics' values were not recorded.
+        metrics: vec![MetricState { name: "p95 (recorded)".into(), value: s.p95_server_s, target: h.target, unit: "s".into() }],
         conditions: vec![ConditionInfo {
             kind: "Recorded".into(),
             status: true,

@@ -82,7 +82,9 @@ impl Session {
         };
         match plan {
             Plan::Scenario { scenario: sc, hpa, begin_within } => {
-                s.director = Some(Director::new(StageDef::from_scenario(sc), settings.headless));
+                let mut director = Director::new(StageDef::from_scenario(sc), settings.headless);
+                director.slo_s = sc.slo.p95.as_secs_f64();
+                s.director = Some(director);
                 s.scenario = sc.name.clone();
                 s.slo_s = sc.slo.p95.as_secs_f64();
                 s.thresholds = sc.thresholds.clone();
@@ -100,8 +102,9 @@ impl Session {
                     name: hpa.name.clone(),
                     min: hpa.min_replicas,
                     max: hpa.max_replicas,
-                    metric: hpa.metric_name.clone(),
-                    target: hpa.target,
+                    metric: hpa.metric_names(),
+                    // The replay's HPA panel shows the recorded p95 against this target.
+                    target: hpa.metrics.iter().find(|m| m.name.contains("latency")).unwrap_or(&hpa.metrics[0]).target,
                     scale_up_window_s: hpa.scale_up.stabilization_window_seconds,
                     scale_down_window_s: hpa.scale_down.stabilization_window_seconds,
                 };
@@ -449,7 +452,11 @@ async fn headless(mut s: Session) -> anyhow::Result<ExitCode> {
     }
     let talk = s.talk();
     out(&talk.headline());
+    out(&talk.step_line(&s.stage_names()));
     out(&talk.within_slo_line(&s.stage_names()));
+    for line in talk.stage_lines(&s.stage_names()) {
+        out(&format!("  {line}"));
+    }
     for v in &verdicts {
         out(&v.text);
     }

@@ -13,7 +13,7 @@ use super::{BackendKind, ConductArgs};
 use crate::scenario::{Scenario, ScenarioError};
 
 pub const DEFAULT_SCENARIO: &str = "scenarios/rehearsal.toml";
-pub const DEFAULT_HPA: &str = "manifests/autoscaling/latency-adapter/hpa.yaml";
+pub const DEFAULT_HPA: &str = "manifests/autoscaling/load-adapter/hpa.yaml";
 
 /// The slowest a local replica may take to become ready before the first stage starts anyway.
 const LOCAL_BEGIN_WITHIN: Duration = Duration::from_secs(60);
@@ -94,11 +94,17 @@ impl Settings {
                 }
                 let path = scenario_path(args)?;
                 let scenario = Scenario::load(&path)?;
-                let mut hpa = match &args.hpa {
+                let hpa_path = match &args.hpa {
+                    Some(p) => Some(p.clone()),
+                    None => Some(PathBuf::from(DEFAULT_HPA)).filter(|p| p.exists()),
+                };
+                let mut hpa = match &hpa_path {
                     Some(p) => load_hpa(hpa_reader, p)?,
-                    None if Path::new(DEFAULT_HPA).exists() => load_hpa(hpa_reader, Path::new(DEFAULT_HPA))?,
                     None => slo_hpa(&scenario),
                 };
+                if let Some(path) = &hpa_path {
+                    rehearsable(&hpa, path)?;
+                }
                 // This machine's replica range (the scenario's [local] section) bounds the manifest's.
                 hpa.min_replicas = scenario.local.replicas_min;
                 hpa.max_replicas = scenario.local.replicas_max;
@@ -205,6 +211,25 @@ impl HpaReader {
     }
 }
 
+/// Every metric of a rehearsal's HPA must be one the local backend can compute.
+fn rehearsable(hpa: &HpaSpec, path: &Path) -> Result<(), SettingsError> {
+    use super::local::metrics::LocalSignal;
+    match hpa.metrics.iter().enumerate().find(|(_, m)| LocalSignal::for_metric(&m.name).is_none()) {
+        Some((i, m)) => Err(SettingsError::Hpa {
+            path: path.to_path_buf(),
+            source: super::hpa::HpaError::Invalid {
+                field: format!("spec.metrics[{i}]"),
+                problem: format!(
+                    "the local rehearsal cannot compute metric {:?}; it computes {}",
+                    m.name,
+                    LocalSignal::KNOWN
+                ),
+            },
+        }),
+        None => Ok(()),
+    }
+}
+
 fn load_hpa(reader: &HpaReader, path: &Path) -> Result<HpaSpec, SettingsError> {
     reader.read(path).map_err(|source| SettingsError::Hpa { path: path.to_path_buf(), source })
 }
@@ -223,7 +248,7 @@ pub fn utc_stamp(unix: u64) -> String {
 /// The HPA settings from the scenario's SLO when no manifest is at hand.
 pub fn slo_hpa(sc: &Scenario) -> HpaSpec {
     let mut h = HpaSpec::slo_default();
-    h.target = sc.slo.scale_up_above.as_secs_f64();
+    h.metrics[0].target = sc.slo.scale_up_above.as_secs_f64();
     h.scale_up.stabilization_window_seconds = sc.slo.scale_up_after.as_secs() as u32;
     h.scale_down.stabilization_window_seconds = sc.slo.scale_down_after.as_secs() as u32;
     h.min_replicas = sc.slo.min_replicas;

@@ -12,7 +12,8 @@
 //! - [`Stage`]: `name`, `duration`, `load:` [`StageLoad`] (`Rate(`[`Rate`]`)` constant or ramp,
 //!   or `Concurrency(n)`), `notes`, `advance:` [`Advance`] (auto | manual), `expect:`
 //!   [`Expect`] (`replicas_at_least`, `replicas_at_most`, `p95_below`, `p95_above`,
-//!   `p95_recovers_below`).
+//!   `p95_recovers_below`, and about the whole stage `out_of_slo_at_most`,
+//!   `scale_downs_at_most`).
 //!   [`Stage::plan`] gives the engine's [`crate::load::RatePlan`].
 //! - [`TargetRequest::path_and_query`] builds `/process?pixels=WxH&iters=N&effects=…`;
 //!   [`TargetRequest::url_for`] joins it to a base URL.
@@ -468,6 +469,13 @@ pub struct Expect {
     /// 10 s of the stage, without going over again: the SLO restored under the same load.
     #[serde(default, deserialize_with = "de_opt_duration")]
     pub p95_recovers_below: Option<Duration>,
+    /// Seconds of the stage with p95 over `p95_recovers_below` (else the SLO's p95), at most:
+    /// the whole stage, not its end.
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub out_of_slo_at_most: Option<Duration>,
+    /// Times the autoscaler lowered its desired count during the stage, at most (0: a
+    /// steady load keeps its pods).
+    pub scale_downs_at_most: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -768,7 +776,7 @@ mod tests {
         let e = s.stage("finale").unwrap_err();
         assert_eq!(e.stage, "finale");
         let text = e.to_string();
-        assert!(text.contains("no stage `finale`") && text.contains("expected one of: idle, ramp, peak"), "{text}");
+        assert!(text.contains("no stage `finale`") && text.contains("expected one of: idle, ramp, climb, peak"), "{text}");
     }
 
     #[test]

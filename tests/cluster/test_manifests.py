@@ -12,15 +12,25 @@ import pytest
 from conftest import CRD_KINDS, MANIFESTS, find, kustomize_dirs, load_yaml, one, rel
 
 K8S_VERSION = "1.30.0"
-OVERLAYS = ["gpu-keda", "gpu-adapter", "gpu-hpa-cpu", "cpu-keda", "cpu-adapter", "cpu-hpa-cpu", "gpu-keda-no-operator"]
+OVERLAYS = [
+    "gpu-keda",
+    "gpu-adapter",
+    "gpu-hpa-cpu",
+    "gpu-latency-only",
+    "cpu-keda",
+    "cpu-adapter",
+    "cpu-hpa-cpu",
+    "gpu-keda-no-operator",
+]
 EXPECTED_DIRS = {
     "base",
     "scrape",
     "deployment/gpu",
     "deployment/cpu",
     "autoscaling/hpa-cpu",
-    "autoscaling/latency-keda",
-    "autoscaling/latency-adapter",
+    "autoscaling/load-keda",
+    "autoscaling/load-adapter",
+    "autoscaling/latency-only-adapter",
     "policy",
     "observability",
     "load",
@@ -32,6 +42,8 @@ APP_UID = 10001
 MIN_REPLICAS, MAX_REPLICAS = 2, 10
 UP_WINDOW_S, DOWN_WINDOW_S = 30, 120
 TARGET_S, LOW_S = 0.1, 0.05
+# The load-proportional signal: worker utilisation per pod, target 0.7 (README "Autoscaling").
+UTILIZATION_TARGET = 0.7
 
 
 def duration_s(text: str) -> float:
@@ -62,7 +74,7 @@ def behavior_of(a: dict) -> dict:
 def test_layout_has_every_folder_spec_5_lists():
     assert {rel(d) for d in kustomize_dirs()} == EXPECTED_DIRS
     assert (MANIFESTS / "README.md").is_file()
-    assert (MANIFESTS / "autoscaling/latency-adapter/hpa.yaml").is_file()
+    assert (MANIFESTS / "autoscaling/load-adapter/hpa.yaml").is_file()
 
 
 @pytest.mark.parametrize("d", sorted(EXPECTED_DIRS))
@@ -147,7 +159,12 @@ def all_autoscalers(rendered):
 
 def test_replica_bounds_and_behavior_follow_the_slo(rendered):
     scalers = all_autoscalers(rendered)
-    assert set(scalers) == {"autoscaling/hpa-cpu", "autoscaling/latency-keda", "autoscaling/latency-adapter"}
+    assert set(scalers) == {
+        "autoscaling/hpa-cpu",
+        "autoscaling/load-keda",
+        "autoscaling/load-adapter",
+        "autoscaling/latency-only-adapter",
+    }
     behaviors = []
     for d, a in scalers.items():
         s = a["spec"]
@@ -167,7 +184,7 @@ def test_replica_bounds_and_behavior_follow_the_slo(rendered):
                 assert p["type"] in ("Pods", "Percent") and p["value"] > 0 and 0 < p["periodSeconds"] <= 60
         behaviors.append(b)
         assert a["metadata"]["name"] == "gpu-media", d
-    # One behaviour for all three: only the signal differs between overlays.
+    # One behaviour for all four: only the signal differs between overlays.
     assert all(b == behaviors[0] for b in behaviors)
 
 
@@ -184,42 +201,59 @@ def test_no_autoscaler_uses_a_resource_metric_on_gpus(rendered):
                     assert t["type"] not in ("cpu", "memory") or "gpu" not in str(t), d
 
 
-def test_keda_trigger_is_value_typed_nan_safe_with_fallback(rendered):
-    so = one(rendered["autoscaling/latency-keda"], "ScaledObject", "gpu-media")
+def test_keda_triggers_scale_on_utilisation_with_a_nan_safe_latency_guard_and_fallback(rendered):
+    so = one(rendered["autoscaling/load-keda"], "ScaledObject", "gpu-media")
     assert so["apiVersion"] == "keda.sh/v1alpha1"
     spec = so["spec"]
     assert spec["advanced"]["horizontalPodAutoscalerConfig"]["name"] == "gpu-media"
     fb = spec["fallback"]
     assert fb["failureThreshold"] >= 1 and MIN_REPLICAS <= fb["replicas"] <= MAX_REPLICAS
     assert fb.get("behavior", "static") in ("static", "currentReplicas", "currentReplicasIfHigher")
-    (t,) = spec["triggers"]
-    assert t["type"] == "prometheus" and t["metricType"] == "Value"
-    md = t["metadata"]
-    assert "metricName" not in md, "metricName is deprecated in KEDA's prometheus scaler"
-    assert md["ignoreNullValues"] == "false"
-    assert float(md["threshold"]) == TARGET_S
-    assert md["serverAddress"].startswith("http")
-    assert set(md) <= {"serverAddress", "query", "threshold", "activationThreshold", "ignoreNullValues",
-                       "namespace", "unsafeSsl", "timeout", "queryParameters"}
-    q = md["query"]
+    guard, load = spec["triggers"]
+    # KEDA names the HPA's metrics s<index>-<type>: the console reads s0-prometheus as p95.
+    assert guard["name"] == "p95-guard" and load["name"] == "worker-utilization"
+    for t in (guard, load):
+        md = t["metadata"]
+        assert t["type"] == "prometheus"
+        assert "metricName" not in md, "metricName is deprecated in KEDA's prometheus scaler"
+        assert md["ignoreNullValues"] == "false"
+        assert md["serverAddress"].startswith("http")
+        assert set(md) <= {"serverAddress", "query", "threshold", "activationThreshold", "ignoreNullValues",
+                           "namespace", "unsafeSsl", "timeout", "queryParameters"}
+        # A missing signal is never 0: an absent series must leave the query empty.
+        assert "vector(0)" not in md["query"], md["query"]
+        assert 'namespace="rtc"' in md["query"] and "[30s]" in md["query"]
+    assert load["metricType"] == "AverageValue" and float(load["metadata"]["threshold"]) == UTILIZATION_TARGET
+    assert "app_busy_worker_seconds_total" in load["metadata"]["query"] and "app_workers" in load["metadata"]["query"]
+    assert guard["metricType"] == "Value" and float(guard["metadata"]["threshold"]) == TARGET_S
+    q = guard["metadata"]["query"]
     # NaN-safe: every histogram_quantile result passes through a comparison (which drops
-    # NaN) before the final `or vector(0)`; the dead band edges are the SLO's.
+    # NaN); the dead band edges are the SLO's; over the SLO the guard reads 1.25 × target.
     n_hq = q.count("histogram_quantile(")
     assert n_hq >= 3 and len(re.findall(r"\)\)\)\s*(>|>=)\s*[\d.]+", q)) == n_hq, q
-    assert "> 0.1" in q and ">= 0.05" in q and "+ 0.1" in q and q.rstrip().endswith("vector(0)")
-    assert 'namespace="rtc"' in q and "[30s]" in q
+    assert "> 0.1) + 0.125" in q and ">= 0.05" in q and "+ 0.1" in q
+    assert q.rstrip().endswith("[30s]))\n)") or "app_request_latency_seconds_count" in q
 
 
-def test_adapter_hpa_scales_on_the_adapter_rule(rendered):
-    hpa_file = load_yaml(MANIFESTS / "autoscaling/latency-adapter/hpa.yaml")
-    hpa = one(rendered["autoscaling/latency-adapter"], "HorizontalPodAutoscaler", "gpu-media")
+def test_adapter_hpa_scales_on_utilisation_with_the_latency_guard(rendered):
+    hpa_file = load_yaml(MANIFESTS / "autoscaling/load-adapter/hpa.yaml")
+    hpa = one(rendered["autoscaling/load-adapter"], "HorizontalPodAutoscaler", "gpu-media")
     assert hpa_file["spec"] == hpa["spec"]
-    (m,) = hpa["spec"]["metrics"]
-    assert m["type"] == "Pods"
-    assert m["pods"]["target"]["type"] == "AverageValue"
-    assert quantity(m["pods"]["target"]["averageValue"]) == TARGET_S
+    load, guard = hpa["spec"]["metrics"]
     rules = load_yaml(MANIFESTS / "observability/prometheus-adapter-values.yaml")["rules"]["custom"]
-    assert m["pods"]["metric"]["name"] in [r["name"]["as"] for r in rules]
+    names = [r["name"]["as"] for r in rules]
+    for m, name, target in ((load, "rtc_worker_utilization", UTILIZATION_TARGET), (guard, "rtc_latency_guard", TARGET_S)):
+        assert m["type"] == "Pods"
+        assert m["pods"]["metric"]["name"] == name and name in names
+        assert m["pods"]["target"]["type"] == "AverageValue"
+        assert quantity(m["pods"]["target"]["averageValue"]) == target
+
+
+def test_latency_only_hpa_is_the_naive_signal(rendered):
+    hpa = one(rendered["autoscaling/latency-only-adapter"], "HorizontalPodAutoscaler", "gpu-media")
+    (m,) = hpa["spec"]["metrics"]
+    assert m["pods"]["metric"]["name"] == "rtc_request_latency_p95_seconds"
+    assert quantity(m["pods"]["target"]["averageValue"]) == TARGET_S
 
 
 def test_adapter_rules_keep_the_resource_labels():

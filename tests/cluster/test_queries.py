@@ -1,4 +1,4 @@
-"""Every query of the dashboard, the KEDA trigger and the adapter rules, run against a real
+"""Every query of the dashboard, the KEDA triggers and the adapter rules, run against a real
 Prometheus (Debian's) scraping the real service (two `rtc-demo serve --device cpu`
 processes standing in for two pods), with the target labels a ServiceMonitor adds
 (namespace, pod, service, container, endpoint).
@@ -212,9 +212,34 @@ def is_nan(v: float) -> bool:
 # ---- the queries under test ---------------------------------------------------------------------
 
 
+def keda_trigger(name: str) -> str:
+    objs = load_yaml(MANIFESTS / "autoscaling/load-keda/scaledobject.yaml")
+    return next(t for t in objs["spec"]["triggers"] if t["name"] == name)["metadata"]["query"]
+
+
 def keda_query() -> str:
-    objs = load_yaml(MANIFESTS / "autoscaling/latency-keda/scaledobject.yaml")
-    return objs["spec"]["triggers"][0]["metadata"]["query"]
+    """The latency guard: the dead band, and 1.25 x the target over it."""
+    return keda_trigger("p95-guard")
+
+
+def keda_utilization_query() -> str:
+    return keda_trigger("worker-utilization")
+
+
+GUARD_OVER = 1.25 * TARGET
+
+
+def guard(p: float) -> float:
+    """What the guard reads for a p95 of p (not NaN)."""
+    return GUARD_OVER if p > TARGET else (TARGET if p >= LOW else p)
+
+
+def unscraped(q: str) -> str:
+    """The same query for a service Prometheus does not scrape (a ServiceMonitor that no
+    Prometheus selects, wrong labels): its series are absent."""
+    out = q.replace('service="gpu-media"', 'service="not-scraped"').replace('namespace="rtc"', 'namespace="elsewhere"')
+    assert out != q, q
+    return out
 
 
 def adapter_rules() -> list[dict]:
@@ -270,6 +295,19 @@ def test_idle_keda_query_is_one_number_zero_not_nan(stack):
     assert result[0][1] == 0.0, result
 
 
+def test_idle_utilization_is_zero_not_nan_and_an_unscraped_service_gives_no_number(stack):
+    # Series present, no traffic: a number, 0.
+    result = stack.query(keda_utilization_query())
+    assert len(result) == 1 and result[0][1] == 0.0, result
+    # Series absent: no number at all (never a made-up 0), so KEDA's fallback and the HPA's
+    # missing-metric rules can act.
+    for q in (keda_query(), keda_utilization_query()):
+        assert stack.query(unscraped(q)) == [], unscraped(q)
+    for rule in adapter_rules():
+        q = render_adapter_query(rule).replace('namespace="rtc"', 'namespace="elsewhere"')
+        assert stack.query(q) == [], (rule["name"]["as"], q)
+
+
 def test_idle_adapter_p95_rule_gives_zero_per_pod(stack):
     rule = next(r for r in adapter_rules() if r["name"]["as"] == "rtc_request_latency_p95_seconds")
     result = stack.query(render_adapter_query(rule))
@@ -315,7 +353,7 @@ def test_dead_band_reads_exactly_the_target(stack):
             assert k == TARGET, f"p95 {p} is in the dead band, the KEDA query gave {k}"
             stack.deadband_side = side
             return
-        assert k == p, f"outside the dead band the KEDA query is the p95 ({p}), got {k}"
+        assert k == guard(p), f"outside the dead band the KEDA guard is {guard(p)} for p95 {p}, got {k}"
         side = int(side * (0.85 if p > TARGET else 1.15))
     pytest.fail(f"p95 never came into the 50-100 ms band (frame side, p95): {seen}", pytrace=False)
 
@@ -358,7 +396,11 @@ def test_keda_query_is_above_zero_under_load(stack, loaded):
     v = result[1]
     assert math.isfinite(v) and v > 0, v
     (raw,) = stack.query(P95_30S, loaded)
-    assert v == (raw[1] if raw[1] > TARGET or raw[1] < LOW else TARGET)
+    assert v == guard(raw[1])
+    # The load-proportional signal: busy workers in worker units, more than 0 and at most
+    # one per pod.
+    (util,) = stack.query(keda_utilization_query(), loaded)
+    assert 0 < util[1] <= len(PODS), util
 
 
 @pytest.mark.parametrize("title,query", app_queries())
@@ -385,7 +427,9 @@ def test_dashboard_cluster_query_is_valid_promql(stack, loaded, title, query):
     # and run (an empty result), and name the labels those exporters use.
     result = stack.query(query, loaded)
     if query.startswith("vector("):
-        assert result == [({}, TARGET)], result
+        # The target lines: the SLO's p95, and the utilisation target of the load panel.
+        want = 0.7 if "utilisation" in title else TARGET
+        assert result == [({}, want)], result
     else:
         assert result == [], result
         assert re.search(r'namespace="rtc"', query), query
@@ -439,7 +483,7 @@ def test_keda_mapping_holds_at_every_second_of_the_run(stack, loaded):
         if is_nan(p):
             regime, want = "idle", 0.0
         elif p > TARGET:
-            regime, want = "above", p
+            regime, want = "above", GUARD_OVER
         elif p >= LOW:
             regime, want = "band", TARGET
         else:

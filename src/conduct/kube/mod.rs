@@ -376,8 +376,8 @@ pub enum KubeEvent {
     Event(EventInfo),
     /// The rendered load Job's file, named in the kubectl panel.
     LoadFile(Option<String>),
-    /// KEDA's `status.hpaName` on the ScaledObject: the HPA it really made.
-    HpaName(String),
+    /// KEDA's ScaledObject: the HPA it really made, its Fallback condition.
+    ScaledObject(watch::ScaledObjectUpdate),
 }
 
 /// A task's way to tell the controller something (a clone per task).
@@ -456,6 +456,8 @@ struct Controller {
     apply_task: Option<JoinHandle<()>>,
     /// Preflight already run for the first Apply (by `console::prepare`).
     preflight: Option<Vec<preflight::Check>>,
+    /// KEDA's Fallback condition on the ScaledObject, shown with the HPA's conditions.
+    fallback: Option<ConditionInfo>,
 }
 
 impl Controller {
@@ -486,12 +488,12 @@ impl Controller {
             watch::spawn_watchers(cfg.connected.client.clone(), &targets, tell.tx.clone(), KubeEvent::Watch);
         // The HPA name comes from the ScaledObject's spec; KEDA confirms it in its status.
         if let Some(so) = &names.scaled_object {
-            watchers.push(watch::spawn_hpa_name_reader(
+            watchers.push(watch::spawn_scaled_object_reader(
                 cfg.connected.client.clone(),
                 &cfg.namespace,
                 so,
                 tell.tx.clone(),
-                KubeEvent::HpaName,
+                KubeEvent::ScaledObject,
                 KubeEvent::Watch,
             ));
         }
@@ -561,6 +563,7 @@ impl Controller {
             stage_name: None,
             apply_task: None,
             preflight: None,
+            fallback: None,
         })
     }
 
@@ -612,7 +615,8 @@ impl Controller {
             }
             KubeEvent::Event(e) => self.own_events.push(e),
             KubeEvent::LoadFile(f) => self.load_file = f,
-            KubeEvent::HpaName(name) if name != self.names.hpa => {
+            KubeEvent::ScaledObject(watch::ScaledObjectUpdate::Fallback(c)) => self.fallback = c,
+            KubeEvent::ScaledObject(watch::ScaledObjectUpdate::HpaName(name)) if name != self.names.hpa => {
                 let so = self.names.scaled_object.clone().unwrap_or_default();
                 self.tell.event(
                     "Normal",
@@ -630,7 +634,7 @@ impl Controller {
                 self.filter.prefixes.push(name.clone());
                 self.names.hpa = name;
             }
-            KubeEvent::HpaName(_) => {}
+            KubeEvent::ScaledObject(watch::ScaledObjectUpdate::HpaName(_)) => {}
         }
     }
 
@@ -932,7 +936,11 @@ impl Controller {
                 namespace: self.cfg.namespace.clone(),
             },
             pods,
-            autoscaler: self.view.autoscaler(),
+            autoscaler: self.view.autoscaler().map(|mut a| {
+                // KEDA's fallback feeds the HPA a made-up value: say so beside its conditions.
+                a.conditions.extend(self.fallback.clone());
+                a
+            }),
             events,
             series: self.timeline.series(),
             staleness,

@@ -559,11 +559,10 @@ pub async fn run(client: &Client, plan: &Plan, k: &Kubectl) -> Vec<Check> {
                         out.push(Check::new("Prometheus", Verdict::Ok, format!("{url} answers"), pf.clone()));
                         match src.series_count("app_requests_total", &plan.namespace).await {
                             Ok(n) if n > 0.0 => out.push(Check::new("service metrics", Verdict::Ok, format!("{n} app_requests_total series in {}", plan.namespace), k.get_pods("app.kubernetes.io/name=gpu-media"))),
-                            Ok(_) => out.push(Check::new(
-                                "service metrics",
-                                Verdict::Warn,
-                                format!("no app_requests_total{{namespace=\"{}\"}} yet: fine before the first apply; afterwards check the ServiceMonitor is selected by Prometheus", plan.namespace),
-                                k.get_servicemonitors(),
+                            Ok(_) => out.push(absent_series_check(
+                                &plan.namespace,
+                                deployment_ready(client, &plan.namespace).await,
+                                k,
                             )),
                             Err(e) => out.push(Check::new("service metrics", Verdict::Fail, e.to_string(), pf.clone())),
                         }
@@ -580,6 +579,41 @@ pub async fn run(client: &Client, plan: &Plan, k: &Kubectl) -> Vec<Check> {
         }
     }
     out
+}
+
+/// Ready pods of the `gpu-media` Deployment, if it exists (an earlier apply).
+async fn deployment_ready(client: &Client, ns: &str) -> Option<i32> {
+    // A list by name, not a get: the console's Role lists Deployments (to watch them) and
+    // does not get them.
+    let api: kube::Api<k8s_openapi::api::apps::v1::Deployment> = kube::Api::namespaced(client.clone(), ns);
+    let lp = kube::api::ListParams::default().fields("metadata.name=gpu-media");
+    let d = api.list(&lp).await.ok()?.items.into_iter().next()?;
+    Some(d.status.and_then(|s| s.ready_replicas).unwrap_or(0))
+}
+
+/// No `app_requests_total` series in the namespace. Before the first apply that is expected
+/// (a warning); with the service's pods already running it means Prometheus does not scrape
+/// them, and every autoscaling query answers empty: KEDA falls back and the adapter HPA
+/// cannot read its metrics, so the talk cannot scale on its signal (a failure). The usual
+/// cause is a Prometheus whose `serviceMonitorSelector` does not match the ServiceMonitor's
+/// `release: kube-prometheus-stack` label (a chart installed under another release name).
+pub fn absent_series_check(ns: &str, ready_pods: Option<i32>, k: &Kubectl) -> Check {
+    match ready_pods {
+        Some(n) if n > 0 => Check::new(
+            "service metrics",
+            Verdict::Fail,
+            format!(
+                "{n} gpu-media pods are ready in {ns} but Prometheus has no app_requests_total{{namespace=\"{ns}\"}}: it does not scrape them, so the autoscaler has no signal. Compare the ServiceMonitor's `release: kube-prometheus-stack` label (manifests/scrape/servicemonitor.yaml) with your Prometheus's serviceMonitorSelector (kubectl get prometheus -A -o jsonpath='{{..serviceMonitorSelector}}')"
+            ),
+            k.get_servicemonitors(),
+        ),
+        _ => Check::new(
+            "service metrics",
+            Verdict::Warn,
+            format!("no app_requests_total{{namespace=\"{ns}\"}} yet: fine before the first apply; afterwards check the ServiceMonitor is selected by Prometheus"),
+            k.get_servicemonitors(),
+        ),
+    }
 }
 
 fn skip_rest(mut out: Vec<Check>) -> Vec<Check> {
@@ -688,6 +722,16 @@ mod tests {
         }
         assert_eq!(load_target_check("http://gpu-media.example.com", &k()), None);
         assert_eq!(load_target_check("http://10.0.0.7:80", &k()), None);
+    }
+
+    #[test]
+    fn absent_series_warn_before_the_first_apply_and_fail_after_it() {
+        let before = absent_series_check("rtc", None, &k());
+        assert_eq!(before.verdict, Verdict::Warn, "{before:?}");
+        assert_eq!(absent_series_check("rtc", Some(0), &k()).verdict, Verdict::Warn);
+        let after = absent_series_check("rtc", Some(2), &k());
+        assert_eq!(after.verdict, Verdict::Fail, "{after:?}");
+        assert!(after.detail.contains("release: kube-prometheus-stack") && after.detail.contains("serviceMonitorSelector"), "{after:?}");
     }
 
     #[test]

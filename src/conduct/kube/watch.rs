@@ -16,7 +16,7 @@ use kube::Client;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::conduct::model::{AutoscalerState, ConditionInfo, EventInfo, PodInfo, PodProblem};
+use crate::conduct::model::{AutoscalerState, ConditionInfo, EventInfo, MetricState, PodInfo, PodProblem};
 
 /// Events kept for the panel.
 pub const MAX_EVENTS: usize = 200;
@@ -166,14 +166,32 @@ fn status_value(m: &MetricStatus) -> Option<f64> {
     m.container_resource.as_ref().and_then(|c| current_value(&c.current))
 }
 
+/// The metric's name as the spec side names it (see [`autoscaler_state`]).
+fn status_metric_name(m: &MetricStatus) -> Option<String> {
+    if let Some(p) = &m.pods {
+        return Some(p.metric.name.clone());
+    }
+    if let Some(e) = &m.external {
+        return Some(e.metric.name.clone());
+    }
+    if let Some(o) = &m.object {
+        return Some(o.metric.name.clone());
+    }
+    m.resource.as_ref().map(|r| format!("{} utilisation", r.name))
+}
+
 /// The HPA as the HPA panel shows it (what `kubectl describe hpa` prints).
 pub fn autoscaler_state(h: &HorizontalPodAutoscaler) -> AutoscalerState {
     let spec = h.spec.as_ref();
     let st = h.status.as_ref();
-    let metric = spec.and_then(|s| s.metrics.as_ref()).and_then(|m| m.first());
-    let (metric_name, target, unit_hint) = match metric {
-        Some(m) => {
-            if let Some(p) = &m.pods {
+    let current = st.and_then(|s| s.current_metrics.as_deref()).unwrap_or_default();
+    let metrics = spec
+        .and_then(|s| s.metrics.as_deref())
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let (name, target, unit_hint) = if let Some(p) = &m.pods {
                 let (t, u) = target_value(&p.target);
                 (p.metric.name.clone(), t, u)
             } else if let Some(e) = &m.external {
@@ -187,30 +205,35 @@ pub fn autoscaler_state(h: &HorizontalPodAutoscaler) -> AutoscalerState {
                 (o.metric.name.clone(), t, u)
             } else {
                 (m.type_.clone(), 0.0, "")
-            }
-        }
-        None => (String::new(), 0.0, ""),
-    };
-    // Our latency metrics are in seconds: the adapter's rtc_request_latency_p95_seconds and
-    // KEDA's external "s0-prometheus" (the p95 query). Utilisation is a percentage.
-    let unit = if unit_hint == "%" {
-        "%".to_string()
-    } else if metric_name.contains("seconds") || metric_name.contains("latency") || metric_name.contains("prometheus") {
-        "s".to_string()
-    } else {
-        String::new()
-    };
-    let metric_value = st.and_then(|s| s.current_metrics.as_ref()).and_then(|m| m.first()).and_then(status_value);
+            };
+            // Our latency metrics are in seconds: the adapter's rtc_request_latency_p95_seconds
+            // and KEDA's "s0-prometheus" (KEDA names external metrics by trigger index, and
+            // the p95 trigger is the first of manifests/autoscaling/load-keda).
+            // Utilisation is a percentage.
+            let unit = if unit_hint == "%" {
+                "%".to_string()
+            } else if name.contains("seconds") || name.contains("latency") || name == "s0-prometheus" {
+                "s".to_string()
+            } else {
+                String::new()
+            };
+            // status.currentMetrics lists the metrics in the spec's order; a metric the
+            // controller could not read is left out there, so match by name, not by index.
+            let value = current
+                .iter()
+                .find(|c| status_metric_name(c).as_deref() == Some(name.as_str()))
+                .or_else(|| current.get(i).filter(|c| status_metric_name(c).is_none()))
+                .and_then(status_value);
+            MetricState { name, value, target, unit }
+        })
+        .collect();
     AutoscalerState {
         name: h.metadata.name.clone().unwrap_or_default(),
         current: st.and_then(|s| s.current_replicas).unwrap_or(0).max(0) as u32,
         desired: st.map(|s| s.desired_replicas).unwrap_or(0).max(0) as u32,
         min: spec.and_then(|s| s.min_replicas).unwrap_or(1).max(0) as u32,
         max: spec.map(|s| s.max_replicas).unwrap_or(0).max(0) as u32,
-        metric_name,
-        metric_value,
-        target,
-        unit,
+        metrics,
         conditions: st
             .and_then(|s| s.conditions.as_ref())
             .map(|cs| {
@@ -485,22 +508,33 @@ pub fn spawn_hpa_watcher<E: Send + 'static>(
     ))
 }
 
-/// Reads the ScaledObject until KEDA has written `status.hpaName` (the name of the HPA it made,
-/// kedacore/keda apis/keda/v1alpha1/scaledobject_types.go, ScaledObjectStatus.HpaName), then
-/// sends it once. Until then it reads every 2 s; a failed read (a 403, the API server gone) is
-/// reported as the `scaledobject` watch's health and retried with the console's back-off
-/// (`prom::backoff`, never under the 2 s poll: 2, 2, 4, 8, then every 10 s). It stops when
-/// the receiver is gone.
-pub fn spawn_hpa_name_reader<E: Send + 'static>(
+/// What the ScaledObject reader reports.
+#[derive(Debug)]
+pub enum ScaledObjectUpdate {
+    /// KEDA's `status.hpaName`: the HPA it really made (sent once).
+    HpaName(String),
+    /// KEDA's `Fallback` condition, when it changes (None: KEDA has not set it). KEDA sets it
+    /// True, reason FallbackExists, once a trigger has failed `fallback.failureThreshold`
+    /// times and the HPA is fed the fallback's made-up value (kedacore/keda
+    /// pkg/fallback/fallback.go, `updateStatus`): the HPA panel must say so, since the
+    /// metric it shows is then not a measurement.
+    Fallback(Option<ConditionInfo>),
+}
+
+/// Polls the ScaledObject (every 2 s until KEDA names its HPA, then every 5 s) for its
+/// `status.hpaName` and its `Fallback` condition; failures back off (2 s to 30 s) and show as
+/// the `scaledobject` watch's health. Runs until `tx`'s receiver is gone.
+pub fn spawn_scaled_object_reader<E: Send + 'static>(
     client: Client,
     ns: &str,
     scaled_object: &str,
     tx: mpsc::UnboundedSender<E>,
-    wrap_name: fn(String) -> E,
+    wrap: fn(ScaledObjectUpdate) -> E,
     wrap_health: fn(WatchUpdate) -> E,
 ) -> JoinHandle<()> {
     const NAME: &str = "scaledobject";
     const POLL: Duration = Duration::from_secs(2);
+    const POLL_NAMED: Duration = Duration::from_secs(5);
     let ar = kube::core::ApiResource {
         group: "keda.sh".into(),
         version: "v1alpha1".into(),
@@ -512,16 +546,23 @@ pub fn spawn_hpa_name_reader<E: Send + 'static>(
     let name = scaled_object.to_string();
     tokio::spawn(async move {
         let mut failures = 0;
+        let mut named = false;
+        let mut fallback: Option<Option<ConditionInfo>> = None;
         while !tx.is_closed() {
             let failure = match api.get_opt(&name).await {
                 Ok(Some(so)) => {
-                    let hpa = so.data.pointer("/status/hpaName").and_then(|h| h.as_str()).filter(|h| !h.is_empty());
                     if std::mem::take(&mut failures) > 0 {
                         let _ = tx.send(wrap_health(WatchUpdate::Health(NAME, None)));
                     }
-                    if let Some(h) = hpa {
-                        let _ = tx.send(wrap_name(h.to_string()));
-                        return;
+                    let hpa = so.data.pointer("/status/hpaName").and_then(|h| h.as_str()).filter(|h| !h.is_empty());
+                    if let (false, Some(h)) = (named, hpa) {
+                        named = true;
+                        let _ = tx.send(wrap(ScaledObjectUpdate::HpaName(h.to_string())));
+                    }
+                    let now = fallback_condition(&so.data);
+                    if fallback.as_ref() != Some(&now) {
+                        let _ = tx.send(wrap(ScaledObjectUpdate::Fallback(now.clone())));
+                        fallback = Some(now);
                     }
                     None
                 }
@@ -529,6 +570,7 @@ pub fn spawn_hpa_name_reader<E: Send + 'static>(
                 Err(e) => Some(e.to_string()),
             };
             let wait = match failure {
+                None if named => POLL_NAMED,
                 None => POLL,
                 Some(e) => {
                     failures += 1;
@@ -539,6 +581,13 @@ pub fn spawn_hpa_name_reader<E: Send + 'static>(
             tokio::time::sleep(wait).await;
         }
     })
+}
+
+/// The ScaledObject's `Fallback` condition, as the HPA panel lists conditions.
+fn fallback_condition(so: &serde_json::Value) -> Option<ConditionInfo> {
+    let c = so.pointer("/status/conditions")?.as_array()?.iter().find(|c| c["type"] == "Fallback")?;
+    let text = |k: &str| c[k].as_str().unwrap_or_default().to_string();
+    Some(ConditionInfo { kind: "Fallback".into(), status: c["status"] == "True", reason: text("reason"), message: text("message") })
 }
 
 /// Starts the four watchers; they run until aborted or until `tx`'s receiver is gone.

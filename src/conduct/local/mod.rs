@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::hpa::{dead_band_p95, HpaController, HpaDecision, HpaInput, HpaSpec, MetricInput, MetricKind, PodSample};
+use metrics::LocalSignal;
 use super::http::{HttpError, HttpGet};
 use super::load_driver::{DriverResult, EngineDriver, LoadDriver, STOP_DEADLINE};
 use super::model::*;
@@ -368,6 +369,7 @@ impl Controller {
                     };
                     r.last_requests = Some(m.process_requests);
                     r.p95_s = m.p95_s;
+                    r.utilization.record(Instant::now(), &m, self.cfg.spawn.p95_window());
                     r.scrape_error = None;
                 }
                 Err(e) => {
@@ -463,27 +465,8 @@ impl Controller {
         self.last_sync = Some(Instant::now());
         let current = self.active().count() as u32;
         let ready = self.active().filter(|r| r.ready).count() as u32;
-        let target = self.cfg.hpa.target;
-        // A Pods/AverageValue metric (the latency-adapter manifest) averages each pod's p95,
-        // each through the dead band as the adapter rule does; a Value metric (or a
-        // Prometheus source) takes the one workload-wide p95.
-        let metric = if self.cfg.hpa.metric_kind == MetricKind::AverageValue && self.prom.is_none() {
-            MetricInput::PerPod(
-                self.active()
-                    .map(|r| PodSample {
-                        ready: r.ready,
-                        value: if r.scrape_error.is_some() {
-                            None
-                        } else {
-                            Some(dead_band_p95(r.p95_s.unwrap_or(0.0), target))
-                        },
-                    })
-                    .collect(),
-            )
-        } else {
-            MetricInput::Value(p95.map(|v| dead_band_p95(v, target)))
-        };
-        let input = HpaInput { now_s: self.now_s(), current_replicas: current, ready_replicas: ready, metric };
+        let metrics = self.cfg.hpa.metrics.iter().map(|m| self.metric_input(m, p95)).collect();
+        let input = HpaInput { now_s: self.now_s(), current_replicas: current, ready_replicas: ready, metrics };
         let d = self.hpa.reconcile(&input);
         if d.desired > current {
             for _ in current..d.desired {
@@ -509,6 +492,41 @@ impl Controller {
             self.event("Normal", "SuccessfulRescale", &format!("hpa/{}", self.cfg.hpa.name), msg);
         }
         self.decision = Some(d);
+    }
+
+    /// One metric of the manifest as the rehearsal reads it (the adapter rules' definitions):
+    /// a Pods/AverageValue metric per replica, a Value metric for the workload. A replica
+    /// whose scrape failed has no value (the HPA's missing-metric rules), never 0.
+    fn metric_input(&self, m: &super::hpa::MetricTarget, p95: Option<f64>) -> MetricInput {
+        let signal = LocalSignal::for_metric(&m.name);
+        let per_pod = |value: &dyn Fn(&Replica) -> Option<f64>| {
+            self.active()
+                .map(|r| PodSample { ready: r.ready, value: if r.scrape_error.is_some() { None } else { value(r) } })
+                .collect::<Vec<_>>()
+        };
+        match (signal, m.kind) {
+            (Some(LocalSignal::WorkerUtilization), MetricKind::AverageValue) => {
+                MetricInput::PerPod(per_pod(&|r| r.utilization.utilization()))
+            }
+            (Some(LocalSignal::WorkerUtilization), MetricKind::Value) => {
+                let ready: Vec<Option<f64>> =
+                    self.active().filter(|r| r.ready).map(|r| r.utilization.utilization()).collect();
+                MetricInput::Value(ready.iter().copied().sum::<Option<f64>>())
+            }
+            // With `--prometheus` the workload's p95 comes from its query, as KEDA reads it.
+            (Some(LocalSignal::P95), MetricKind::AverageValue) if self.prom.is_none() => {
+                MetricInput::PerPod(per_pod(&|r| Some(dead_band_p95(r.p95_s.unwrap_or(0.0), m.target))))
+            }
+            (Some(LocalSignal::P95), _) => MetricInput::Value(p95.map(|v| dead_band_p95(v, m.target))),
+            (Some(LocalSignal::LatencyGuard), MetricKind::AverageValue) if self.prom.is_none() => {
+                MetricInput::PerPod(per_pod(&|r| Some(metrics::latency_guard(r.p95_s.unwrap_or(0.0), m.target))))
+            }
+            (Some(LocalSignal::LatencyGuard), _) => {
+                MetricInput::Value(p95.map(|v| metrics::latency_guard(v, m.target)))
+            }
+            // Refused when the settings were resolved; unreadable if it ever came here.
+            (None, _) => MetricInput::Value(None),
+        }
     }
 
     fn update_targets(&mut self) {
@@ -551,10 +569,20 @@ impl Controller {
             desired: self.decision.as_ref().map(|d| d.desired).unwrap_or(spec.min_replicas),
             min: spec.min_replicas,
             max: spec.max_replicas,
-            metric_name: spec.metric_name.clone(),
-            metric_value: self.decision.as_ref().and_then(|d| d.metric_value),
-            target: spec.target,
-            unit: "s".into(),
+            metrics: spec
+                .metrics
+                .iter()
+                .enumerate()
+                .map(|(i, m)| MetricState {
+                    name: m.name.clone(),
+                    value: self.decision.as_ref().and_then(|d| d.metrics.get(i)).and_then(|r| r.value),
+                    target: m.target,
+                    unit: match LocalSignal::for_metric(&m.name) {
+                        Some(LocalSignal::P95 | LocalSignal::LatencyGuard) => "s".into(),
+                        _ => String::new(),
+                    },
+                })
+                .collect(),
             conditions: self
                 .decision
                 .as_ref()

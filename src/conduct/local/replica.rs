@@ -7,7 +7,7 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 static PIDS: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
 
@@ -84,6 +84,8 @@ pub struct Replica {
     pub p95_s: Option<f64>,
     pub weight: f64,
     pub scrape_error: Option<String>,
+    /// Worker utilisation over the autoscaler's window.
+    pub utilization: super::metrics::UtilizationWindow,
 }
 
 impl Replica {
@@ -103,7 +105,24 @@ pub struct SpawnSpec {
     pub log_dir: Option<PathBuf>,
 }
 
+/// The replicas' p95 window unless the scenario's `serve_args` set one: short, so the
+/// rehearsal reacts (and recovers) within seconds.
+pub const DEFAULT_P95_WINDOW: &str = "10s";
+
 impl SpawnSpec {
+    /// The window the replicas' p95 covers; the autoscaler's load signal uses the same one,
+    /// so both of its metrics look back equally far.
+    pub fn p95_window(&self) -> Duration {
+        let given = self.serve_args.iter().enumerate().find_map(|(i, a)| match a.strip_prefix("--p95-window") {
+            Some("") => self.serve_args.get(i + 1).cloned(),
+            Some(rest) => rest.strip_prefix('=').map(str::to_string),
+            None => None,
+        });
+        given
+            .and_then(|v| rtc_service::duration::parse_duration(&v).ok())
+            .unwrap_or_else(|| rtc_service::duration::parse_duration(DEFAULT_P95_WINDOW).expect("a valid duration"))
+    }
+
     pub fn spawn(&self, slot: u32, port: u16, restarts: u32) -> Result<Replica, ReplicaError> {
         let mut cmd = Command::new(&self.exe);
         cmd.arg("serve").arg("--listen").arg(format!("127.0.0.1:{port}"));
@@ -111,8 +130,7 @@ impl SpawnSpec {
         cmd.args(&self.serve_args);
         cmd.args(["--device", self.device.serve_flag()]);
         if !has("--p95-window") {
-            // A short window makes the rehearsal react (and recover) within seconds.
-            cmd.args(["--p95-window", "10s"]);
+            cmd.args(["--p95-window", DEFAULT_P95_WINDOW]);
         }
         if !has("--drain-delay") {
             cmd.args(["--drain-delay", "1s"]);
@@ -156,6 +174,7 @@ impl SpawnSpec {
             p95_s: None,
             weight: 0.0,
             scrape_error: None,
+            utilization: Default::default(),
         })
     }
 }

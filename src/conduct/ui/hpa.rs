@@ -7,7 +7,7 @@ use ratatui::widgets::{Block, Paragraph};
 use ratatui::Frame;
 
 use super::{alert_style, dim_style, ms, title_style, App};
-use crate::conduct::model::AutoscalerState;
+use crate::conduct::model::{AutoscalerState, MetricState};
 
 /// The panel's lines (view model), also used by the headless output.
 pub fn lines(h: Option<&AutoscalerState>, width: u16) -> Vec<Line<'static>> {
@@ -28,18 +28,12 @@ pub fn lines(h: Option<&AutoscalerState>, width: u16) -> Vec<Line<'static>> {
         first.push(Span::styled(" MAX ", alert_style()));
     }
     out.push(Line::from(first));
-    let metric = if h.unit == "s" {
-        let verdict = match h.metric_value {
-            Some(v) if v > h.target * 1.1 => "▲ above target",
-            Some(v) if v < h.target * 0.9 => "▼ below target",
-            Some(_) => "= at target",
-            None => "? unknown",
-        };
-        format!("p95 {} / target {}  {verdict}", ms(h.metric_value), ms(Some(h.target)))
-    } else {
-        format!("{} {:?} / target {}", h.metric_name, h.metric_value, h.target)
-    };
-    out.push(Line::styled(metric, Style::default().fg(Color::White)));
+    if h.metrics.is_empty() {
+        out.push(Line::styled("no metric", dim_style()));
+    }
+    for m in &h.metrics {
+        out.push(Line::styled(metric_line(m, narrow), Style::default().fg(Color::White)));
+    }
     for c in &h.conditions {
         // ✓ = True, ✗ = False; narrow panels drop the "ToScale"/"Scaling" words.
         let kind = if narrow {
@@ -59,6 +53,27 @@ pub fn lines(h: Option<&AutoscalerState>, width: u16) -> Vec<Line<'static>> {
         ]));
     }
     out
+}
+
+/// `p95 187 ms / target 100 ms  ▲ above target`, `utilisation 0.62 / target 0.70  ▼ …`;
+/// a metric without a value reads "no data", never 0.
+fn metric_line(m: &MetricState, narrow: bool) -> String {
+    let verdict = match m.value {
+        Some(v) if v > m.target * 1.1 => "▲ above target",
+        Some(v) if v < m.target * 0.9 => "▼ below target",
+        Some(_) => "= at target",
+        None => "? no data",
+    };
+    // Narrow panels keep the arrow (▲ ▼ = ?) and drop the words.
+    let verdict = if narrow { verdict.split(' ').next().unwrap_or(verdict) } else { verdict };
+    let number = |v: Option<f64>| v.map_or_else(|| "no data".to_string(), |v| format!("{v:.2}"));
+    match m.unit.as_str() {
+        "s" => format!("p95 {} / target {}  {verdict}", m.value.map_or("no data".into(), |v| ms(Some(v))), ms(Some(m.target))),
+        _ if m.name.contains("utilization") => {
+            format!("utilisation {} / target {:.2}  {verdict}", number(m.value), m.target)
+        }
+        unit => format!("{} {}{unit} / target {}{unit}  {verdict}", m.name, number(m.value), m.target),
+    }
 }
 
 pub fn render(app: &App, f: &mut Frame, area: Rect) {
@@ -87,6 +102,7 @@ mod tests {
         assert!(s.contains("replicas 5 → desired 5"), "{s}");
         assert!(s.contains("MAX"), "{s}");
         assert!(s.contains("p95 187 ms / target 100 ms"), "{s}");
+        assert!(s.contains("utilisation 1.00 / target 0.70"), "{s}");
         assert!(s.contains("✓ AbleToScale=True"), "{s}");
         assert!(s.contains("ScalingLimited=True"), "{s}");
         // at 100×30 the panel is ~35 wide: short names, reasons still whole

@@ -282,10 +282,20 @@ pub(crate) mod fixtures {
                 desired: 5,
                 min: 2,
                 max: 5,
-                metric_name: "app_request_latency_p95_seconds".into(),
-                metric_value: Some(0.187),
-                target: 0.1,
-                unit: "s".into(),
+                metrics: vec![
+                    MetricState {
+                        name: "rtc_worker_utilization".into(),
+                        value: Some(1.0),
+                        target: 0.7,
+                        unit: String::new(),
+                    },
+                    MetricState {
+                        name: "app_request_latency_p95_seconds".into(),
+                        value: Some(0.187),
+                        target: 0.1,
+                        unit: "s".into(),
+                    },
+                ],
                 conditions: vec![
                     ConditionInfo {
                         kind: "AbleToScale".into(),
