@@ -232,7 +232,8 @@ impl Session {
     }
 
     fn line(&self, s: &Sample, idx: usize, count: usize, name: &str, timing: &str) -> String {
-        let ms = |v: Option<f64>| v.map(|x| format!("{:>5.0}ms", x * 1000.0)).unwrap_or_else(|| "    —  ".into());
+        // A missing reading is said, never drawn as a number.
+        let ms = |v: Option<f64>| v.map(|x| format!("{:>5.0}ms", x * 1000.0)).unwrap_or_else(|| "no data".into());
         let stale = if self.snap.staleness.metrics_stale { " STALE" } else { "" };
         let label = self.snap.backend.text();
         format!(
