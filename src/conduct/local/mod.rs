@@ -513,16 +513,15 @@ impl Controller {
                     self.active().filter(|r| r.ready).map(|r| r.utilization.utilization()).collect();
                 MetricInput::Value(ready.iter().copied().sum::<Option<f64>>())
             }
-            // With `--prometheus` the workload's p95 comes from its query, as KEDA reads it.
-            (Some(LocalSignal::P95), MetricKind::AverageValue) if self.prom.is_none() => {
-                MetricInput::PerPod(per_pod(&|r| Some(dead_band_p95(r.p95_s.unwrap_or(0.0), m.target))))
-            }
-            (Some(LocalSignal::P95), _) => MetricInput::Value(p95.map(|v| dead_band_p95(v, m.target))),
-            (Some(LocalSignal::LatencyGuard), MetricKind::AverageValue) if self.prom.is_none() => {
-                MetricInput::PerPod(per_pod(&|r| Some(metrics::latency_guard(r.p95_s.unwrap_or(0.0), m.target))))
-            }
-            (Some(LocalSignal::LatencyGuard), _) => {
-                MetricInput::Value(p95.map(|v| metrics::latency_guard(v, m.target)))
+            (Some(latency @ (LocalSignal::P95 | LocalSignal::LatencyGuard)), kind) => {
+                let read: fn(f64, f64) -> f64 =
+                    if latency == LocalSignal::P95 { dead_band_p95 } else { metrics::latency_guard };
+                // With `--prometheus` the workload's p95 comes from its query, as KEDA reads it.
+                if kind == MetricKind::AverageValue && self.prom.is_none() {
+                    MetricInput::PerPod(per_pod(&|r| Some(read(r.p95_s.unwrap_or(0.0), m.target))))
+                } else {
+                    MetricInput::Value(p95.map(|v| read(v, m.target)))
+                }
             }
             // Refused when the settings were resolved; unreadable if it ever came here.
             (None, _) => MetricInput::Value(None),

@@ -68,7 +68,13 @@ fn metric_line(m: &MetricState, narrow: bool) -> String {
     let verdict = if narrow { verdict.split(' ').next().unwrap_or(verdict) } else { verdict };
     let number = |v: Option<f64>| v.map_or_else(|| "no data".to_string(), |v| format!("{v:.2}"));
     match m.unit.as_str() {
-        "s" => format!("p95 {} / target {}  {verdict}", m.value.map_or("no data".into(), |v| ms(Some(v))), ms(Some(m.target))),
+        "s" => {
+            // The guard reads 1.25 × target whenever p95 is over the SLO, not p95 itself
+            // (manifests/autoscaling/load-adapter/hpa.yaml); KEDA's s0 is that guard.
+            let what = if m.name.contains("guard") || m.name == "s0-prometheus" { "p95 guard" } else { "p95" };
+            let value = m.value.map_or("no data".into(), |v| ms(Some(v)));
+            format!("{what} {value} / target {}  {verdict}", ms(Some(m.target)))
+        }
         _ if m.name.contains("utilization") => {
             format!("utilisation {} / target {:.2}  {verdict}", number(m.value), m.target)
         }
@@ -93,6 +99,20 @@ pub fn render(app: &App, f: &mut Frame, area: Rect) {
 mod tests {
     use super::super::fixtures::{app, render as draw};
     use super::*;
+
+    #[test]
+    fn metric_lines_name_the_guard_and_say_no_data() {
+        let m = |name: &str, value, target, unit: &str| MetricState { name: name.into(), value, target, unit: unit.into() };
+        assert_eq!(
+            metric_line(&m("rtc_latency_guard", Some(0.125), 0.1, "s"), false),
+            "p95 guard 125 ms / target 100 ms  ▲ above target"
+        );
+        assert_eq!(metric_line(&m("s0-prometheus", None, 0.1, "s"), true), "p95 guard no data / target 100 ms  ?");
+        assert_eq!(
+            metric_line(&m("rtc_worker_utilization", Some(0.62), 0.7, ""), false),
+            "utilisation 0.62 / target 0.70  ▼ below target"
+        );
+    }
 
     #[test]
     fn hpa_panel_shows_counts_metric_conditions_and_max() {
