@@ -153,9 +153,8 @@ fn run(name: &str, hpa_manifest: &str, port_base: u16) -> Run {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let report = report::read(&report_dir).unwrap_or_else(|e| {
-        panic!("{name}: no report ({e}):\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr))
-    });
+    let report = report::read(&report_dir)
+        .unwrap_or_else(|e| panic!("{name}: no report ({e}):\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
     let _ = std::fs::remove_dir_all(&dir);
     Run { report, stdout }
 }

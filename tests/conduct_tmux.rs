@@ -214,9 +214,8 @@ fn dead_prometheus_shows_stale_on_screen() {
     t.pids.extend(children(conductor));
     // The p95 chart's title says STALE as soon as its series has a gap, which can come a
     // frame before the footer's METRICS STALE: wait for the footer itself.
-    let s = t.wait_for("METRICS STALE", Duration::from_secs(60), |s| {
-        s.contains("METRICS STALE") && s.contains("Stage 1/3")
-    });
+    let s = t
+        .wait_for("METRICS STALE", Duration::from_secs(60), |s| s.contains("METRICS STALE") && s.contains("Stage 1/3"));
     assert!(s.contains("METRICS STALE"), "{s}");
     // still alive and drawing a few seconds later
     std::thread::sleep(Duration::from_secs(3));

@@ -115,7 +115,11 @@ impl Metrics {
             busy_seconds.clone(),
         );
         let worker_gauge = Gauge::<i64>::default();
-        registry.register("app_workers", "Workers (CUDA streams, CPU workers) that compute at once", worker_gauge.clone());
+        registry.register(
+            "app_workers",
+            "Workers (CUDA streams, CPU workers) that compute at once",
+            worker_gauge.clone(),
+        );
         worker_gauge.set(workers as i64);
         let rejected = Family::<ReasonLabels, Counter>::default();
         registry.register(

@@ -29,7 +29,6 @@ fn gpu(test: &str) -> &'static CudaDevice {
     }
 }
 
-
 const SIZES: [(usize, usize); 5] = [(16, 16), (17, 31), (101, 57), (333, 191), (1023, 129)];
 
 fn random_frame(w: usize, h: usize, seed: u32) -> Frame {

@@ -99,7 +99,12 @@ pub struct MetricTarget {
 
 impl MetricTarget {
     pub fn pods(name: &str, target: f64) -> Self {
-        MetricTarget { name: name.into(), kind: MetricKind::AverageValue, target, described: format!("pods metric {name}") }
+        MetricTarget {
+            name: name.into(),
+            kind: MetricKind::AverageValue,
+            target,
+            described: format!("pods metric {name}"),
+        }
     }
 }
 
@@ -257,7 +262,9 @@ fn metric_target(i: usize, m: &MetricSpec) -> Result<MetricTarget, HpaError> {
             let n = o.metric.name.clone();
             ("external", n.clone(), &o.target, format!("external metric {n}"))
         }),
-        "Resource" => m.resource.as_ref().map(|o| ("resource", o.name.clone(), &o.target, format!("{} resource", o.name))),
+        "Resource" => {
+            m.resource.as_ref().map(|o| ("resource", o.name.clone(), &o.target, format!("{} resource", o.name)))
+        }
         "ContainerResource" => m
             .container_resource
             .as_ref()
@@ -276,7 +283,9 @@ fn metric_target(i: usize, m: &MetricSpec) -> Result<MetricTarget, HpaError> {
             "value",
             target.value.as_ref().map(|q| q.0.clone()),
         ),
-        "AverageValue" => (MetricKind::AverageValue, "averageValue", target.average_value.as_ref().map(|q| q.0.clone())),
+        "AverageValue" => {
+            (MetricKind::AverageValue, "averageValue", target.average_value.as_ref().map(|q| q.0.clone()))
+        }
         "Utilization" => {
             (MetricKind::AverageValue, "averageUtilization", target.average_utilization.map(|u| u.to_string()))
         }
@@ -557,7 +566,8 @@ impl HpaController {
             reason: "ReadyForNewScale",
             message: "recommended size matches current size".into(),
         }];
-        let readings: Vec<Option<(u32, f64, f64)>> = (0..self.spec.metrics.len()).map(|i| self.recommend(i, input)).collect();
+        let readings: Vec<Option<(u32, f64, f64)>> =
+            (0..self.spec.metrics.len()).map(|i| self.recommend(i, input)).collect();
         let metrics: Vec<MetricReading> = readings
             .iter()
             .map(|r| MetricReading { value: r.map(|m| m.1), ratio: r.map(|m| m.2), proposal: r.map(|m| m.0) })
@@ -1026,7 +1036,12 @@ mod tests {
             now_s: 0.0,
             current_replicas: 4,
             ready_replicas: 2,
-            metrics: vec![MetricInput::PerPod(vec![p(true, Some(10.0)), p(true, Some(10.0)), p(false, None), p(false, None)])],
+            metrics: vec![MetricInput::PerPod(vec![
+                p(true, Some(10.0)),
+                p(true, Some(10.0)),
+                p(false, None),
+                p(false, None),
+            ])],
         };
         assert_eq!(c.recommend(0, &i).unwrap().0, 1);
     }
@@ -1064,10 +1079,8 @@ mod tests {
 
     #[test]
     fn parses_real_manifest_when_present() {
-        let p = std::path::Path::new(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/manifests/autoscaling/load-adapter/hpa.yaml"
-        ));
+        let p =
+            std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/manifests/autoscaling/load-adapter/hpa.yaml"));
         let s = HpaSpec::load(p).unwrap();
         assert_eq!((s.min_replicas, s.max_replicas), (2, 10));
         let names: Vec<&str> = s.metrics.iter().map(|m| m.name.as_str()).collect();

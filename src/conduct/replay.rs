@@ -87,7 +87,12 @@ pub fn frame(report: &Report, i: usize, paused: bool) -> ClusterSnapshot {
         min: h.min,
         max: h.max,
         // The recording keeps p95 per second; the other metrics' values were not recorded.
-        metrics: vec![MetricState { name: "p95 (recorded)".into(), value: s.p95_server_s, target: h.target, unit: "s".into() }],
+        metrics: vec![MetricState {
+            name: "p95 (recorded)".into(),
+            value: s.p95_server_s,
+            target: h.target,
+            unit: "s".into(),
+        }],
         conditions: vec![ConditionInfo {
             kind: "Recorded".into(),
             status: true,

@@ -776,7 +776,10 @@ mod tests {
         let e = s.stage("finale").unwrap_err();
         assert_eq!(e.stage, "finale");
         let text = e.to_string();
-        assert!(text.contains("no stage `finale`") && text.contains("expected one of: idle, ramp, climb, peak"), "{text}");
+        assert!(
+            text.contains("no stage `finale`") && text.contains("expected one of: idle, ramp, climb, peak"),
+            "{text}"
+        );
     }
 
     #[test]

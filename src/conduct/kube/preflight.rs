@@ -558,7 +558,12 @@ pub async fn run(client: &Client, plan: &Plan, k: &Kubectl) -> Vec<Check> {
                     Ok(()) => {
                         out.push(Check::new("Prometheus", Verdict::Ok, format!("{url} answers"), pf.clone()));
                         match src.series_count("app_requests_total", &plan.namespace).await {
-                            Ok(n) if n > 0.0 => out.push(Check::new("service metrics", Verdict::Ok, format!("{n} app_requests_total series in {}", plan.namespace), k.get_pods("app.kubernetes.io/name=gpu-media"))),
+                            Ok(n) if n > 0.0 => out.push(Check::new(
+                                "service metrics",
+                                Verdict::Ok,
+                                format!("{n} app_requests_total series in {}", plan.namespace),
+                                k.get_pods("app.kubernetes.io/name=gpu-media"),
+                            )),
                             Ok(_) => out.push(absent_series_check(
                                 &plan.namespace,
                                 deployment_ready(client, &plan.namespace).await,
@@ -731,7 +736,10 @@ mod tests {
         assert_eq!(absent_series_check("rtc", Some(0), &k()).verdict, Verdict::Warn);
         let after = absent_series_check("rtc", Some(2), &k());
         assert_eq!(after.verdict, Verdict::Fail, "{after:?}");
-        assert!(after.detail.contains("release: kube-prometheus-stack") && after.detail.contains("serviceMonitorSelector"), "{after:?}");
+        assert!(
+            after.detail.contains("release: kube-prometheus-stack") && after.detail.contains("serviceMonitorSelector"),
+            "{after:?}"
+        );
     }
 
     #[test]

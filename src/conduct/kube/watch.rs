@@ -587,7 +587,12 @@ pub fn spawn_scaled_object_reader<E: Send + 'static>(
 fn fallback_condition(so: &serde_json::Value) -> Option<ConditionInfo> {
     let c = so.pointer("/status/conditions")?.as_array()?.iter().find(|c| c["type"] == "Fallback")?;
     let text = |k: &str| c[k].as_str().unwrap_or_default().to_string();
-    Some(ConditionInfo { kind: "Fallback".into(), status: c["status"] == "True", reason: text("reason"), message: text("message") })
+    Some(ConditionInfo {
+        kind: "Fallback".into(),
+        status: c["status"] == "True",
+        reason: text("reason"),
+        message: text("message"),
+    })
 }
 
 /// Starts the four watchers; they run until aborted or until `tx`'s receiver is gone.

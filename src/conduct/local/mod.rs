@@ -12,13 +12,13 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::hpa::{dead_band_p95, HpaController, HpaDecision, HpaInput, HpaSpec, MetricInput, MetricKind, PodSample};
-use metrics::LocalSignal;
 use super::http::{HttpError, HttpGet};
 use super::load_driver::{DriverResult, EngineDriver, LoadDriver, STOP_DEADLINE};
 use super::model::*;
 use super::prom::{self, Polled};
 use super::timeline::{self, PodCounts, ServerReading, Timeline};
 use crate::load::LoadConfig;
+use metrics::LocalSignal;
 
 pub mod metrics;
 pub mod replica;

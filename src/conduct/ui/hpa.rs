@@ -102,7 +102,8 @@ mod tests {
 
     #[test]
     fn metric_lines_name_the_guard_and_say_no_data() {
-        let m = |name: &str, value, target, unit: &str| MetricState { name: name.into(), value, target, unit: unit.into() };
+        let m =
+            |name: &str, value, target, unit: &str| MetricState { name: name.into(), value, target, unit: unit.into() };
         assert_eq!(
             metric_line(&m("rtc_latency_guard", Some(0.125), 0.1, "s"), false),
             "p95 guard 125 ms / target 100 ms  ▲ above target"
