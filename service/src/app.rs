@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 
 use crate::device::{Device, Job, JobInput, JobOutput};
 use crate::effects::{ChainPlan, EFFECT_NAMES};
@@ -168,18 +168,6 @@ async fn metrics(State(state): State<AppState>) -> Response {
     ([(header::CONTENT_TYPE, content_type)], text).into_response()
 }
 
-/// Keeps `app_inflight_requests` right on every exit path, cancellation included.
-struct InflightGuard<'a> {
-    state: &'a AppState,
-    _permit: OwnedSemaphorePermit,
-}
-
-impl Drop for InflightGuard<'_> {
-    fn drop(&mut self) {
-        self.state.inner.metrics.inflight().dec();
-    }
-}
-
 /// `/process` (GET: a synthetic frame, POST: a raw one, else 405), counted in
 /// `app_requests_total` like the router's endpoints.
 pub(crate) async fn process(state: &AppState, head: &RequestHead, body: &mut RequestBody<'_>) -> Answer {
@@ -242,9 +230,10 @@ async fn process_request(state: &AppState, head: &RequestHead, body: &mut Reques
             return refuse(body, r).await;
         }
     };
-    inner.metrics.inflight().inc();
-    let _inflight = InflightGuard { state, _permit: permit };
-    let _concurrency = inner.metrics.enter_inflight();
+    // In flight until answered, on every exit path (cancellation included): the admission
+    // slot, and the level `app_inflight_requests` and its time integral are read from.
+    let _admitted = permit;
+    let _inflight = inner.metrics.enter_inflight();
 
     let mut raw = match read_body(&req, body, inner.memory.pool()).await {
         Ok(raw) => raw,

@@ -192,11 +192,8 @@ impl Metrics {
         }
     }
 
-    pub fn inflight(&self) -> &Gauge {
-        &self.inflight
-    }
-
-    /// One /process request in flight (admitted, not yet answered) until the guard drops.
+    /// One /process request in flight (admitted, not yet answered) until the guard drops:
+    /// `app_inflight_requests` is this level, `app_inflight_request_seconds_total` its integral.
     pub fn enter_inflight(&self) -> LevelGuard<'_> {
         self.inflight_integral.enter()
     }
@@ -214,6 +211,7 @@ impl Metrics {
     /// Prometheus text exposition; the windowed p95 and device memory are read now.
     pub fn render(&self, device_memory: Option<(u64, u64)>, host: &MemoryBudget) -> String {
         self.p95.set(self.current_p95());
+        self.inflight.set(self.inflight_integral.level() as i64);
         {
             let _one = self.signal_copy.lock().unwrap_or_else(|p| p.into_inner());
             let now = Instant::now();
@@ -250,6 +248,12 @@ mod tests {
         let m = Metrics::new(&DeviceInfo { kind: "cpu", name: "cpu (2 threads)".into() }, 2, Duration::from_secs(30));
         let held = m.enter_inflight();
         std::thread::sleep(Duration::from_millis(20));
+        let budget0 = MemoryBudget::new(crate::memory::BudgetChoice {
+            bytes: 1 << 30,
+            source: crate::memory::BudgetSource::Flag,
+        })
+        .unwrap();
+        assert!(m.render(None, &budget0).contains("app_inflight_requests 1"), "the gauge is the level held");
         drop(held);
         m.count_request("/process", 200);
         let mut t = EffectTimings::default();

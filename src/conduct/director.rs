@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use super::keymap::Action;
 use super::model::Verdict;
 use super::model::{describe_plan, BackendCommand, ClusterSnapshot, RatePlan, StageView};
-use super::story::{judged_p95, RESTORED_HOLD_S};
+use super::story::{judged_p95, TalkFigures, RESTORED_HOLD_S};
 use crate::scenario::{Advance, Expect, Scenario};
 
 #[derive(Debug, Clone)]
@@ -149,25 +149,28 @@ impl Director {
             self.verdicts
                 .push(Verdict { text: format!("stage {name}: p95 back under {}ms ({how})", d.as_millis()), ok });
         }
-        if let Some(most) = e.out_of_slo_at_most {
+        if e.out_of_slo_at_most.is_some() || e.scale_downs_at_most.is_some() {
+            // The same figures the summary prints about the stage, from the one owner.
             let limit = e.p95_recovers_below.map_or(self.slo_s, |d| d.as_secs_f64());
-            let out = during.iter().filter(|s| judged_p95(s).is_some_and(|p| p > limit)).count();
-            self.verdicts.push(Verdict {
-                text: format!(
-                    "stage {name}: p95 over {:.0}ms at most {} s of the stage (was {out} s of {})",
-                    limit * 1000.0,
-                    most.as_secs(),
-                    during.len()
-                ),
-                ok: out as u64 <= most.as_secs(),
-            });
-        }
-        if let Some(most) = e.scale_downs_at_most {
-            let downs = during.windows(2).filter(|w| w[1].desired < w[0].desired).count();
-            self.verdicts.push(Verdict {
-                text: format!("stage {name}: scaled down at most {most} times while it ran (did {downs})"),
-                ok: downs as u32 <= most,
-            });
+            let fig = TalkFigures::from_samples(during.iter().copied(), limit);
+            let (out, downs) = fig.stages.iter().fold((0, 0), |(o, d), st| (o + st.out_of_slo_s, d + st.scale_downs));
+            if let Some(most) = e.out_of_slo_at_most {
+                self.verdicts.push(Verdict {
+                    text: format!(
+                        "stage {name}: p95 over {:.0}ms at most {} s of the stage (was {out} s of {})",
+                        limit * 1000.0,
+                        most.as_secs(),
+                        during.len()
+                    ),
+                    ok: out as u64 <= most.as_secs(),
+                });
+            }
+            if let Some(most) = e.scale_downs_at_most {
+                self.verdicts.push(Verdict {
+                    text: format!("stage {name}: scaled down at most {most} times while it ran (did {downs})"),
+                    ok: downs <= most,
+                });
+            }
         }
         if let Some(d) = e.p95_above {
             self.verdicts.push(Verdict {
@@ -318,5 +321,38 @@ mod tests {
             d.tick(t0 + Duration::from_secs(s), &snap);
         }
         assert!(d.finished);
+    }
+
+    #[test]
+    fn whole_stage_expectations_count_every_second_and_every_scale_down() {
+        use super::super::model::Sample;
+        let mut st = stages();
+        st[0].expect = Expect {
+            out_of_slo_at_most: Some(Duration::from_secs(2)),
+            scale_downs_at_most: Some(0),
+            ..Default::default()
+        };
+        let t0 = Instant::now();
+        let mut d = Director::new(st, true);
+        d.begin(t0, &ClusterSnapshot::default());
+        // 10 s: p95 over 100 ms for 3 s, and the pods go 4 → 3 → 4 (one scale-down).
+        let series = (0..10)
+            .map(|t| Sample {
+                t_s: t as f64,
+                p95_server_s: Some(if (2..5).contains(&t) { 0.3 } else { 0.02 }),
+                desired: if t == 6 { 3 } else { 4 },
+                ..Default::default()
+            })
+            .collect();
+        let snap = ClusterSnapshot { series, ..Default::default() };
+        d.tick(t0 + Duration::from_secs(10), &snap);
+        let texts: Vec<(&str, bool)> = d.verdicts.iter().map(|v| (v.text.as_str(), v.ok)).collect();
+        assert_eq!(
+            texts,
+            [
+                ("stage idle: p95 over 100ms at most 2 s of the stage (was 3 s of 10)", false),
+                ("stage idle: scaled down at most 0 times while it ran (did 1)", false),
+            ]
+        );
     }
 }
