@@ -97,7 +97,9 @@ pub struct MetricTarget {
     pub described: String,
 }
 
+#[cfg(test)]
 impl MetricTarget {
+    /// A `Pods` metric with an `AverageValue` target, as the tests write one.
     pub fn pods(name: &str, target: f64) -> Self {
         MetricTarget {
             name: name.into(),

@@ -130,11 +130,14 @@ struct Controller {
     applied: bool,
     metrics_ok_at: Option<Instant>,
     metrics_error: Option<String>,
+    /// How far back the utilisation signal looks: the replicas' p95 window.
+    signal_window: Duration,
 }
 
 impl Controller {
     fn new(cfg: LocalConfig, snap_tx: watch::Sender<Arc<ClusterSnapshot>>) -> Self {
         let hpa = HpaController::new(cfg.hpa.clone());
+        let signal_window = cfg.spawn.p95_window();
         let load = EngineDriver::new(LoadConfig {
             targets: Vec::new(),
             method: cfg.method.clone(),
@@ -166,6 +169,7 @@ impl Controller {
             applied: false,
             metrics_ok_at: None,
             metrics_error: None,
+            signal_window,
         }
     }
 
@@ -369,7 +373,7 @@ impl Controller {
                     };
                     r.last_requests = Some(m.process_requests);
                     r.p95_s = m.p95_s;
-                    r.utilization.record(Instant::now(), &m, self.cfg.spawn.p95_window());
+                    r.utilization.record(Instant::now(), &m, self.signal_window);
                     r.scrape_error = None;
                 }
                 Err(e) => {
