@@ -694,6 +694,7 @@ fn kube_config(client: Client, in_cluster: bool) -> KubeConfig {
         service_port: 80,
         objects: Vec::new(),
         port_forward: None,
+        measured: None,
     };
     cfg.objects = cfg.render().expect("the overlay renders");
     cfg
@@ -1425,4 +1426,69 @@ async fn in_cluster_load_applies_configmap_and_job_and_reads_the_pods_log() {
     assert!(snap.kubectl.iter().any(|c| c.starts_with("kubectl --context mock -n rtc delete job rtc-demo-load --ignore-not-found --cascade=foreground && kubectl --context mock apply --server-side --field-manager=rtc-demo --force-conflicts -f ")), "{:#?}", snap.kubectl);
     assert!(snap.kubectl.contains(&"kubectl --context mock -n rtc logs -f job/rtc-demo-load".to_string()));
     be.shutdown(false).await;
+}
+
+/// The capacity probe on a cluster goes to ONE ready pod through `kubectl port-forward
+/// pod/NAME` (here a stand-in that relays to a real `rtc-demo serve` on loopback, the "pod"),
+/// found in the snapshots the mocked API's watch produces, on the Deployment's container port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capacity_is_measured_on_one_ready_pod_through_a_port_forward() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut pod = std::process::Command::new(env!("CARGO_BIN_EXE_rtc-demo"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--device", "emulated"])
+        .args(["--emulated-frame-time", "20ms", "--workers", "1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("rtc-kube-capacity-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (log, kubectl) = (dir.join("forwards.log"), dir.join("kubectl"));
+    let python = std::env::var("RTC_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let relay = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/kube/kubectl-port-forward.py");
+    std::fs::write(
+        &kubectl,
+        format!(
+            "#!/bin/sh\nexec '{python}' '{}' --to 127.0.0.1:{port} --log '{}' \"$@\"\n",
+            relay.display(),
+            log.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&kubectl, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let (client, _) = mock(cluster_route(Arc::new(Mutex::new(BTreeMap::new()))));
+    let cfg = kube_config(client, false);
+    let target = kb::pod_capacity::PodProbeTarget::of(&cfg);
+    assert_eq!(target.port, 8080, "the Deployment's containerPort");
+    let mut be = kb::start_backend(cfg.clone()).expect("start");
+    let mut scenario = cfg.scenario.clone();
+    scenario.request.service_time = None;
+    scenario.request.iters = 1;
+    let mut lines = Vec::new();
+    let measured = kb::pod_capacity::measure(
+        &target,
+        &kubectl.display().to_string(),
+        be.subscribe(),
+        Duration::from_secs(20),
+        &scenario,
+        &mut |l| lines.push(l),
+    )
+    .await;
+    be.shutdown(false).await;
+    let _ = pod.kill();
+    let _ = pod.wait();
+    let c = measured.unwrap_or_else(|e| panic!("{e}; progress: {lines:?}"));
+    let forwards = std::fs::read_to_string(&log).unwrap();
+    let forwards = forwards.trim();
+    assert!(
+        forwards.starts_with("--context mock -n rtc port-forward pod/gpu-media-a ") && forwards.ends_with(":8080"),
+        "one forward, to the ready pod, on the container port: {forwards}"
+    );
+    assert!(c.measured_on.contains("pod gpu-media-a via kubectl port-forward"), "{c:?}");
+    assert_eq!((c.device.as_str(), c.workers), ("emulated", 1));
+    assert!((40.0..=51.0).contains(&c.pod_rps), "one 20 ms stream: {c:?}");
+    assert!(lines.iter().any(|l| l.contains("waiting for a ready pod of deployment/gpu-media")), "{lines:?}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

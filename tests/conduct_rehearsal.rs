@@ -55,6 +55,12 @@ fn the_rehearsal_shows_scale_out_restoring_the_slo() {
     let held: Vec<_> = rows.iter().filter(|r| r.sample.t_s >= restored && &r.stage_name == peak).collect();
     assert!(held.len() >= 10, "only {} seconds of peak left after the restore", held.len());
     let rate = held[0].sample.offered_rps;
+    // The peak is written as 3.25 pods: one replica's capacity, measured before the stages.
+    let cap = summary.capacity.as_ref().unwrap_or_else(|| panic!("no capacity measured:\n{stdout}"));
+    assert_eq!((cap.device.as_str(), cap.workers, cap.iters), ("emulated", 1, 1), "{cap:?}");
+    assert!((40.0..=51.0).contains(&cap.pod_rps), "one 20 ms stream holds at most 50 req/s: {cap:?}");
+    assert!((rate - 3.25 * cap.pod_rps).abs() <= 0.05 * rate, "peak {rate} req/s vs 3.25 × {}", cap.pod_rps);
+    assert!(stdout.contains(&format!("capacity: {}", cap.line())), "{stdout}");
     for r in &held {
         assert!((r.sample.offered_rps - rate).abs() <= 0.05 * rate, "offered rate changed: {:?}", r.sample);
         let p95 = r.sample.p95_server_s.or(r.sample.p95_client_s).expect("p95 known");

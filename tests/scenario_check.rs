@@ -40,7 +40,8 @@ fn shipped_scenarios_follow_the_slo_and_have_real_notes() {
     assert_eq!(names, ["idle", "ramp", "peak", "cool-down"]);
     let total = k.total_duration().as_secs();
     assert!((200..=300).contains(&total), "keynote lasts {total}s");
-    assert!(matches!(k.stages[1].load, StageLoad::Rate(Rate::Ramp { .. })));
+    assert!(matches!(k.stages[1].load, StageLoad::PodRate(Rate::Ramp { .. })), "the keynote ramps in pods of capacity");
+    assert!(k.request.service_time.is_some(), "and sizes its request to a service time on the pod's device");
     assert_eq!(k.stages[3].advance, Advance::Manual);
     let r = Scenario::load(root().join("scenarios/rehearsal.toml")).unwrap();
     let total = r.total_duration().as_secs();
@@ -66,7 +67,7 @@ fn shipped_scenarios_follow_the_slo_and_have_real_notes() {
 /// (fixture, line, column, words the message must contain)
 const MALFORMED: &[(&str, usize, usize, &str)] = &[
     ("unknown_key", 11, 1, "unknown field `speed`"),
-    ("wrong_type", 10, 8, "invalid type"),
+    ("wrong_type", 10, 8, "rate `fast` is not a rate"),
     ("wrong_type_iters", 5, 9, "invalid type"),
     ("negative_rate", 10, 8, "rate -20 is out of range"),
     ("no_stages", 2, 10, "no stages"),
@@ -77,6 +78,12 @@ const MALFORMED: &[(&str, usize, usize, &str)] = &[
     ("bad_threshold", 2, 14, "unknown metric `p97`"),
     ("syntax", 2, 9, "unclosed table"),
     ("bad_image", 6, 9, "repository name must be lowercase"),
+    ("zero_pods", 10, 8, "rate `0 pods` is out of range"),
+    ("negative_pods", 10, 8, "rate `-1 pods` is out of range"),
+    ("pods_bad_unit", 10, 8, "rate `2.5 nodes` is not a rate"),
+    ("ramp_mixed_units", 10, 8, "different units"),
+    ("iters_and_service_time", 3, 1, "both `iters` and `service_time`"),
+    ("service_time_over_slo", 8, 1, "service_time = 150ms is not below the SLO's p95 of 100ms"),
 ];
 
 #[test]
@@ -147,9 +154,9 @@ expect = { replicas_at_least = 4 }
     assert_eq!(s.request.path_and_query(), "/process?pixels=320x180&iters=1&effects=blur");
     assert_eq!(
         s.stages[0].plan(),
-        rtc_demo::load::RatePlan::Ramp { from: 10.0, to: 40.0, over: std::time::Duration::from_secs(90) }
+        Ok(rtc_demo::load::RatePlan::Ramp { from: 10.0, to: 40.0, over: std::time::Duration::from_secs(90) })
     );
-    assert_eq!(s.stages[1].plan(), rtc_demo::load::RatePlan::Concurrency { workers: 4 });
+    assert_eq!(s.stages[1].plan(), Ok(rtc_demo::load::RatePlan::Concurrency { workers: 4 }));
     assert_eq!(s.stages[1].expect.replicas_at_least, Some(4));
     assert!(s.prometheus.p95.contains(">= 0") && s.prometheus.p95.contains("or vector(0)"));
 }
@@ -200,5 +207,55 @@ fn check_hpa_prints_the_settings_and_conduct_reports_its_errors() {
         stderr.contains(&bad.display().to_string()) && stderr.contains("need 1 ≤ minReplicas ≤ maxReplicas"),
         "{stderr}"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Rates in pods of capacity wait for the measurement, then become requests/s; `check`
+/// explains them.
+#[test]
+fn pod_rates_are_resolved_by_the_measured_capacity_and_explained_by_check() {
+    let text = r#"
+name = "pods"
+[request]
+service_time = "20ms"
+[[stages]]
+name = "idle"
+duration = "10s"
+rate = 0
+[[stages]]
+name = "ramp"
+duration = "20s"
+rate = { from = "0 pods", to = "2.5 pods" }
+[[stages]]
+name = "peak"
+duration = "30s"
+rate = "3.2 pods"
+"#;
+    let s = Scenario::from_toml(text, "pods.toml").unwrap();
+    assert!(s.needs_capacity());
+    assert_eq!(s.request.service_time, Some(std::time::Duration::from_millis(20)));
+    assert!(matches!(s.stages[2].load, StageLoad::PodRate(Rate::Constant(p)) if p == 3.2));
+    let e = s.stages[2].plan().unwrap_err().to_string();
+    assert!(e.contains("stage `peak`") && e.contains("pods of capacity"), "{e}");
+    let m = s.in_measured_units(Some(40.0), Some(12));
+    assert_eq!(m.request.iters, 12);
+    assert_eq!(m.stages[0].plan(), Ok(rtc_demo::load::RatePlan::Constant { rps: 0.0 }));
+    assert_eq!(
+        m.stages[1].plan(),
+        Ok(rtc_demo::load::RatePlan::Ramp { from: 0.0, to: 100.0, over: std::time::Duration::from_secs(20) })
+    );
+    assert_eq!(m.stages[2].plan(), Ok(rtc_demo::load::RatePlan::Constant { rps: 128.0 }));
+    assert_eq!(m.stages[2].pods_text().as_deref(), Some("3.2 pods"), "the pods as written stay");
+
+    let dir = std::env::temp_dir().join(format!("rtc-check-pods-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("pods.toml");
+    std::fs::write(&file, text).unwrap();
+    let out = Command::new(BIN).arg("check").arg(&file).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("rates in pods of capacity (ramp 0 → 2.5 pods, peak 3.2 pods)"), "{stdout}");
+    assert!(stdout.contains("one pod = the requests/s one pod holds within the SLO's p95 of 100ms"), "{stdout}");
+    assert!(stdout.contains("iters sized to a 20ms service time"), "{stdout}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -30,13 +30,18 @@ pub fn main(args: CheckArgs) -> ExitCode {
     let mut failed = 0;
     for file in &args.files {
         match Scenario::load(file) {
-            Ok(s) => println!(
-                "ok {} ({}: {} stages, {})",
-                file.display(),
-                s.name,
-                s.stages.len(),
-                rtc_service::duration::format_duration(s.total_duration())
-            ),
+            Ok(s) => {
+                println!(
+                    "ok {} ({}: {} stages, {})",
+                    file.display(),
+                    s.name,
+                    s.stages.len(),
+                    rtc_service::duration::format_duration(s.total_duration())
+                );
+                for line in measured_units(&s) {
+                    println!("  {line}");
+                }
+            }
             Err(e) => {
                 eprintln!("{e}");
                 failed += 1;
@@ -49,6 +54,28 @@ pub fn main(args: CheckArgs) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// What a scenario leaves to the capacity probe, explained: rates in pods, iterations sized
+/// to a service time.
+fn measured_units(s: &Scenario) -> Vec<String> {
+    let mut out = Vec::new();
+    let pods: Vec<String> =
+        s.stages.iter().filter_map(|st| st.pods_text().map(|p| format!("{} {p}", st.name))).collect();
+    if !pods.is_empty() {
+        out.push(format!(
+            "rates in pods of capacity ({}): one pod = the requests/s one pod holds within the SLO's p95 of {}, which `rtc-demo conduct` measures on one pod (one rehearsal replica) before the stages; each rate is that many times it",
+            pods.join(", "),
+            rtc_service::duration::format_duration(s.slo.p95)
+        ));
+    }
+    if let Some(t) = s.request.service_time {
+        out.push(format!(
+            "iters sized to a {} service time: `rtc-demo conduct` times the request at 1 and 10 iterations on the pod's device and picks the iterations nearest it",
+            rtc_service::duration::format_duration(t)
+        ));
+    }
+    out
 }
 
 /// `--hpa FILE`: the settings, or the error (file, field, what is allowed) with exit 1.

@@ -66,6 +66,14 @@ pub struct LoadArgs {
     /// Run only this stage of the scenario.
     #[arg(long, value_name = "NAME", requires = "scenario")]
     pub stage: Option<String>,
+    /// One pod's capacity in requests/s, for a scenario whose rates are in pods
+    /// (`rate = "2.5 pods"`); `rtc-demo conduct` measures it and passes it to its load Job.
+    #[arg(long, value_name = "RPS", value_parser = rate_arg, requires = "scenario")]
+    pub pod_rps: Option<f64>,
+    /// The request's iterations, for a scenario that sizes them to a `service_time`
+    /// (what `rtc-demo conduct` measured on the pod's device).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=rtc_service::params::MAX_ITERS as i64), requires = "scenario")]
+    pub iters: Option<u32>,
     /// Pass/fail criterion, k6 style (repeatable): p95<100ms, uncorrected_p99<50ms, error_rate<1%, rps>=400 ...
     #[arg(long = "threshold", value_name = "EXPR", value_parser = threshold_arg)]
     pub thresholds: Vec<Threshold>,
@@ -120,7 +128,11 @@ struct Setup {
 
 fn setup(args: &LoadArgs) -> anyhow::Result<Setup> {
     let scenario = match &args.scenario {
-        Some(p) => Some(Scenario::load(p)?),
+        Some(p) => {
+            let s = Scenario::load(p)?;
+            // Pods of capacity: only with the capacity stated (conduct measures it).
+            Some(s.in_measured_units(args.pod_rps, args.iters))
+        }
         None => None,
     };
     let mut urls: Vec<String> = args.urls.clone();
@@ -159,7 +171,7 @@ fn setup(args: &LoadArgs) -> anyhow::Result<Setup> {
             None => s.stages.iter().collect(),
         };
         for st in stages {
-            phases.push(Phase { name: st.name.clone(), plan: st.plan(), duration: Some(st.duration) });
+            phases.push(Phase { name: st.name.clone(), plan: st.plan()?, duration: Some(st.duration) });
         }
         thresholds.extend(s.thresholds.iter().cloned());
         label = format!("scenario {}", s.name);

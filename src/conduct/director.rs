@@ -6,7 +6,7 @@ use super::keymap::Action;
 use super::model::Verdict;
 use super::model::{describe_plan, BackendCommand, ClusterSnapshot, RatePlan, StageView};
 use super::story::{judged_p95, TalkFigures, RESTORED_HOLD_S};
-use crate::scenario::{Advance, Expect, Scenario};
+use crate::scenario::{Advance, Expect, NeedsCapacity, Scenario};
 
 #[derive(Debug, Clone)]
 pub struct StageDef {
@@ -15,20 +15,26 @@ pub struct StageDef {
     pub manual: bool,
     pub notes: String,
     pub plan: RatePlan,
+    /// The rate as the scenario wrote it in pods of capacity (`2.5 pods`), if it did.
+    pub pods: Option<String>,
     pub expect: Expect,
 }
 
 impl StageDef {
-    pub fn from_scenario(s: &Scenario) -> Vec<StageDef> {
+    /// The stages of a scenario in measured units ([`Scenario::in_measured_units`]).
+    pub fn from_scenario(s: &Scenario) -> Result<Vec<StageDef>, NeedsCapacity> {
         s.stages
             .iter()
-            .map(|st| StageDef {
-                name: st.name.clone(),
-                duration: st.duration,
-                manual: st.advance == Advance::Manual,
-                notes: st.notes.trim().to_string(),
-                plan: st.plan(),
-                expect: st.expect,
+            .map(|st| {
+                Ok(StageDef {
+                    name: st.name.clone(),
+                    duration: st.duration,
+                    manual: st.advance == Advance::Manual,
+                    notes: st.notes.trim().to_string(),
+                    plan: st.plan()?,
+                    pods: st.pods_text(),
+                    expect: st.expect,
+                })
             })
             .collect()
     }
@@ -255,7 +261,11 @@ impl Director {
             manual: st.manual,
             notes: st.notes.clone(),
             next_name: self.stages.get(self.idx + 1).map(|s| s.name.clone()),
-            load_desc: if self.paused() { "paused (0 rps)".into() } else { describe_plan(&st.plan, self.scale) },
+            load_desc: match (&st.pods, self.paused()) {
+                (_, true) => "paused (0 rps)".into(),
+                (Some(pods), false) => format!("{pods}: {}", describe_plan(&st.plan, self.scale)),
+                (None, false) => describe_plan(&st.plan, self.scale),
+            },
             paused: self.paused(),
             finished: self.finished,
         }
@@ -273,6 +283,7 @@ mod tests {
             manual,
             notes: format!("notes {name}"),
             plan: RatePlan::Constant { rps },
+            pods: None,
             expect: Expect::default(),
         };
         vec![mk("idle", 10, false, 5.0), mk("peak", 10, false, 50.0), mk("cool", 10, true, 5.0)]

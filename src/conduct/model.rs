@@ -225,6 +225,12 @@ pub fn describe_plan(plan: &RatePlan, scale: f64) -> String {
 pub enum BackendCommand {
     /// Apply the manifests / start the replicas (idempotent).
     Apply,
+    /// The capacity probe's result, before the first stage: one pod holds `pod_rps`, and the
+    /// request runs `iters` iterations (the load is built again with them).
+    Measured {
+        pod_rps: f64,
+        iters: u32,
+    },
     /// A new stage starts with this plan (load restarts from the plan's beginning).
     StartStage {
         index: usize,

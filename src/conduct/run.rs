@@ -11,6 +11,7 @@ use anyhow::Context as _;
 use futures_util::StreamExt;
 use tokio::signal::unix::{signal, SignalKind};
 
+use super::capacity::Capacity;
 use super::director::{Director, StageDef};
 use super::hpa::HpaSpec;
 use super::keymap::Action;
@@ -45,22 +46,26 @@ struct Session {
     last_printed: f64,
     /// `--teardown`: remove what was applied when the console ends.
     teardown: bool,
+    /// One pod's capacity as measured before the stages.
+    capacity: Option<Capacity>,
 }
 
 /// What a session runs: a scenario's stages under the director, or a recorded run.
 enum Plan<'a> {
     /// The first replicas must be ready within `begin_within` (else the first stage starts anyway).
     Scenario {
+        /// In measured units ([`Scenario::in_measured_units`]) when it has pod rates.
         scenario: &'a Scenario,
         hpa: &'a HpaSpec,
         begin_within: Duration,
+        capacity: Option<Capacity>,
     },
     Replay(&'a Summary),
 }
 
 impl Session {
     /// The one way a session is made, whatever the backend.
-    fn new(backend: Box<dyn Backend>, plan: Plan<'_>, settings: &Settings) -> Session {
+    fn new(backend: Box<dyn Backend>, plan: Plan<'_>, settings: &Settings) -> anyhow::Result<Session> {
         let now = Instant::now();
         let mut s = Session {
             snap: backend.subscribe().borrow().clone(),
@@ -79,10 +84,12 @@ impl Session {
             begin_deadline: now,
             last_printed: -1.0,
             teardown: settings.teardown,
+            capacity: None,
         };
         match plan {
-            Plan::Scenario { scenario: sc, hpa, begin_within } => {
-                let mut director = Director::new(StageDef::from_scenario(sc), settings.headless);
+            Plan::Scenario { scenario: sc, hpa, begin_within, capacity } => {
+                let mut director = Director::new(StageDef::from_scenario(sc)?, settings.headless);
+                s.capacity = capacity;
                 director.slo_s = sc.slo.p95.as_secs_f64();
                 s.director = Some(director);
                 s.scenario = sc.name.clone();
@@ -116,9 +123,10 @@ impl Session {
                 s.slo_s = summary.slo_p95_ms / 1000.0;
                 s.stages = summary.stages.clone();
                 s.hpa = summary.hpa.clone();
+                s.capacity = summary.capacity.clone();
             }
         }
-        s
+        Ok(s)
     }
 
     fn send(&self, cmds: Vec<BackendCommand>) {
@@ -264,6 +272,7 @@ impl Session {
             duration_s: self.started.elapsed().as_secs_f64().round(),
             slo_p95_ms: self.slo_s * 1000.0,
             hpa: self.hpa.clone(),
+            capacity: self.capacity.clone(),
             stages: self.stages.clone(),
             load: totals.as_ref().and_then(|t| serde_json::to_value(t).ok()),
             thresholds: thresholds.iter().map(Into::into).collect(),
@@ -342,30 +351,93 @@ pub fn main(args: ConductArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn run(settings: Settings) -> anyhow::Result<ExitCode> {
+    let mut progress = |line: String| eprintln!("rtc-demo conduct: {line}");
     let session = match &settings.backend {
         BackendSettings::Replay { dir, speed } => {
             let rep = report::read(dir)?;
             let summary = rep.summary.clone();
             let backend = Box::new(ReplayBackend::start(rep, *speed));
-            Session::new(backend, Plan::Replay(&summary), &settings)
+            Session::new(backend, Plan::Replay(&summary), &settings)?
         }
         BackendSettings::Local { scenario, hpa, config, begin_within } => {
-            let backend = Box::new(LocalBackend::start((**config).clone()));
+            // Measured before any replica of the rehearsal starts (CPU replicas share the cores).
+            let measured = super::local::measure_capacity(&config.spawn, scenario, &mut progress).await;
+            let capacity = settle_capacity(scenario, measured)?;
+            let scenario = in_measured_units(scenario, capacity.as_ref());
+            let mut config = (**config).clone();
+            config.path_and_query = scenario.request.path_and_query();
+            let backend = Box::new(LocalBackend::start(config));
             backend.command(BackendCommand::Apply).map_err(anyhow::Error::msg)?;
-            Session::new(backend, Plan::Scenario { scenario, hpa, begin_within: *begin_within }, &settings)
+            let plan = Plan::Scenario { scenario: &scenario, hpa, begin_within: *begin_within, capacity };
+            Session::new(backend, plan, &settings)?
         }
         BackendSettings::Kube { args, hpa, begin_within } => {
-            // Connect (bounded), preflight (printed), start the backend and apply.
-            let backend =
+            // Connect (bounded), preflight (printed), start the backend and apply; then one
+            // ready pod is measured before the first stage.
+            let (backend, target) =
                 super::kube::console::prepare((**args).clone(), settings.teardown).await.map_err(anyhow::Error::msg)?;
-            let plan = Plan::Scenario { scenario: &args.scenario, hpa, begin_within: *begin_within };
-            Session::new(Box::new(backend), plan, &settings)
+            let measured = super::kube::pod_capacity::measure(
+                &target,
+                &super::kube::kubectl::Kubectl::program(),
+                backend.subscribe(),
+                *begin_within,
+                &args.scenario,
+                &mut progress,
+            )
+            .await;
+            let capacity = settle_capacity(&args.scenario, measured)?;
+            if let Some(c) = &capacity {
+                backend
+                    .command(BackendCommand::Measured {
+                        pod_rps: c.pod_rps,
+                        iters: if args.scenario.request.service_time.is_some() {
+                            c.iters
+                        } else {
+                            args.scenario.request.iters
+                        },
+                    })
+                    .map_err(anyhow::Error::msg)?;
+            }
+            let scenario = in_measured_units(&args.scenario, capacity.as_ref());
+            let plan = Plan::Scenario { scenario: &scenario, hpa, begin_within: *begin_within, capacity };
+            Session::new(Box::new(backend), plan, &settings)?
         }
     };
     if settings.headless {
         headless(session).await
     } else {
         tui(session, settings.fps).await
+    }
+}
+
+/// The probe's outcome for this scenario: a scenario in pods or sized to a service time
+/// cannot run without it; one in requests/s runs on, saying why there is no figure.
+fn settle_capacity<E: std::fmt::Display>(
+    scenario: &Scenario,
+    measured: Result<Capacity, E>,
+) -> anyhow::Result<Option<Capacity>> {
+    match measured {
+        Ok(c) => {
+            eprintln!("rtc-demo conduct: ✓ capacity: {}", c.line());
+            eprintln!("rtc-demo conduct:   {}", c.detail());
+            Ok(Some(c))
+        }
+        Err(e) if scenario.needs_capacity() => Err(anyhow::anyhow!(
+            "{e}\n(scenario `{}` writes its rates in pods of capacity or its request as a service time, so it cannot run unmeasured)",
+            scenario.name
+        )),
+        Err(e) => {
+            eprintln!("rtc-demo conduct: ! {e} (the scenario's rates are in requests/s: the run goes on without the figure)");
+            Ok(None)
+        }
+    }
+}
+
+/// The scenario with its pod rates and sized iterations resolved by the measured capacity.
+fn in_measured_units(scenario: &Scenario, capacity: Option<&Capacity>) -> Scenario {
+    match capacity {
+        Some(c) => scenario.in_measured_units(Some(c.pod_rps), scenario.request.service_time.map(|_| c.iters)),
+        None => scenario.clone(),
     }
 }
 
@@ -417,6 +489,9 @@ async fn headless(mut s: Session) -> anyhow::Result<ExitCode> {
             s.scenario,
             s.snap.backend.text()
         ));
+        if let Some(c) = &s.capacity {
+            out(&format!("capacity: {}", c.line()));
+        }
     }
     let mut open = true;
     loop {
@@ -448,6 +523,9 @@ async fn headless(mut s: Session) -> anyhow::Result<ExitCode> {
     let (s, totals, verdicts) = finish(s, teardown).await;
     let threshold_ok = s.verdicts(&totals).iter().all(|v| v.ok);
     out(&format!("── summary: {} ──", s.scenario));
+    if let Some(c) = &s.capacity {
+        out(&format!("capacity: {}", c.line()));
+    }
     if let Some(t) = &totals {
         out(&load_figures(t));
     }
@@ -492,6 +570,7 @@ async fn tui(mut s: Session, fps: u32) -> anyhow::Result<ExitCode> {
     let capture = super::stderr_capture::StderrCapture::to_file(&capture_path);
     let mut keys = crossterm::event::EventStream::new();
     let mut app = App::new(s.scenario.clone(), s.slo_s);
+    app.capacity = s.capacity.as_ref().map(Capacity::short);
     let mut rx = s.backend.subscribe();
     let mut sig = Signals::new()?;
     let mut frame = tokio::time::interval(Duration::from_secs_f64(1.0 / fps as f64));

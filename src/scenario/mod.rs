@@ -9,12 +9,16 @@
 //!   [`LoadSource`] (`load`), [`Manifests`], [`Prometheus`] (queries with NaN-safe defaults),
 //!   [`LocalRehearsal`] (`local`: replica min/max, port base, [`LocalDevice`], serve flags),
 //!   `thresholds: Vec<`[`crate::load::Threshold`]`>`, `stages: Vec<`[`Stage`]`>`.
-//! - [`Stage`]: `name`, `duration`, `load:` [`StageLoad`] (`Rate(`[`Rate`]`)` constant or ramp,
+//! - [`Stage`]: `name`, `duration`, `load:` [`StageLoad`] (`Rate(`[`Rate`]`)` constant or ramp
+//!   in requests/s, `PodRate(`[`Rate`]`)` in pods of measured capacity (`rate = "2.5 pods"`),
 //!   or `Concurrency(n)`), `notes`, `advance:` [`Advance`] (auto | manual), `expect:`
 //!   [`Expect`] (`replicas_at_least`, `replicas_at_most`, `p95_below`, `p95_above`,
 //!   `p95_recovers_below`, and about the whole stage `out_of_slo_at_most`,
 //!   `scale_downs_at_most`).
-//!   [`Stage::plan`] gives the engine's [`crate::load::RatePlan`].
+//!   [`Stage::plan`] gives the engine's [`crate::load::RatePlan`] once
+//!   [`Scenario::in_measured_units`] has turned pods into requests/s (the console measures
+//!   one pod's capacity first, `crate::conduct::capacity`), and the iterations sized to
+//!   `[request] service_time`.
 //! - [`TargetRequest::path_and_query`] builds `/process?pixels=WxH&iters=N&effects=…`;
 //!   [`TargetRequest::url_for`] joins it to a base URL.
 //!
@@ -162,18 +166,18 @@ impl HttpMethod {
 
 /// The request each load request sends (SPEC §1's `/process` API).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(try_from = "TargetRequestRaw")]
 pub struct TargetRequest {
     pub method: HttpMethod,
     pub path: String,
     /// Frame size, `WxH`.
-    #[serde(deserialize_with = "de_pixels")]
     pub pixels: (u32, u32),
     pub iters: u32,
-    #[serde(deserialize_with = "de_effects")]
     pub effects: Vec<String>,
-    #[serde(deserialize_with = "de_duration")]
     pub timeout: Duration,
+    /// `service_time = "20ms"` instead of `iters`: the console picks the iterations that
+    /// take about this long on the pod's own device, measured before the stages.
+    pub service_time: Option<Duration>,
 }
 
 impl Default for TargetRequest {
@@ -185,7 +189,56 @@ impl Default for TargetRequest {
             iters: 5,
             effects: vec!["blur".into(), "translate".into(), "color".into()],
             timeout: Duration::from_secs(5),
+            service_time: None,
         }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TargetRequestRaw {
+    method: Option<HttpMethod>,
+    path: Option<String>,
+    #[serde(default, deserialize_with = "de_opt_pixels")]
+    pixels: Option<(u32, u32)>,
+    iters: Option<i64>,
+    #[serde(default, deserialize_with = "de_opt_effects")]
+    effects: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    service_time: Option<Duration>,
+}
+
+impl TryFrom<TargetRequestRaw> for TargetRequest {
+    type Error = String;
+    fn try_from(r: TargetRequestRaw) -> Result<Self, String> {
+        let d = TargetRequest::default();
+        let max = rtc_service::params::MAX_ITERS;
+        let iters = match r.iters {
+            Some(_) if r.service_time.is_some() => {
+                return Err("both `iters` and `service_time` (expected one of them: `iters = 5`, or `service_time = \"20ms\"` for the console to pick the iterations on the pod's device)".into())
+            }
+            Some(n) if (1..=max as i64).contains(&n) => n as u32,
+            Some(n) => return Err(format!("iters = {n} (expected an integer in 1..={max}, as /process accepts)")),
+            None => d.iters,
+        };
+        if r.service_time.is_some_and(|t| t < Duration::from_millis(1)) {
+            return Err("service_time is under 1ms (expected a duration such as \"20ms\", below the SLO's p95)".into());
+        }
+        let timeout = r.timeout.unwrap_or(d.timeout);
+        if timeout.is_zero() {
+            return Err("timeout = \"0s\" (expected a positive duration such as \"5s\")".into());
+        }
+        Ok(TargetRequest {
+            method: r.method.unwrap_or(d.method),
+            path: r.path.unwrap_or(d.path),
+            pixels: r.pixels.unwrap_or(d.pixels),
+            iters,
+            effects: r.effects.unwrap_or(d.effects),
+            timeout,
+            service_time: r.service_time,
+        })
     }
 }
 
@@ -440,6 +493,10 @@ pub enum Rate {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum StageLoad {
     Rate(Rate),
+    /// A rate in pods of capacity (`rate = "2.5 pods"`): multiples of what one pod holds
+    /// within the SLO, as the console measures it before the stages
+    /// ([`Scenario::in_measured_units`] turns it into requests/s).
+    PodRate(Rate),
     /// Closed loop with this many workers (the old script's behaviour).
     Concurrency(usize),
 }
@@ -484,27 +541,40 @@ pub struct Stage {
     pub name: String,
     pub duration: Duration,
     pub load: StageLoad,
+    /// The rate as written in pods of capacity, kept after [`Scenario::in_measured_units`]
+    /// for the console to show next to the requests/s it became.
+    pub pods: Option<Rate>,
     /// Speaker notes: what to say, what to point at.
     pub notes: String,
     pub advance: Advance,
     pub expect: Expect,
 }
 
+/// A stage's rate is in pods of capacity and no capacity has been measured yet.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("stage `{stage}` offers a rate in pods of capacity: it needs one pod's measured capacity (rtc-demo conduct measures it before the stages; `rtc-demo load --pod-rps N` states it)")]
+pub struct NeedsCapacity {
+    pub stage: String,
+}
+
 impl Stage {
-    /// The engine plan for this stage (a ramp spans the stage's duration).
-    pub fn plan(&self) -> RatePlan {
-        match self.load {
+    /// The engine plan for this stage (a ramp spans the stage's duration); a rate in pods
+    /// needs [`Scenario::in_measured_units`] first.
+    pub fn plan(&self) -> Result<RatePlan, NeedsCapacity> {
+        Ok(match self.load {
             StageLoad::Rate(Rate::Constant(rps)) => RatePlan::Constant { rps },
             StageLoad::Rate(Rate::Ramp { from, to }) => RatePlan::Ramp { from, to, over: self.duration },
             StageLoad::Concurrency(workers) => RatePlan::Concurrency { workers },
-        }
+            StageLoad::PodRate(_) => return Err(NeedsCapacity { stage: self.name.clone() }),
+        })
     }
-    /// The rate at the end of the stage (what a manual stage holds); None in closed loop.
-    pub fn final_rate(&self) -> Option<f64> {
-        match self.load {
-            StageLoad::Rate(Rate::Constant(r)) | StageLoad::Rate(Rate::Ramp { to: r, .. }) => Some(r),
-            StageLoad::Concurrency(_) => None,
-        }
+
+    /// `2.5 pods` or `from 1 to 3 pods` when the scenario wrote the rate in pods.
+    pub fn pods_text(&self) -> Option<String> {
+        self.pods.map(|r| match r {
+            Rate::Constant(p) => format!("{p} pods"),
+            Rate::Ramp { from, to } => format!("{from} → {to} pods"),
+        })
     }
 }
 
@@ -514,7 +584,7 @@ struct StageRaw {
     name: String,
     #[serde(deserialize_with = "de_duration")]
     duration: Duration,
-    rate: Option<Rate>,
+    rate: Option<RateSpec>,
     concurrency: Option<u32>,
     #[serde(default)]
     notes: String,
@@ -528,7 +598,8 @@ impl TryFrom<StageRaw> for Stage {
     type Error = String;
     fn try_from(r: StageRaw) -> Result<Self, String> {
         let load = match (r.rate, r.concurrency) {
-            (Some(rate), None) => StageLoad::Rate(rate),
+            (Some(RateSpec { rate, unit: RateUnit::PerSecond }), None) => StageLoad::Rate(rate),
+            (Some(RateSpec { rate, unit: RateUnit::Pods }), None) => StageLoad::PodRate(rate),
             (None, Some(c)) if (1..=100_000).contains(&c) => StageLoad::Concurrency(c as usize),
             (None, Some(c)) => return Err(format!("stage `{}`: concurrency = {c} (expected 1..=100000)", r.name)),
             (Some(_), Some(_)) => {
@@ -552,65 +623,147 @@ impl TryFrom<StageRaw> for Stage {
                 return Err(format!("stage `{}`: replicas_at_least = {lo} > replicas_at_most = {hi}", r.name));
             }
         }
-        Ok(Stage { name: r.name, duration: r.duration, load, notes: r.notes, advance: r.advance, expect: r.expect })
+        let pods = match load {
+            StageLoad::PodRate(r) => Some(r),
+            _ => None,
+        };
+        Ok(Stage {
+            name: r.name,
+            duration: r.duration,
+            load,
+            pods,
+            notes: r.notes,
+            advance: r.advance,
+            expect: r.expect,
+        })
     }
 }
 
-const RATE_FORMS: &str =
-    "a rate in requests/s: a number >= 0 such as `rate = 40`, or a ramp `rate = { from = 10, to = 120 }`";
+const RATE_FORMS: &str = "a rate in requests/s (a number >= 0 such as `rate = 40`), in pods of capacity (`rate = \"2.5 pods\"`: multiples of what one pod holds within the SLO, measured before the stages), or a ramp of either (`rate = { from = 10, to = 120 }`, `rate = { from = \"1 pods\", to = \"3 pods\" }`)";
+
+/// Most pods of capacity a stage may ask for.
+const MAX_PODS: f64 = 1000.0;
+
+/// How a stage's rate is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RateUnit {
+    PerSecond,
+    Pods,
+}
+
+/// A stage's `rate` as written: the numbers and their unit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct RateSpec {
+    rate: Rate,
+    unit: RateUnit,
+}
 
 fn check_rate(v: f64) -> Result<f64, String> {
     if v.is_finite() && (0.0..=1_000_000.0).contains(&v) {
         Ok(v)
     } else {
-        Err(format!("rate {v} is out of range (expected {RATE_FORMS}, at most 1000000)"))
+        Err(format!("rate {v} is out of range (expected {RATE_FORMS}, at most 1000000 requests/s)"))
     }
 }
 
-impl<'de> Deserialize<'de> for Rate {
+/// `"2.5 pods"` → 2.5; `ramp_from` admits `"0 pods"` (a ramp may start from nothing).
+fn parse_pods(text: &str, ramp_from: bool) -> Result<f64, String> {
+    let bad = |why: &str| format!("rate `{text}` {why} (expected {RATE_FORMS})");
+    let t = text.trim();
+    let number = t.strip_suffix("pods").or_else(|| t.strip_suffix("pod")).ok_or_else(|| {
+        bad(if t.parse::<f64>().is_ok() {
+            "is a quoted number: requests/s are written unquoted, pods as \"N pods\""
+        } else {
+            "is not a rate"
+        })
+    })?;
+    let v: f64 = number.trim().parse().map_err(|_| bad("does not start with a number of pods"))?;
+    let low_ok = if ramp_from { v >= 0.0 } else { v > 0.0 };
+    if !v.is_finite() || !low_ok || v > MAX_PODS {
+        let allowed =
+            if ramp_from { "0 to 1000 pods" } else { "more than 0 and at most 1000 pods; for idle, `rate = 0`" };
+        return Err(bad(&format!("is out of range: {allowed}")));
+    }
+    Ok(v)
+}
+
+/// One number of a rate: requests/s (a TOML number) or pods (a string).
+struct RateNumber {
+    value: f64,
+    unit: RateUnit,
+}
+
+impl<'de> Deserialize<'de> for RateNumber {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Rate;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(RATE_FORMS)
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Rate, E> {
-                check_rate(v as f64).map(Rate::Constant).map_err(E::custom)
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Rate, E> {
-                check_rate(v as f64).map(Rate::Constant).map_err(E::custom)
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Rate, E> {
-                check_rate(v).map(Rate::Constant).map_err(E::custom)
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Rate, A::Error> {
-                let (mut from, mut to) = (None, None);
-                while let Some(key) = map.next_key::<String>()? {
-                    let slot = match key.as_str() {
-                        "from" => &mut from,
-                        "to" => &mut to,
-                        other => {
-                            return Err(de::Error::custom(format!(
-                                "unknown key `{other}` in a ramp (expected `from` and `to`)"
-                            )))
-                        }
-                    };
-                    let v: f64 = map.next_value()?;
-                    *slot = Some(check_rate(v).map_err(de::Error::custom)?);
-                }
-                match (from, to) {
-                    (Some(from), Some(to)) => Ok(Rate::Ramp { from, to }),
-                    (None, _) => {
-                        Err(de::Error::custom("a ramp without `from` (expected `rate = { from = 10, to = 120 }`)"))
-                    }
-                    (_, None) => {
-                        Err(de::Error::custom("a ramp without `to` (expected `rate = { from = 10, to = 120 }`)"))
-                    }
+        d.deserialize_any(RateVisitor { ramp_from: false }).and_then(|s| match s.rate {
+            Rate::Constant(value) => Ok(RateNumber { value, unit: s.unit }),
+            Rate::Ramp { .. } => Err(de::Error::custom(format!("a ramp inside a ramp (expected {RATE_FORMS})"))),
+        })
+    }
+}
+
+/// The `from` of a ramp, where `"0 pods"` is allowed.
+struct RampFrom(RateNumber);
+
+impl<'de> Deserialize<'de> for RampFrom {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(RateVisitor { ramp_from: true }).and_then(|s| match s.rate {
+            Rate::Constant(value) => Ok(RampFrom(RateNumber { value, unit: s.unit })),
+            Rate::Ramp { .. } => Err(de::Error::custom(format!("a ramp inside a ramp (expected {RATE_FORMS})"))),
+        })
+    }
+}
+
+struct RateVisitor {
+    ramp_from: bool,
+}
+
+impl<'de> Visitor<'de> for RateVisitor {
+    type Value = RateSpec;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(RATE_FORMS)
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<RateSpec, E> {
+        self.visit_f64(v as f64)
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<RateSpec, E> {
+        self.visit_f64(v as f64)
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<RateSpec, E> {
+        check_rate(v).map(|r| RateSpec { rate: Rate::Constant(r), unit: RateUnit::PerSecond }).map_err(E::custom)
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<RateSpec, E> {
+        parse_pods(v, self.ramp_from)
+            .map(|p| RateSpec { rate: Rate::Constant(p), unit: RateUnit::Pods })
+            .map_err(E::custom)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RateSpec, A::Error> {
+        let (mut from, mut to): (Option<RateNumber>, Option<RateNumber>) = (None, None);
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "from" => from = Some(map.next_value::<RampFrom>()?.0),
+                "to" => to = Some(map.next_value::<RateNumber>()?),
+                other => {
+                    return Err(de::Error::custom(format!(
+                        "unknown key `{other}` in a ramp (expected `from` and `to`)"
+                    )))
                 }
             }
         }
-        d.deserialize_any(V)
+        match (from, to) {
+            (Some(f), Some(t)) if f.unit != t.unit => Err(de::Error::custom(
+                "a ramp with `from` and `to` in different units (expected both in requests/s, `{ from = 10, to = 120 }`, or both in pods, `{ from = \"1 pods\", to = \"3 pods\" }`)",
+            )),
+            (Some(f), Some(t)) => Ok(RateSpec { rate: Rate::Ramp { from: f.value, to: t.value }, unit: f.unit }),
+            (None, _) => Err(de::Error::custom("a ramp without `from` (expected `rate = { from = 10, to = 120 }`)")),
+            (_, None) => Err(de::Error::custom("a ramp without `to` (expected `rate = { from = 10, to = 120 }`)")),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RateSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(RateVisitor { ramp_from: false })
     }
 }
 
@@ -649,6 +802,14 @@ fn de_pixels<'de, D: Deserializer<'de>>(d: D) -> Result<(u32, u32), D::Error> {
         return Err(bad());
     }
     Ok((w, h))
+}
+
+fn de_opt_pixels<'de, D: Deserializer<'de>>(d: D) -> Result<Option<(u32, u32)>, D::Error> {
+    de_pixels(d).map(Some)
+}
+
+fn de_opt_effects<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    de_effects(d).map(Some)
 }
 
 fn de_effects<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
@@ -703,6 +864,19 @@ impl fmt::Display for ScenarioError {
 
 impl std::error::Error for ScenarioError {}
 
+/// Where `key = …` is first written (1-based line and column), or the file's start.
+fn key_position(text: &str, key: &str) -> (usize, usize) {
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        if trimmed.strip_prefix(key).is_some_and(|rest| rest.trim_start().starts_with('=')) {
+            return line_col(text, offset + line.len() - trimmed.len());
+        }
+        offset += line.len();
+    }
+    (1, 1)
+}
+
 /// 1-based line and column (in characters) of byte `offset` in `text`.
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let mut offset = offset.min(text.len());
@@ -731,15 +905,59 @@ impl Scenario {
     /// Parses scenario text; `file` only labels errors.
     pub fn from_toml(text: &str, file: impl AsRef<Path>) -> Result<Scenario, ScenarioError> {
         let file = file.as_ref().to_path_buf();
-        toml::from_str::<Scenario>(text).map_err(|e| {
+        let scenario = toml::from_str::<Scenario>(text).map_err(|e| {
             let (line, column) = line_col(text, e.span().map(|s| s.start).unwrap_or(0));
             let mut message = e.message().trim().replace('\n', " ");
             if !message.contains("expected") {
                 message
                     .push_str(" (expected a scenario as in scenarios/keynote.toml: name, [request], [[stages]] ...)");
             }
-            ScenarioError { file, line, column, message }
-        })
+            ScenarioError { file: file.clone(), line, column, message }
+        })?;
+        // Checks across tables, located at the key they are about.
+        if let Some(t) = scenario.request.service_time {
+            if t >= scenario.slo.p95 {
+                let (line, column) = key_position(text, "service_time");
+                return Err(ScenarioError {
+                    file,
+                    line,
+                    column,
+                    message: format!(
+                        "service_time = {} is not below the SLO's p95 of {} (expected a fraction of it, e.g. a fifth: one frame must fit in the SLO with room to queue)",
+                        rtc_service::duration::format_duration(t),
+                        rtc_service::duration::format_duration(scenario.slo.p95)
+                    ),
+                });
+            }
+        }
+        Ok(scenario)
+    }
+
+    /// Does any stage write its rate in pods of capacity, or the request its service time?
+    /// Then one pod's capacity must be measured before the stages.
+    pub fn needs_capacity(&self) -> bool {
+        self.request.service_time.is_some() || self.stages.iter().any(|s| s.pods.is_some())
+    }
+
+    /// This scenario in measured units: with `pod_rps`, every rate in pods becomes
+    /// `pods × pod_rps` requests/s (the pods as written stay in [`Stage::pods`]); `iters`
+    /// (when given) replaces the request's, as sized to its `service_time`.
+    pub fn in_measured_units(&self, pod_rps: Option<f64>, iters: Option<u32>) -> Scenario {
+        let mut s = self.clone();
+        if let Some(i) = iters {
+            s.request.iters = i;
+        }
+        let Some(pod_rps) = pod_rps else { return s };
+        for st in &mut s.stages {
+            if let StageLoad::PodRate(r) = st.load {
+                let rps = |p: f64| (p * pod_rps * 10.0).round() / 10.0;
+                st.load = StageLoad::Rate(match r {
+                    Rate::Constant(p) => Rate::Constant(rps(p)),
+                    Rate::Ramp { from, to } => Rate::Ramp { from: rps(from), to: rps(to) },
+                });
+            }
+        }
+        s
     }
 
     /// The stage called `name`, or an error listing the names there are.

@@ -37,7 +37,7 @@ impl Kubectl {
     }
 
     /// `kubectl [--context C] -n NS`
-    fn ns(&self) -> String {
+    pub fn ns(&self) -> String {
         format!("{} -n {}", self.base(), sh_quote(&self.namespace))
     }
 
@@ -103,17 +103,20 @@ impl Kubectl {
         format!("{} get servicemonitors -o wide", self.ns())
     }
 
-    /// Prometheus on this machine (when it runs in the cluster): port-forward its Service.
-    /// The program (`$RTC_KUBECTL`, else `kubectl`) and arguments of a forward to a Service,
-    /// without the `LOCAL:REMOTE` ports the supervisor adds.
-    pub fn port_forward_argv(&self, namespace: &str, service: &str) -> (String, Vec<String>) {
-        let program = std::env::var("RTC_KUBECTL").ok().filter(|p| !p.is_empty()).unwrap_or_else(|| "kubectl".into());
+    /// The program the console runs for port-forwards: `$RTC_KUBECTL`, else `kubectl`.
+    pub fn program() -> String {
+        std::env::var("RTC_KUBECTL").ok().filter(|p| !p.is_empty()).unwrap_or_else(|| "kubectl".into())
+    }
+
+    /// The arguments of a forward to `target` (`svc/prometheus-operated`, `pod/gpu-media-x`)
+    /// in `namespace`, without the `LOCAL:REMOTE` ports the supervisor adds.
+    pub fn port_forward_args(&self, namespace: &str, target: &str) -> Vec<String> {
         let mut args = Vec::new();
         if let Some(c) = &self.context {
             args.extend(["--context".to_string(), c.clone()]);
         }
-        args.extend(["-n".to_string(), namespace.to_string(), "port-forward".into(), format!("svc/{service}")]);
-        (program, args)
+        args.extend(["-n".to_string(), namespace.to_string(), "port-forward".into(), target.to_string()]);
+        args
     }
 
     pub fn port_forward_prometheus(&self, namespace: &str, service: &str, port: u16) -> String {

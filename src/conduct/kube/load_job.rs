@@ -31,6 +31,9 @@ pub struct LoadJobSpec {
     pub service_url: String,
     /// The image instead of the template's placeholder (None: keep it).
     pub image: Option<ImageRef>,
+    /// One pod's measured capacity (`--pod-rps`) and the iterations sized to the scenario's
+    /// `service_time` (`--iters`), for a scenario whose rates are in pods.
+    pub measured: Option<(f64, u32)>,
 }
 
 /// The Service URL inside the cluster.
@@ -93,6 +96,10 @@ pub fn render(dir: &Path, spec: &LoadJobSpec) -> Result<Vec<Value>, LoadJobError
                     .and_then(|c| c.as_object_mut())
                     .ok_or_else(|| bad("the Job has no container".into()))?;
                 let mut args: Vec<Value> = c.get("args").and_then(|a| a.as_array()).cloned().unwrap_or_default();
+                if let Some((pod_rps, iters)) = spec.measured {
+                    args.extend(["--pod-rps".into(), format!("{pod_rps:.2}").into()]);
+                    args.extend(["--iters".into(), iters.to_string().into()]);
+                }
                 if let Some(st) = &spec.stage {
                     args.push("--stage".into());
                     args.push(st.clone().into());
@@ -264,6 +271,7 @@ mod tests {
             stage: Some("peak".into()),
             service_url: service_url("gpu-media", "demo", 80),
             image: Some(ImageRef::parse("registry.example/rtc-demo:test").unwrap()),
+            measured: Some((41.256, 12)),
         };
         let objs = render(&dir, &spec).unwrap();
         let kinds: Vec<&str> = objs.iter().map(|o| o["kind"].as_str().unwrap()).collect();
@@ -284,6 +292,10 @@ mod tests {
                 "--scenario",
                 "/etc/rtc-demo/scenario.toml",
                 "--json",
+                "--pod-rps",
+                "41.26",
+                "--iters",
+                "12",
                 "--stage",
                 "peak",
                 "http://gpu-media.demo.svc:80"

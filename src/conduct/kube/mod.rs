@@ -14,6 +14,7 @@
 //! the apply/rollout task and the load Job's log follower send it [`KubeEvent`]s.
 //! - [`prometheus`]: p95/RPS/errors/shed/GPU through prometheus-http-query, stale + backoff.
 //! - [`load_job`]: the in-cluster load Job + ConfigMap, and its per-second log lines.
+//! - [`pod_capacity`]: the capacity probe against one ready pod, through `kubectl port-forward pod/NAME`.
 //! - [`kubectl`]: the exact kubectl command for every step and view (the fallback panel).
 //!
 //! Testing: no API server can run on the build machines, so everything that talks to the
@@ -43,6 +44,7 @@ pub mod console;
 pub mod job_driver;
 pub mod kubectl;
 pub mod load_job;
+pub mod pod_capacity;
 pub mod port_forward;
 pub mod preflight;
 pub mod prometheus;
@@ -217,6 +219,37 @@ pub fn kubectl_panel(k: &kubectl::Kubectl, phase: &Phase, overlay: &str, n: &Nam
     v
 }
 
+/// How the load reaches the service: an in-cluster Job, the engine from this machine, or
+/// nothing (with why). Built again when the capacity probe has sized the request.
+fn load_driver(cfg: &KubeConfig, tell: &Tell) -> Result<Box<dyn LoadDriver>, KubeError> {
+    Ok(if cfg.in_cluster_load {
+        Box::new(job_driver::JobDriver::new(
+            cfg.connected.client.clone(),
+            cfg.job_spec()?,
+            cfg.root.join("manifests/load"),
+            cfg.scenario.stages.iter().map(|s| s.name.clone()).collect(),
+            cfg.scenario.load.pod_start_timeout,
+            tell.clone(),
+        ))
+    } else if let Some(base) = &cfg.load_url {
+        let url = cfg.scenario.request.url_for(base);
+        let uri: hyper::Uri = url.parse().map_err(|e: hyper::http::uri::InvalidUri| KubeError::LoadUrl {
+            url: url.clone(),
+            reason: e.to_string(),
+        })?;
+        Box::new(EngineDriver::new(LoadConfig {
+            targets: vec![uri],
+            method: cfg.scenario.request.method.as_hyper(),
+            connections: cfg.scenario.load.connections,
+            timeout: cfg.scenario.request.timeout,
+            max_inflight: cfg.scenario.load.max_inflight,
+            ..Default::default()
+        }))
+    } else {
+        Box::new(Unconfigured("no load URL: set [load] url in the scenario (or from = \"in-cluster\")"))
+    })
+}
+
 /// Everything the kube backend needs.
 #[derive(Clone)]
 pub struct KubeConfig {
@@ -243,6 +276,8 @@ pub struct KubeConfig {
     /// The supervised `kubectl port-forward` to Prometheus (`--prometheus port-forward`);
     /// the forward ends when the last clone of the configuration goes.
     pub port_forward: Option<Arc<port_forward::PortForward>>,
+    /// One pod's measured capacity and the sized iterations, once the probe has run.
+    pub measured: Option<(f64, u32)>,
 }
 
 /// `--prometheus port-forward`: forward to Prometheus through kubectl, supervised.
@@ -275,6 +310,7 @@ impl KubeConfig {
             stage: None,
             service_url: load_job::service_url(&self.scenario.manifests.service, &self.namespace, self.service_port),
             image: self.image.clone(),
+            measured: self.measured,
         })
     }
 
@@ -330,8 +366,8 @@ pub async fn configure(a: KubeArgs) -> Result<KubeConfig, KubeError> {
     // `--prometheus port-forward`: the console runs and re-runs kubectl's forward itself.
     let port_forward = if prometheus.as_deref() == Some(PORT_FORWARD) {
         let k = connected.kubectl(&a.scenario.prometheus.namespace);
-        let (program, args) = k.port_forward_argv(&a.scenario.prometheus.namespace, "prometheus-operated");
-        let pf = port_forward::PortForward::start(&program, &args, 9090).await?;
+        let args = k.port_forward_args(&a.scenario.prometheus.namespace, "svc/prometheus-operated");
+        let pf = port_forward::PortForward::start(&kubectl::Kubectl::program(), &args, 9090).await?;
         prometheus = Some(pf.url.clone());
         Some(Arc::new(pf))
     } else {
@@ -351,6 +387,7 @@ pub async fn configure(a: KubeArgs) -> Result<KubeConfig, KubeError> {
         service_port: 80,
         objects: Vec::new(),
         port_forward,
+        measured: None,
     };
     cfg.objects = cfg.render()?;
     Ok(cfg)
@@ -514,32 +551,7 @@ impl Controller {
             },
             None => None,
         };
-        let load: Box<dyn LoadDriver> = if cfg.in_cluster_load {
-            Box::new(job_driver::JobDriver::new(
-                cfg.connected.client.clone(),
-                cfg.job_spec()?,
-                cfg.root.join("manifests/load"),
-                cfg.scenario.stages.iter().map(|s| s.name.clone()).collect(),
-                cfg.scenario.load.pod_start_timeout,
-                tell.clone(),
-            ))
-        } else if let Some(base) = &cfg.load_url {
-            let url = cfg.scenario.request.url_for(base);
-            let uri: hyper::Uri = url.parse().map_err(|e: hyper::http::uri::InvalidUri| KubeError::LoadUrl {
-                url: url.clone(),
-                reason: e.to_string(),
-            })?;
-            Box::new(EngineDriver::new(LoadConfig {
-                targets: vec![uri],
-                method: cfg.scenario.request.method.as_hyper(),
-                connections: cfg.scenario.load.connections,
-                timeout: cfg.scenario.request.timeout,
-                max_inflight: cfg.scenario.load.max_inflight,
-                ..Default::default()
-            }))
-        } else {
-            Box::new(Unconfigured("no load URL: set [load] url in the scenario (or from = \"in-cluster\")"))
-        };
+        let load = load_driver(&cfg, &tell)?;
         Ok(Controller {
             cfg,
             objects,
@@ -656,6 +668,16 @@ impl Controller {
                     self.timeline.clear_client();
                 }
                 self.load.start_stage(index, plan)
+            }
+            BackendCommand::Measured { pod_rps, iters } => {
+                // Before the first stage: the load is idle, so it is rebuilt with the sized request.
+                self.cfg.scenario = self.cfg.scenario.in_measured_units(Some(pod_rps), Some(iters));
+                self.cfg.measured = Some((pod_rps, iters));
+                match load_driver(&self.cfg, &self.tell) {
+                    Ok(l) => self.load = l,
+                    Err(e) => self.set_status(format!("the load after the capacity probe: {e}")),
+                }
+                Ok(())
             }
             BackendCommand::Pause => self.load.pause(),
             BackendCommand::Resume => self.load.resume(),

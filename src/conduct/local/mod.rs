@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::hpa::{dead_band_p95, HpaController, HpaDecision, HpaInput, HpaSpec, MetricInput, MetricKind, PodSample};
-use super::http::{HttpError, HttpGet};
+use super::http::{HttpClient, HttpError};
 use super::load_driver::{DriverResult, EngineDriver, LoadDriver, STOP_DEADLINE};
 use super::model::*;
 use super::prom::{self, Polled};
@@ -125,7 +125,7 @@ struct Controller {
     events: VecDeque<EventInfo>,
     plan_line: String,
     prom: Option<PromP95>,
-    http: HttpGet,
+    http: HttpClient,
     status: Option<String>,
     applied: bool,
     metrics_ok_at: Option<Instant>,
@@ -164,7 +164,7 @@ impl Controller {
             events: VecDeque::new(),
             plan_line: String::new(),
             prom: None,
-            http: HttpGet::new(),
+            http: HttpClient::new(),
             status: None,
             applied: false,
             metrics_ok_at: None,
@@ -296,6 +296,8 @@ impl Controller {
                 self.plan_line = load_line(&plan, &self.cfg.path_and_query);
                 self.load_result(|l| l.start_stage(index, plan));
             }
+            // The rehearsal is measured before it starts (run.rs): its config already has them.
+            BackendCommand::Measured { .. } => {}
             BackendCommand::Pause => self.load_result(|l| l.pause()),
             BackendCommand::Resume => self.load_result(|l| l.resume()),
             BackendCommand::ScaleLoad(f) => self.load_result(|l| l.scale(f)),
@@ -651,4 +653,59 @@ pub fn load_line(plan: &RatePlan, path_and_query: &str) -> String {
         }
         RatePlan::Concurrency { workers } => format!("rtc-demo load --concurrency {workers} '{url}'"),
     }
+}
+
+/// The rehearsal's capacity probe: one replica started as every other will be (same device,
+/// same flags), on a free port outside the autoscaler's, measured alone before any other
+/// starts (CPU replicas would share this machine's cores), then stopped.
+pub async fn measure_capacity(
+    spawn: &SpawnSpec,
+    scenario: &crate::scenario::Scenario,
+    progress: &mut (dyn FnMut(String) + Send),
+) -> Result<super::capacity::Capacity, LocalCapacityError> {
+    let port = replica::ephemeral_port().ok_or(LocalCapacityError::NoPort)?;
+    let mut r = spawn.spawn_for_capacity(port)?;
+    progress(format!("capacity: starting {} on 127.0.0.1:{port} to measure one replica …", r.name));
+    let http = HttpClient::new();
+    let deadline = Instant::now() + READY_FOR_CAPACITY;
+    let outcome = loop {
+        if let Some(how) = replica::exited(&mut r) {
+            break Err(LocalCapacityError::Exited {
+                how,
+                log: spawn.log_dir.as_ref().map(|d| d.join("serve-capacity.log")),
+            });
+        }
+        if matches!(http.get(&format!("{}/readyz", r.base_url()), Duration::from_millis(800)).await, Ok((200, _))) {
+            let probe = super::capacity::CapacityProbe {
+                base: r.base_url(),
+                request: scenario.request.clone(),
+                slo: scenario.slo.p95,
+                measured_on: format!("replica {} on loopback", r.name),
+            };
+            break probe.measure(progress).await.map_err(LocalCapacityError::Probe);
+        }
+        if Instant::now() >= deadline {
+            break Err(LocalCapacityError::NotReady { secs: READY_FOR_CAPACITY.as_secs() });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    replica::kill(&mut r);
+    outcome
+}
+
+/// How long the probe's replica may take to answer `/readyz` 200.
+const READY_FOR_CAPACITY: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum LocalCapacityError {
+    #[error("capacity probe: no free loopback port for its replica")]
+    NoPort,
+    #[error("capacity probe: {0}")]
+    Spawn(#[from] replica::ReplicaError),
+    #[error("capacity probe: its replica exited ({how}) before it was ready{}", log.as_ref().map(|l| format!("; its log: {}", l.display())).unwrap_or_default())]
+    Exited { how: String, log: Option<std::path::PathBuf> },
+    #[error("capacity probe: its replica was not ready within {secs} s")]
+    NotReady { secs: u64 },
+    #[error(transparent)]
+    Probe(super::capacity::CapacityError),
 }

@@ -124,6 +124,16 @@ impl SpawnSpec {
     }
 
     pub fn spawn(&self, slot: u32, port: u16, restarts: u32) -> Result<Replica, ReplicaError> {
+        self.start(format!("serve-{slot}"), slot, port, restarts)
+    }
+
+    /// The replica the capacity probe measures before the stages: configured as every
+    /// other, outside the autoscaler's slots, logging to `serve-capacity.log`.
+    pub fn spawn_for_capacity(&self, port: u16) -> Result<Replica, ReplicaError> {
+        self.start("serve-capacity".into(), u32::MAX, port, 0)
+    }
+
+    fn start(&self, name: String, slot: u32, port: u16, restarts: u32) -> Result<Replica, ReplicaError> {
         let mut cmd = Command::new(&self.exe);
         cmd.arg("serve").arg("--listen").arg(format!("127.0.0.1:{port}"));
         let has = |flag: &str| self.serve_args.iter().any(|a| a == flag || a.starts_with(&format!("{flag}=")));
@@ -142,7 +152,7 @@ impl SpawnSpec {
         match &self.log_dir {
             Some(d) => {
                 let _ = std::fs::create_dir_all(d);
-                let path = d.join(format!("serve-{slot}.log"));
+                let path = d.join(format!("{name}.log"));
                 let f = std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
@@ -161,7 +171,7 @@ impl SpawnSpec {
         pids().insert(pid);
         Ok(Replica {
             slot,
-            name: format!("serve-{slot}"),
+            name,
             port,
             child,
             pid,

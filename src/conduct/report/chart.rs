@@ -50,10 +50,13 @@ pub fn draw(path: &Path, rows: &[Row], summary: &Summary) -> Result<(), super::R
 fn draw_inner(path: &Path, rows: &[Row], summary: &Summary) -> Result<(), Box<dyn std::error::Error>> {
     let root = BitMapBackend::new(path, (1400, 1000)).into_drawing_area();
     root.fill(&WHITE)?;
-    let title = format!(
+    let mut title = format!(
         "rtc-demo conduct · {} · {} · {:.0} s · SLO p95 < {:.0} ms",
         summary.scenario, summary.backend, summary.duration_s, summary.slo_p95_ms
     );
+    if let Some(c) = &summary.capacity {
+        title.push_str(&format!(" · {}", c.short()));
+    }
     // The bundled font has no middle dot: separate with bars.
     let title = title.replace('·', "|");
     let root = root.titled(&title, ("sans-serif", 26).into_font().color(&BLACK))?;

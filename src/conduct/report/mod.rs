@@ -65,6 +65,9 @@ pub struct Summary {
     pub duration_s: f64,
     pub slo_p95_ms: f64,
     pub hpa: HpaSummary,
+    /// One pod's capacity as measured before the stages (None: not measured, or an older report).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<crate::conduct::capacity::Capacity>,
     pub stages: Vec<StageSummary>,
     /// The load engine's cumulative summary (as `rtc-demo load --json` writes it).
     pub load: Option<serde_json::Value>,
@@ -345,6 +348,22 @@ mod tests {
             backend: "LOCAL".into(),
             slo_p95_ms: 100.0,
             hpa: HpaSummary { min: 2, max: 5, ..Default::default() },
+            capacity: Some(crate::conduct::capacity::Capacity {
+                device: "emulated".into(),
+                device_name: "emulated GPU (20.0 ms per frame, 1 frame per stream)".into(),
+                measured_on: "replica serve-capacity on loopback".into(),
+                workers: 1,
+                pixels: (1280, 720),
+                iters: 1,
+                sized_to_ms: None,
+                sizing_note: None,
+                service_ms: 20.4,
+                compute_ms: 20.0,
+                pod_rps: 48.9,
+                p95_busy_ms: 41.0,
+                concurrency: 2,
+                slo_ms: 100.0,
+            }),
             events: fixtures::snapshot().events,
             ..Default::default()
         };
@@ -354,6 +373,7 @@ mod tests {
         let back = read(&dir).unwrap();
         assert_eq!(back.rows.len(), 120);
         assert_eq!(back.summary.scenario, "rehearsal");
+        assert_eq!(back.summary.capacity, summary.capacity, "the measured capacity is in summary.json");
         assert_eq!(back.rows.iter().map(|r| r.events.len()).sum::<usize>(), 3);
         let _ = std::fs::remove_dir_all(&dir);
         assert!(read(Path::new("/nonexistent-report")).unwrap_err().to_string().contains("cannot read"));

@@ -61,6 +61,8 @@ pub fn render(app: &App, f: &mut Frame, area: Rect) {
         backend,
         Span::raw("  "),
         Span::styled(format!("SLO p95 < {:.0} ms", app.slo_s * 1000.0), title_style()),
+        Span::raw("  "),
+        Span::styled(app.capacity.clone().unwrap_or_default(), dim_style()),
     ]);
     let mut stage_spans = vec![
         Span::styled(format!("Stage {}/{}: ", st.index + 1, st.count.max(1)), title_style()),
@@ -115,8 +117,10 @@ mod tests {
 
     #[test]
     fn header_shows_scenario_stage_backend_timer() {
-        let app = app();
-        let s = draw(100, 4, |f| render(&app, f, f.area()));
+        let mut app = app();
+        app.capacity = Some("one pod 49 req/s · 20.4 ms a frame (emulated)".into());
+        let s = draw(140, 4, |f| render(&app, f, f.area()));
+        assert!(s.contains("one pod 49 req/s · 20.4 ms a frame (emulated)"), "the measured capacity: {s}");
         assert!(s.contains("rehearsal"), "{s}");
         assert!(s.contains("LOCAL"));
         assert!(s.contains("SLO p95 < 100 ms"));

@@ -55,6 +55,8 @@ pub struct App {
     /// The final verdicts, shown when the run is over.
     pub summary: Option<Vec<Verdict>>,
     pub quit: bool,
+    /// One pod's measured capacity, short (`one pod 41 req/s · 19.6 ms a frame (GPU)`).
+    pub capacity: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -79,6 +81,7 @@ impl App {
             flash: None,
             summary: None,
             quit: false,
+            capacity: None,
         }
     }
 
