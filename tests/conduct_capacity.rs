@@ -88,9 +88,10 @@ async fn iterations_are_sized_to_the_service_time() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cpu_replicas_are_measured_and_labelled_cpu() {
-    let s = serve(&["--device", "cpu"]).await;
+    // One admitted at a time: the probe keeps no more in flight than the pod admits.
+    let s = serve(&["--device", "cpu", "--max-inflight", "1"]).await;
     let c = probe(&s.base, request((320, 180), 1)).measure(&mut |_| {}).await.unwrap();
-    assert_eq!(c.device, "cpu");
+    assert_eq!((c.device.as_str(), c.concurrency), ("cpu", 1));
     assert!(c.pod_rps > 0.0 && c.service_ms > 0.0 && c.service_ms < 100.0, "{c:?}");
     assert!(c.line().contains("CPU"), "a CPU figure says so: {}", c.line());
 }

@@ -1,5 +1,5 @@
-//! The HTTP API (SPEC §1): `/process` over a `dyn Device`, answered from the socket by
-//! [`crate::http1`]; every other endpoint an axum router.
+//! The HTTP API (SPEC §1): the axum router, `/process` over a `dyn Device` included, served
+//! by [`crate::http_server`].
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,14 +8,14 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 use axum::{Json, Router};
 use serde_json::json;
 use tokio::sync::Semaphore;
 
 use crate::device::{Device, Job, JobInput, JobOutput};
 use crate::effects::{ChainPlan, EFFECT_NAMES};
-use crate::http1::{Answer, BodyError, RequestBody, RequestHead, DRAIN_LIMIT};
+use crate::frame_body::{BodyError, FrameBody};
 use crate::memory::{BufferPool, MemoryBudget, Refusal, Reservation};
 use crate::metrics::{Metrics, REJECT_MEMORY, REJECT_OVERLOAD};
 use crate::params::{self, ParamError, ProcessRequest, MAX_BODY_BYTES};
@@ -39,12 +39,19 @@ struct Inner {
     workers: Arc<Semaphore>,
     worker_count: usize,
     draining: AtomicBool,
+    body_timeout: Duration,
 }
+
+/// How long a body that a request will not use may take to arrive and be thrown away, so the
+/// client reads the answer rather than a reset.
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
 pub struct AppConfig {
     pub max_inflight: usize,
     pub p95_window: Duration,
+    /// A `/process` body must arrive whole within this of its head (else 408).
+    pub body_timeout: Duration,
 }
 
 impl AppState {
@@ -61,6 +68,7 @@ impl AppState {
                 workers: Arc::new(Semaphore::new(workers)),
                 worker_count: workers,
                 draining: AtomicBool::new(false),
+                body_timeout: config.body_timeout,
             }),
         }
     }
@@ -73,6 +81,10 @@ impl AppState {
     pub fn inflight(&self) -> usize {
         self.inner.max_inflight - self.inner.admission.available_permits()
     }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
 }
 
 pub fn router(state: AppState) -> Router {
@@ -81,19 +93,21 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/process", any(process))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), count_requests))
         .with_state(state)
 }
 
 /// `app_requests_total{endpoint,code}` for every answer, known paths by name, the rest as
-/// `other` (`/process` is counted by [`process`], which the router never sees).
+/// `other`.
 async fn count_requests(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let endpoint = match req.uri().path() {
         "/" => "/",
         "/healthz" => "/healthz",
         "/readyz" => "/readyz",
         "/metrics" => "/metrics",
+        "/process" => "/process",
         _ => "other",
     };
     let response = next.run(req).await;
@@ -168,53 +182,48 @@ async fn metrics(State(state): State<AppState>) -> Response {
     ([(header::CONTENT_TYPE, content_type)], text).into_response()
 }
 
-/// `/process` (GET: a synthetic frame, POST: a raw one, else 405), counted in
-/// `app_requests_total` like the router's endpoints.
-pub(crate) async fn process(state: &AppState, head: &RequestHead, body: &mut RequestBody<'_>) -> Answer {
-    let answer = process_request(state, head, body).await;
-    state.inner.metrics.count_request("/process", answer.status().as_u16());
-    answer
-}
-
-async fn process_request(state: &AppState, head: &RequestHead, body: &mut RequestBody<'_>) -> Answer {
+/// `/process` (GET: a synthetic frame, POST: a raw one, else 405).
+///
+/// Order of admission, so that a slow client holds nothing a fast one needs: the parameters
+/// and the declared size are checked from the head; the request's memory is reserved (the
+/// budget bounds what bodies on their way may hold); the body is read within
+/// `--body-timeout` (408 after it, the reservation released); only then is it admitted past
+/// `--max-inflight` and queued for a worker.
+async fn process(State(state): State<AppState>, req: Request) -> Response {
     let arrived = Instant::now();
+    let (head, body) = req.into_parts();
+    let waits_for_continue =
+        head.headers.get(header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let mut body = FrameBody::new(body, state.inner.body_timeout, waits_for_continue);
     let inner = &state.inner;
     if head.method != Method::GET && head.method != Method::POST {
         let detail = format!("{} /process; use GET (synthetic frame) or POST (raw frame in the body)", head.method);
         let mut r = error_response(StatusCode::METHOD_NOT_ALLOWED, "method not allowed", None, detail);
         r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
-        return refuse(body, r).await;
+        return refuse(&mut body, r).await;
     }
-    let req = match params::parse_query(head.query.as_deref().unwrap_or("")) {
+    let req = match params::parse_query(head.uri.query().unwrap_or("")) {
         Ok(r) => r,
-        Err(e) => return reject(body, e).await,
+        Err(e) => return bad_request(e),
     };
     if let Err(e) = check_declared_body(&req, &head.headers) {
-        return reject(body, e).await;
+        return bad_request(e);
     }
-    let Ok(permit) = inner.admission.clone().try_acquire_owned() else {
-        inner.metrics.count_rejected(REJECT_OVERLOAD);
-        let detail = format!("{} requests in flight (--max-inflight); retry shortly", inner.max_inflight);
-        return refuse(body, retry_later("overloaded", detail)).await;
-    };
     // The frame (the body, or the synthetic one) and the device's working buffers, decided
     // from the parameters before a byte of the body is read.
     let need = req.expected_body_len().unwrap_or(0) + inner.device.working_bytes(req.width, req.height, req.format);
     let reservation = match inner.memory.try_reserve(need) {
         Ok(r) => r,
         Err(Refusal::Busy { need, free }) => {
-            // Not admitted: the drain in `refuse` must not hold an admission slot.
-            drop(permit);
             inner.metrics.count_rejected(REJECT_MEMORY);
             let detail = format!(
                 "this request needs {} MiB of working memory and the requests in flight leave {} MiB of the memory budget; retry shortly",
                 mib(need),
                 mib(free)
             );
-            return refuse(body, retry_later("memory budget full", detail)).await;
+            return refuse(&mut body, retry_later("memory budget full", detail)).await;
         }
         Err(Refusal::TooLarge { need, limit }) => {
-            drop(permit);
             let detail = format!(
                 "{} needs {} MiB of working memory; this service admits requests of at most {} MiB (its memory budget, --memory-budget or the pod's memory limit); send a smaller frame",
                 req.pixels(),
@@ -227,22 +236,36 @@ async fn process_request(state: &AppState, head: &RequestHead, body: &mut Reques
                 Some("pixels"),
                 detail,
             );
-            return refuse(body, r).await;
+            return refuse(&mut body, r).await;
         }
+    };
+    let mut raw = match read_body(&req, &mut body, inner.memory.pool()).await {
+        Ok(raw) => raw,
+        Err(BodyRefusal::Late(detail)) => {
+            return error_response(StatusCode::REQUEST_TIMEOUT, "body too slow", Some("body"), detail)
+        }
+        Err(BodyRefusal::Bad(e)) => {
+            if e.detail.starts_with("reading the body failed") {
+                inner.metrics.count_malformed();
+            }
+            return bad_request(e);
+        }
+    };
+    let Ok(permit) = inner.admission.clone().try_acquire_owned() else {
+        if let Some(frame) = raw.take() {
+            inner.memory.pool().give(frame);
+        }
+        inner.metrics.count_rejected(REJECT_OVERLOAD);
+        let detail = format!("{} requests in flight (--max-inflight); retry shortly", inner.max_inflight);
+        return retry_later("overloaded", detail);
     };
     // In flight until answered, on every exit path (cancellation included): the admission
     // slot, and the level `app_inflight_requests` and its time integral are read from.
     let _admitted = permit;
     let _inflight = inner.metrics.enter_inflight();
 
-    let mut raw = match read_body(&req, body, inner.memory.pool()).await {
-        Ok(raw) => raw,
-        Err(e) => return bad_request(e).into(),
-    };
-
     let Ok(worker) = inner.workers.clone().acquire_owned().await else {
-        return error_response(StatusCode::SERVICE_UNAVAILABLE, "shutting down", None, "the service is stopping")
-            .into();
+        return error_response(StatusCode::SERVICE_UNAVAILABLE, "shutting down", None, "the service is stopping");
     };
     let queued = arrived.elapsed();
     let device = inner.device.clone();
@@ -266,12 +289,11 @@ async fn process_request(state: &AppState, head: &RequestHead, body: &mut Reques
         Ok((Ok(result), raw)) => (result, raw),
         Ok((Err(e), _)) => {
             tracing::error!(error = %e, "device failed");
-            return error_response(StatusCode::INTERNAL_SERVER_ERROR, "device error", None, e.to_string()).into();
+            return error_response(StatusCode::INTERNAL_SERVER_ERROR, "device error", None, e.to_string());
         }
         Err(e) => {
             tracing::error!(error = %e, "compute task failed");
-            return error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal error", None, "compute task failed")
-                .into();
+            return error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal error", None, "compute task failed");
         }
     };
     let total = arrived.elapsed();
@@ -286,7 +308,9 @@ async fn process_request(state: &AppState, head: &RequestHead, body: &mut Reques
                 headers
                     .insert(name, HeaderValue::from_str(&ms(value).to_string()).expect("a number is a valid header"));
             }
-            Answer::Frame { headers, frame: Box::new(frame) }
+            // Sent from the frame's own buffer, which goes back to the pool (and the request's
+            // memory to the budget) when hyper has written it.
+            (headers, axum::body::Body::from(bytes::Bytes::from_owner(frame))).into_response()
         }
         (JobOutput::Checksum(checksum), _) => Json(json!({
             "device": inner.device.info().kind,
@@ -299,11 +323,10 @@ async fn process_request(state: &AppState, head: &RequestHead, body: &mut Reques
             "total_ms": ms(total),
             "checksum": checksum,
         }))
-        .into_response()
-        .into(),
+        .into_response(),
         (JobOutput::FrameInPlace, None) => {
             tracing::error!("the device answered a synthetic job with a frame");
-            error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal error", None, "no frame to send").into()
+            error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal error", None, "no frame to send")
         }
     }
 }
@@ -319,20 +342,12 @@ fn retry_later(error: &str, detail: String) -> Response {
     r
 }
 
-/// A request that can never succeed (a bad parameter, a body of the wrong size), answered at
-/// once: what of its body has already arrived is thrown away, and if more is on its way the
-/// connection closes after the answer instead of waiting for it.
-async fn reject(body: &mut RequestBody<'_>, e: ParamError) -> Answer {
-    body.discard(Duration::ZERO).await;
-    bad_request(e).into()
-}
-
 /// Answer a request refused for now (busy), for its size or for its method once the body it
-/// sent has been read and thrown away (see [`RequestBody::discard`]), so the connection can be
+/// sent has been read and thrown away (see [`FrameBody::discard`]), so the connection can be
 /// used again.
-async fn refuse(body: &mut RequestBody<'_>, response: Response) -> Answer {
+async fn refuse(body: &mut FrameBody, response: Response) -> Response {
     body.discard(DRAIN_LIMIT).await;
-    response.into()
+    response
 }
 
 /// The answer's bytes: the request's own frame buffer, given back to the pool, and the
@@ -380,30 +395,41 @@ fn body_size_detail(req: &ProcessRequest, want: usize, got: u64) -> String {
     format!("{got} bytes, but a {} {format} frame is exactly {want} bytes", req.pixels())
 }
 
-/// Read the body into a frame buffer from the pool: the kernel copies the bytes from the
-/// socket into the frame the effects work on, and nothing copies them again.
+/// Why a body was not taken: too slow (408) or not a frame of the announced size (400).
+enum BodyRefusal {
+    Late(String),
+    Bad(ParamError),
+}
+
+/// Read the body into a frame buffer from the pool: one copy, from hyper's frames into the
+/// frame the effects work on.
 async fn read_body(
     req: &ProcessRequest,
-    body: &mut RequestBody<'_>,
+    body: &mut FrameBody,
     pool: &BufferPool,
-) -> Result<Option<Vec<u8>>, ParamError> {
+) -> Result<Option<Vec<u8>>, BodyRefusal> {
+    let bad = |detail: String| BodyRefusal::Bad(body_error(detail));
     let Some(want) = req.expected_body_len() else {
         return match body.read_exact_into(&mut []).await {
             Ok(()) => Ok(None),
             Err(BodyError::Long) => {
-                Err(body_error("a body sent without `format`; a raw frame needs format=rgba or format=i420".into()))
+                Err(bad("a body sent without `format`; a raw frame needs format=rgba or format=i420".into()))
             }
-            Err(e) => Err(body_error(e.to_string())),
+            Err(e @ BodyError::Deadline { .. }) => Err(BodyRefusal::Late(e.to_string())),
+            Err(e) => Err(bad(e.to_string())),
         };
     };
     let mut frame = pool.take(want);
     let error = match body.read_exact_into(&mut frame).await {
         Ok(()) => return Ok(Some(frame)),
-        Err(BodyError::Long) => {
-            body_error(format!("body is longer than the {want} bytes a {} frame has; cut off", req.pixels()))
-        }
-        Err(BodyError::Short { got }) => body_error(body_size_detail(req, want, got)),
-        Err(e) => body_error(e.to_string()),
+        Err(BodyError::Long) => bad(format!("body is longer than the {want} bytes a {} frame has; cut off", req.pixels())),
+        Err(BodyError::Short { got }) => bad(body_size_detail(req, want, got)),
+        Err(BodyError::Deadline { after, limit }) => BodyRefusal::Late(format!(
+            "{after} of the {want} bytes of a {} frame arrived within the body deadline of {} s (--body-timeout); send it faster",
+            req.pixels(),
+            limit.as_secs_f64()
+        )),
+        Err(e) => bad(e.to_string()),
     };
     pool.give(frame);
     Err(error)

@@ -9,16 +9,17 @@
 //! - `params`: parsing and validating `/process` requests.
 //! - `metrics`: Prometheus metrics, including the time-windowed p95 (`latency_window`) and
 //!   the load-proportional signal (`load_signal`: concurrency and busy workers over time).
-//! - `app`: the API: `/process`, and the axum router for the rest.
-//! - `http1`: the HTTP/1.1 server under it, which reads a frame from the socket straight into
-//!   the buffer the effects work on.
+//! - `app`: the API, an axum router (`/process` and the rest); `frame_body`: a `/process`
+//!   body copied once into the pooled frame, within its deadline.
+//! - `http_server`: hyper's HTTP/1.1 server under it, with the per-pod connection bounds.
 //! - `server`: the `serve` subcommand (flags, signals, shutdown).
 pub mod app;
 pub mod device;
 pub mod duration;
 pub mod effects;
 pub mod frame;
-pub mod http1;
+pub mod frame_body;
+pub mod http_server;
 pub mod i420;
 pub mod latency_window;
 pub mod load_signal;

@@ -58,6 +58,15 @@ pub const REJECT_MEMORY: &str = "memory";
 type FloatGauge = Gauge<f64, AtomicU64>;
 type FloatCounter = Counter<f64, AtomicU64>;
 
+/// Lowers `app_open_connections` when the connection's task ends.
+pub struct ConnectionGuard(Gauge);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
@@ -74,6 +83,9 @@ pub struct Metrics {
     /// Two scrapes at once must not both add the same increment.
     signal_copy: Mutex<()>,
     rejected: Family<ReasonLabels, Counter>,
+    open_connections: Gauge,
+    connections_refused: Counter,
+    malformed: Counter,
     effect_seconds: Family<EffectLabels, Histogram>,
     device_memory: Family<MemoryLabels, Gauge>,
     host_memory: Family<MemoryLabels, Gauge>,
@@ -127,6 +139,20 @@ impl Metrics {
             "Requests refused without work, answered 503: overload = past --max-inflight, memory = past the memory budget",
             rejected.clone(),
         );
+        let open_connections = Gauge::default();
+        registry.register("app_open_connections", "HTTP connections open now", open_connections.clone());
+        let connections_refused = Counter::default();
+        registry.register(
+            "app_connections_refused",
+            "Connections closed as soon as accepted: past --max-connections",
+            connections_refused.clone(),
+        );
+        let malformed = Counter::default();
+        registry.register(
+            "app_malformed_requests",
+            "Requests whose head or body framing is malformed, answered 400 and never processed",
+            malformed.clone(),
+        );
         let effect_seconds = Family::<EffectLabels, Histogram>::new_with_constructor(|| Histogram::new(EFFECT_BUCKETS));
         registry.register(
             "app_effect_seconds",
@@ -164,6 +190,9 @@ impl Metrics {
             busy_seconds,
             signal_copy: Mutex::new(()),
             rejected,
+            open_connections,
+            connections_refused,
+            malformed,
             effect_seconds,
             device_memory,
             host_memory,
@@ -178,6 +207,20 @@ impl Metrics {
     /// A request refused without work, by reason: [`REJECT_OVERLOAD`] or [`REJECT_MEMORY`].
     pub fn count_rejected(&self, reason: &'static str) {
         self.rejected.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    /// An open connection, until the guard drops.
+    pub fn enter_connection(&self) -> ConnectionGuard {
+        self.open_connections.inc();
+        ConnectionGuard(self.open_connections.clone())
+    }
+
+    pub fn count_connection_refused(&self) {
+        self.connections_refused.inc();
+    }
+
+    pub fn count_malformed(&self) {
+        self.malformed.inc();
     }
 
     pub fn observe_processed(&self, latency: Duration, timings: &EffectTimings) {

@@ -16,6 +16,7 @@ use tokio::sync::Notify;
 use crate::app::{AppConfig, AppState};
 use crate::device::{self, DeviceChoice};
 use crate::duration::duration_arg;
+use crate::http_server::{self, ConnectionLimits};
 use crate::memory::{self, MemoryBudget};
 
 #[derive(Debug, Clone, Args)]
@@ -69,6 +70,20 @@ pub struct ServeArgs {
     /// After the drain delay: how long in-flight requests may take to finish.
     #[arg(long, env = "RTC_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = duration_arg)]
     pub shutdown_timeout: Duration,
+
+    /// A /process body must arrive whole within this of its head; a slower one is answered
+    /// 408 and its memory reservation released, so trickling clients cannot hold the pod.
+    #[arg(long, env = "RTC_BODY_TIMEOUT", default_value = "30s", value_parser = duration_arg)]
+    pub body_timeout: Duration,
+
+    /// Connections open at once; one more is closed as soon as it is accepted
+    /// (app_connections_refused_total).
+    #[arg(long, env = "RTC_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: u32,
+
+    /// A kept-alive connection with no request for this long is closed.
+    #[arg(long, env = "RTC_IDLE_TIMEOUT", default_value = "60s", value_parser = duration_arg)]
+    pub idle_timeout: Duration,
 
     /// Log format: auto = JSON when stdout is not a terminal.
     #[arg(long, env = "RTC_LOG_FORMAT", value_enum, default_value = "auto")]
@@ -133,7 +148,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let state = AppState::new(
         device,
         budget,
-        &AppConfig { max_inflight: args.max_inflight as usize, p95_window: args.p95_window },
+        &AppConfig {
+            max_inflight: args.max_inflight as usize,
+            p95_window: args.p95_window,
+            body_timeout: args.body_timeout,
+        },
     );
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -145,7 +164,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let server = {
         let stop = stop_accepting.clone();
         let state = state.clone();
-        tokio::spawn(async move { crate::http1::serve(listener, state, async move { stop.notified().await }).await })
+        let limits = ConnectionLimits {
+            max_connections: args.max_connections as usize,
+            head_timeout: Duration::from_secs(30),
+            idle_timeout: args.idle_timeout,
+        };
+        tokio::spawn(
+            async move { http_server::serve(listener, state, limits, async move { stop.notified().await }).await },
+        )
     };
 
     let mut signals = Signals::new()?;

@@ -12,7 +12,8 @@
 //!    the line through both (t = a + b·iters) picks the iterations nearest the target.
 //! 3. Service time: the request one at a time; the median is what one frame costs.
 //! 4. Capacity: a closed loop with twice the workers in flight (every worker busy, one
-//!    request queued behind each, so the client's turnaround does not idle the device) for
+//!    request queued behind each, so the client's turnaround does not idle the device; never
+//!    more than the pod's `--max-inflight`) for
 //!    [`SATURATION_FOR`]: completed requests per second is what one pod holds; the p95 of that
 //!    loop (a service time plus one queued) must be within the SLO.
 //!
@@ -160,9 +161,11 @@ impl CapacityProbe {
     /// Measures; `progress` gets one line per step (they take seconds).
     pub async fn measure(&self, progress: &mut (dyn FnMut(String) + Send)) -> Result<Capacity, CapacityError> {
         let base = self.base.trim_end_matches('/').to_string();
-        let (device, device_name, workers) = self.device(&base).await?;
+        let (device, device_name, workers, max_inflight) = self.device(&base).await?;
         let workers = workers.max(1);
-        let client = HttpClient::with_idle_connections(2 * workers as usize);
+        // Never past what the pod admits (`--max-inflight`), which would be shed, not served.
+        let concurrency = (2 * workers).min(max_inflight.max(1));
+        let client = HttpClient::with_idle_connections(concurrency as usize);
         let slo_ms = self.slo.as_secs_f64() * 1e3;
         let mut request = self.request.clone();
         let (mut sized_to_ms, mut sizing_note) = (None, None);
@@ -202,7 +205,7 @@ impl CapacityProbe {
             compute_ms,
             pod_rps: 0.0,
             p95_busy_ms: 0.0,
-            concurrency: 2 * workers,
+            concurrency,
             slo_ms,
         };
         if service_ms > slo_ms {
@@ -214,11 +217,10 @@ impl CapacityProbe {
             });
         }
         progress(format!(
-            "capacity: {service_ms:.1} ms a frame; {} in flight for {} s …",
-            2 * workers,
+            "capacity: {service_ms:.1} ms a frame; {concurrency} in flight for {} s …",
             SATURATION_FOR.as_secs()
         ));
-        let (rps, p95) = self.saturate(&client, &base, &request, 2 * workers).await?;
+        let (rps, p95) = self.saturate(&client, &base, &request, concurrency).await?;
         let cap = Capacity { pod_rps: rps, p95_busy_ms: p95.as_secs_f64() * 1e3, ..label };
         if cap.p95_busy_ms > slo_ms {
             return Err(CapacityError::SaturatedOverSlo {
@@ -231,7 +233,8 @@ impl CapacityProbe {
         Ok(cap)
     }
 
-    async fn device(&self, base: &str) -> Result<(String, String, u32), CapacityError> {
+    /// The device's kind and name, its workers and the requests it admits at once.
+    async fn device(&self, base: &str) -> Result<(String, String, u32, u32), CapacityError> {
         let url = format!("{base}/");
         let (status, body) = HttpClient::new()
             .get(&url, Duration::from_secs(5))
@@ -244,10 +247,12 @@ impl CapacityProbe {
         let text = |field: &'static str| {
             v[field].as_str().map(str::to_string).ok_or(CapacityError::NotTheService { url: url.clone(), field })
         };
-        let workers = v["limits"]["workers"]
-            .as_u64()
-            .ok_or(CapacityError::NotTheService { url: url.clone(), field: "limits.workers" })?;
-        Ok((text("device")?, text("device_name")?, workers.min(4096) as u32))
+        let limit = |field: &'static str, key: &str| {
+            v["limits"][key].as_u64().ok_or(CapacityError::NotTheService { url: url.clone(), field })
+        };
+        let workers = limit("limits.workers", "workers")?;
+        let max_inflight = limit("limits.max_inflight", "max_inflight")?;
+        Ok((text("device")?, text("device_name")?, workers.min(4096) as u32, max_inflight.min(100_000) as u32))
     }
 
     async fn one(&self, client: &HttpClient, url: &str) -> Result<Sample, CapacityError> {
