@@ -43,7 +43,7 @@ async fn connect_to_a_closed_port_fails_fast_naming_the_server() {
     let e =
         connect(&KubeTarget { kubeconfig: Some(p), ..Default::default() }).await.err().expect("must fail").to_string();
     assert!(t0.elapsed() < Duration::from_secs(10), "took {:?}", t0.elapsed());
-    assert!(e.contains(&server) && e.contains("unreachable") && e.contains("kubectl cluster-info"), "{e}");
+    assert!(e.contains(&server) && e.contains("unreachable") && e.contains("kubectl version"), "{e}");
 }
 
 #[tokio::test]
@@ -59,10 +59,7 @@ async fn connect_to_a_black_hole_times_out_within_ten_seconds() {
         .to_string();
     let took = t0.elapsed();
     assert!(took < Duration::from_secs(10), "took {took:?}");
-    assert!(
-        e.contains(&server) && e.contains("staging") && e.contains("kubectl --context staging cluster-info"),
-        "{e}"
-    );
+    assert!(e.contains(&server) && e.contains("staging") && e.contains("kubectl --context staging version"), "{e}");
     drop(l);
 }
 

@@ -10,7 +10,12 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use futures_util::StreamExt;
 use http::{Request, Response};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
 use kube::client::Body;
 use kube::Client;
 use rtc_demo::conduct::kube::{self as kb, preflight::Verdict, Connected, KubeConfig};
@@ -39,19 +44,55 @@ impl Seen {
     }
 }
 
-/// What the mock answers: a status and a body, `Hang` (no answer: a watch that stays open), or
-/// a transport error (the server is unreachable).
+/// What the mock answers: a status and a body, `Hang` (no answer: a watch that stays open), a
+/// transport error (the server is unreachable), an answer that comes only after a while, or
+/// `Open`: 200 with a body that sends its text and then nothing more while the connection stays
+/// open (a half-open stream: the peer vanished without a FIN).
 enum Answer {
     Json(u16, String),
     Hang,
     Error(&'static str),
+    After(Duration, Box<Answer>),
+    Open(String),
+}
+
+/// The mocked server's response bodies: whole, or a stream that never ends.
+type MockBody = BoxBody<Bytes, std::convert::Infallible>;
+type Reply = tower_test::mock::SendResponse<Response<MockBody>>;
+
+fn json_response(code: u16, body: MockBody) -> Response<MockBody> {
+    Response::builder().status(code).header("content-type", "application/json").body(body).unwrap()
+}
+
+/// Sends `answer` on `send`; a hanging one is kept in `hung` so its request stays open.
+fn reply(send: Reply, answer: Answer, hung: &mut Vec<Reply>) {
+    match answer {
+        Answer::Json(code, b) => send.send_response(json_response(code, Full::new(Bytes::from(b)).boxed())),
+        Answer::Open(text) => {
+            let frames =
+                futures_util::stream::iter([Ok(Frame::data(Bytes::from(text)))]).chain(futures_util::stream::pending());
+            send.send_response(json_response(200, BodyExt::boxed(StreamBody::new(frames))));
+        }
+        Answer::Hang => hung.push(send),
+        Answer::Error(e) => send.send_error(std::io::Error::new(std::io::ErrorKind::ConnectionRefused, e)),
+        Answer::After(wait, later) => {
+            tokio::spawn(async move {
+                tokio::time::sleep(wait).await;
+                let mut still_hung = Vec::new();
+                reply(send, *later, &mut still_hung);
+                if !still_hung.is_empty() {
+                    std::future::pending::<()>().await;
+                }
+            });
+        }
+    }
 }
 
 type Log = Arc<Mutex<Vec<Seen>>>;
 
 /// A client whose every request goes to `route`; returns the request log.
 fn mock(route: impl Fn(&Seen) -> Answer + Send + Sync + 'static) -> (Client, Log) {
-    let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<MockBody>>();
     let log: Log = Arc::new(Mutex::new(Vec::new()));
     let l = log.clone();
     tokio::spawn(async move {
@@ -67,17 +108,7 @@ fn mock(route: impl Fn(&Seen) -> Answer + Send + Sync + 'static) -> (Client, Log
             };
             let answer = route(&seen);
             l.lock().unwrap().push(seen);
-            match answer {
-                Answer::Json(code, b) => send.send_response(
-                    Response::builder()
-                        .status(code)
-                        .header("content-type", "application/json")
-                        .body(Body::from(b.into_bytes()))
-                        .unwrap(),
-                ),
-                Answer::Hang => hung.push(send),
-                Answer::Error(e) => send.send_error(std::io::Error::new(std::io::ErrorKind::ConnectionRefused, e)),
-            }
+            reply(send, answer, &mut hung);
         }
     });
     (Client::new(svc, "default"), log)
@@ -466,7 +497,7 @@ async fn switching_from_hpa_cpu_to_keda_removes_the_old_hpa_first() {
     let uris: Vec<String> = log.iter().map(|s| format!("{} {}", s.method, s.uri)).collect();
     r.unwrap_or_else(|e| panic!("{e}\n{uris:#?}"));
     let objs = overlay("manifests/overlays/gpu-keda");
-    assert_all_in_the_access_table(&log, &kb::preflight::required_access(&objs, "rtc", false, false));
+    assert_all_in_the_access_table(&log, &kb::preflight::required_access(&objs, "rtc", kb::preflight::Uses::default()));
     let del = at(&log, "DELETE", hpa_path).expect("the old HPA deleted");
     assert_eq!(log[del].json()["propagationPolicy"], "Foreground");
     let gone = log.iter().rposition(|s| s.method == "GET" && s.path() == hpa_path).expect("waited for it");
@@ -498,7 +529,7 @@ async fn switching_from_keda_to_hpa_cpu_removes_the_scaledobject_and_waits_for_i
     let uris: Vec<String> = log.iter().map(|s| format!("{} {}", s.method, s.uri)).collect();
     r.unwrap_or_else(|e| panic!("{e}\n{uris:#?}"));
     let objs = overlay("manifests/overlays/gpu-hpa-cpu");
-    assert_all_in_the_access_table(&log, &kb::preflight::required_access(&objs, "rtc", false, false));
+    assert_all_in_the_access_table(&log, &kb::preflight::required_access(&objs, "rtc", kb::preflight::Uses::default()));
     let del = at(&log, "DELETE", so_path).expect("the ScaledObject deleted");
     assert_eq!(log[del].json()["propagationPolicy"], "Foreground", "its HPA goes before it does");
     assert_eq!(at(&log, "DELETE", hpa_path), None, "KEDA's HPA goes with its ScaledObject, not by us");
@@ -513,7 +544,8 @@ async fn switching_from_keda_to_hpa_cpu_removes_the_scaledobject_and_waits_for_i
 }
 
 /// `--namespace` into a namespace that exists and is someone else's: its labels (Pod Security
-/// enforcement among them) are not applied over, and `--teardown` leaves it.
+/// enforcement among them) are not applied over, its `default` ServiceAccount is neither patched
+/// nor deleted, and `--teardown` leaves both.
 #[tokio::test]
 async fn a_namespace_the_console_did_not_create_is_neither_relabelled_nor_deleted() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -531,6 +563,15 @@ async fn a_namespace_the_console_did_not_create_is_neither_relabelled_nor_delete
             if s.method == "GET" && s.path() == "/api/v1/namespaces/team-a" {
                 return ok(ns.clone());
             }
+            if s.method == "DELETE" && s.path() == "/api/v1/namespaces/team-a" {
+                // A Namespace with finalizers is not gone at once: its DELETE answers the
+                // Namespace itself, with deletionTimestamp set and phase Terminating (kubernetes
+                // pkg/registry/core/namespace/storage/storage.go, REST.Delete), status 200.
+                let mut terminating = ns.clone();
+                terminating["metadata"]["deletionTimestamp"] = json!("2026-12-01T21:00:00Z");
+                terminating["status"]["phase"] = json!("Terminating");
+                return ok(terminating);
+            }
             if s.method == "DELETE" {
                 return ok(json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Success"}));
             }
@@ -539,7 +580,9 @@ async fn a_namespace_the_console_did_not_create_is_neither_relabelled_nor_delete
         let (kept, foreign) = kb::apply::leave_foreign_namespace(&client, &objs, "team-a").await.unwrap();
         assert_eq!(foreign, !ours);
         assert_eq!(kept.iter().any(|o| o["kind"] == "Namespace"), ours);
-        assert_eq!(kept.len(), objs.len() - usize::from(!ours));
+        let default_sa = |o: &&Value| o["kind"] == "ServiceAccount" && o["metadata"]["name"] == "default";
+        assert_eq!(kept.iter().any(|o| default_sa(&o)), ours, "the default ServiceAccount goes with the namespace");
+        assert_eq!(kept.len(), objs.len() - 2 * usize::from(!ours));
         let errs = kb::apply::teardown(&client, &objs, "team-a").await;
         assert!(errs.is_empty(), "{errs:?}");
         let log = log.lock().unwrap().clone();
@@ -550,6 +593,9 @@ async fn a_namespace_the_console_did_not_create_is_neither_relabelled_nor_delete
             "{:#?}",
             log.iter().map(|s| format!("{} {}", s.method, s.uri)).collect::<Vec<_>>()
         );
+        let sa_deleted =
+            log.iter().any(|s| s.method == "DELETE" && s.path() == "/api/v1/namespaces/team-a/serviceaccounts/default");
+        assert_eq!(sa_deleted, ours);
         assert!(log.iter().any(|s| s.method == "DELETE" && s.path().ends_with("/deployments/gpu-media")));
     }
 }
@@ -569,6 +615,14 @@ fn pod(name: &str, phase: &str, ready: bool, rv: &str) -> Value {
     })
 }
 
+/// How the HPA controller names KEDA's first metric in its conditions and events: Go's `%+v`
+/// of the metric's selector (kubernetes pkg/controller/podautoscaler/horizontal.go,
+/// computeStatusForExternalMetric, `fmt.Sprintf("external metric %s(%+v)", …)`; the
+/// selector's String() is k8s.io/apimachinery pkg/apis/meta/v1/generated.pb.go
+/// `(*LabelSelector).String`), the selector KEDA sets on every metric of its HPA
+/// (kedacore/keda controllers/keda/hpa.go: MatchLabels scaledobject.keda.sh/name).
+const KEDA_METRIC_NAME: &str = "external metric s0-prometheus(&LabelSelector{MatchLabels:map[string]string{scaledobject.keda.sh/name: gpu-media,},MatchExpressions:[]LabelSelectorRequirement{},})";
+
 fn hpa(desired: i32, current: i32, value: &str, rv: &str) -> Value {
     json!({
         "apiVersion":"autoscaling/v2","kind":"HorizontalPodAutoscaler",
@@ -580,8 +634,10 @@ fn hpa(desired: i32, current: i32, value: &str, rv: &str) -> Value {
         "status":{"currentReplicas":current,"desiredReplicas":desired,
             "currentMetrics":[{"type":"External","external":{"metric":{"name":"s0-prometheus"},"current":{"value":value}}}],
             "conditions":[
+                // horizontal.go: setCondition(…AbleToScale… "SucceededRescale", "the HPA controller was able to update the target scale to %d")
+                // and (…ScalingActive… "ValidMetricFound", "the HPA was able to successfully calculate a replica count from %s", metric).
                 {"type":"AbleToScale","status":"True","reason":"SucceededRescale","message":"the HPA controller was able to update the target scale to 4","lastTransitionTime":"2025-01-01T00:00:00Z"},
-                {"type":"ScalingActive","status":"True","reason":"ValidMetricFound","message":"the HPA was able to successfully calculate a replica count from external metric s0-prometheus","lastTransitionTime":"2025-01-01T00:00:00Z"}]}
+                {"type":"ScalingActive","status":"True","reason":"ValidMetricFound","message":format!("the HPA was able to successfully calculate a replica count from {KEDA_METRIC_NAME}"),"lastTransitionTime":"2025-01-01T00:00:00Z"}]}
     })
 }
 
@@ -591,7 +647,9 @@ fn rescale_event(rv: &str) -> Value {
         "apiVersion":"v1","kind":"Event",
         "metadata":{"name":"gpu-media.1","namespace":"rtc","uid":"ev-1","resourceVersion":rv},
         "involvedObject":{"kind":"HorizontalPodAutoscaler","name":"gpu-media","namespace":"rtc","apiVersion":"autoscaling/v2"},
-        "reason":"SuccessfulRescale","message":"New size: 4; reason: external metric s0-prometheus above target",
+        // horizontal.go: Eventf(…"SuccessfulRescale", "New size: %d; reason: %s", …) with the
+        // reason `fmt.Sprintf("%s above target", rescaleMetric)`.
+        "reason":"SuccessfulRescale","message":format!("New size: 4; reason: {KEDA_METRIC_NAME} above target"),
         "type":"Normal","count":1,"firstTimestamp":now,"lastTimestamp":now,"source":{"component":"horizontal-pod-autoscaler"}
     })
 }
@@ -722,13 +780,14 @@ async fn wait_for(
     what: &str,
     f: impl Fn(&ClusterSnapshot) -> bool,
 ) -> Arc<ClusterSnapshot> {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    // Long enough for a silent log stream to be noticed and reopened (job_driver's LOG_SILENCE).
+    let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let s = rx.borrow().clone();
         if f(&s) {
             return s;
         }
-        assert!(Instant::now() < deadline, "{what}: not seen within 10 s; last snapshot: {s:#?}");
+        assert!(Instant::now() < deadline, "{what}: not seen within 20 s; last snapshot: {s:#?}");
         let _ = tokio::time::timeout(Duration::from_millis(500), rx.changed()).await;
     }
 }
@@ -758,10 +817,16 @@ async fn watchers_turn_pods_hpa_and_events_into_snapshots() {
     assert_eq!(m.unit, "s");
     assert!((m.target - 0.1).abs() < 1e-12 && (m.value.unwrap() - 0.15).abs() < 1e-12, "{a:?}");
     assert!(a.conditions.iter().any(|c| c.kind == "AbleToScale" && c.status && c.reason == "SucceededRescale"));
+    // The controller's texts with the metric's name, not its Go-printed selector.
+    let valid = a.conditions.iter().find(|c| c.reason == "ValidMetricFound").unwrap();
+    assert_eq!(
+        valid.message,
+        "the HPA was able to successfully calculate a replica count from external metric s0-prometheus"
+    );
     // The event, as the events panel shows it.
     let e = snap.events.iter().find(|e| e.reason == "SuccessfulRescale").unwrap();
     assert_eq!((e.kind.as_str(), e.object.as_str()), ("Normal", "hpa/gpu-media"));
-    assert!(e.message.contains("New size: 4"), "{e:?}");
+    assert_eq!(e.message, "New size: 4; reason: external metric s0-prometheus above target", "{e:?}");
     // The series carries the same figures.
     let last = wait_for(&mut rx, "a sample with the watched counts", |s| {
         s.last().is_some_and(|x| x.pods_ready == 2 && x.pods_total == 3 && x.desired == 4)
@@ -785,7 +850,7 @@ async fn watchers_turn_pods_hpa_and_events_into_snapshots() {
     let log = log.lock().unwrap().clone();
     assert_all_in_the_access_table(
         &log,
-        &kb::preflight::required_access(&overlay("manifests/overlays/gpu-keda"), "rtc", false, false),
+        &kb::preflight::required_access(&overlay("manifests/overlays/gpu-keda"), "rtc", kb::preflight::Uses::default()),
     );
     let pod_lists =
         log.iter().filter(|s| s.path() == "/api/v1/namespaces/rtc/pods" && !s.query().contains("watch=true")).count();
@@ -1003,6 +1068,20 @@ async fn the_rollout_view_says_why_pods_do_not_start_with_the_kubectl_to_see_it(
     be.shutdown(false).await;
 }
 
+/// Starts the backend and waits for the status line to speak of the pods' watch.
+async fn status_about_the_pods_watch(
+    client: Client,
+) -> (kb::KubeBackend, tokio::sync::watch::Receiver<Arc<ClusterSnapshot>>, String) {
+    let be = kb::start_backend(kube_config(client, false)).expect("start");
+    let mut rx = be.subscribe();
+    let s = wait_for(&mut rx, "a status line about the pods' watch", |s| {
+        s.status.as_deref().is_some_and(|x| x.contains("watch pods"))
+    })
+    .await;
+    let status = s.status.clone().unwrap_or_default();
+    (be, rx, status)
+}
+
 #[tokio::test]
 async fn a_forbidden_watch_shows_in_the_status_line_with_the_kubectl_check() {
     let (client, _log) = mock(|s| {
@@ -1014,15 +1093,69 @@ async fn a_forbidden_watch_shows_in_the_status_line_with_the_kubectl_check() {
         }
         list("X", vec![])
     });
-    let mut be = kb::start_backend(kube_config(client, false)).unwrap();
-    let mut rx = be.subscribe();
-    let s = wait_for(&mut rx, "a status line about pods", |s| {
-        s.status.as_deref().is_some_and(|x| x.contains("watch pods"))
-    })
-    .await;
-    let st = s.status.clone().unwrap();
+    let (mut be, _rx, st) = status_about_the_pods_watch(client).await;
     assert!(st.contains("403 Forbidden") && st.contains("cannot list resource"), "{st}");
     assert!(st.contains("kubectl --context mock -n rtc auth can-i --list"), "{st}");
+    be.shutdown(false).await;
+}
+
+/// A routine watch expiry. The pods' watch first gets a BOOKMARK (its object as the Kubernetes
+/// API concepts page shows one: the kind with only `metadata.resourceVersion`,
+/// kubernetes/website content/en/docs/reference/using-api/api-concepts.md, "Watch bookmarks"),
+/// then an ERROR event carrying the 410 Status the watch cache sends for a resourceVersion it
+/// no longer holds (k8s.io/apiserver pkg/storage/cacher/watch_cache.go:
+/// `errors.NewResourceExpired(fmt.Sprintf("too old resource version: %d (%d)", …))`, which
+/// k8s.io/apimachinery pkg/api/errors/errors.go makes `Failure`, code 410, reason `Expired`).
+/// kube-runtime lists again; the status line says so, and never calls it a permissions problem.
+#[tokio::test]
+async fn an_expired_watch_is_shown_as_a_relist_not_a_permissions_problem() {
+    let pod_lists = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let pod_watches = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (lists, watches) = (pod_lists.clone(), pod_watches.clone());
+    let (client, log) = mock(move |s| {
+        if s.path() == "/version" {
+            return version();
+        }
+        let watching = s.query().contains("watch=true");
+        match (s.path(), watching) {
+            ("/api/v1/namespaces/rtc/pods", false) => {
+                let n = lists.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if n == 0 {
+                    return list("Pod", vec![pod("gpu-media-a", "Running", true, "10")]);
+                }
+                // The re-list answers after a pause, so the status line is seen while it runs.
+                let relisted = list(
+                    "Pod",
+                    vec![pod("gpu-media-a", "Running", true, "10"), pod("gpu-media-z", "Running", true, "40")],
+                );
+                Answer::After(Duration::from_millis(2500), Box::new(relisted))
+            }
+            ("/api/v1/namespaces/rtc/pods", true) if watches.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 => {
+                watch_stream(vec![
+                    ("BOOKMARK", json!({"kind":"Pod","apiVersion":"v1","metadata":{"resourceVersion":"12746"}})),
+                    (
+                        "ERROR",
+                        json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",
+                        "message":"too old resource version: 12746 (12801)","reason":"Expired","code":410}),
+                    ),
+                ])
+            }
+            (_, true) => Answer::Hang,
+            (path, false) => list(if path.ends_with("/events") { "Event" } else { "X" }, vec![]),
+        }
+    });
+    let (mut be, mut rx, st) = status_about_the_pods_watch(client).await;
+    assert!(st.contains("expired the watch") && st.contains("410 Expired: too old resource version"), "{st}");
+    assert!(st.contains("listing again"), "{st}");
+    assert!(!st.contains("auth can-i"), "a 410 is not a permissions problem: {st}");
+    let healed =
+        wait_for(&mut rx, "the pod the new list holds", |s| s.pods.iter().any(|p| p.name == "gpu-media-z")).await;
+    assert!(!healed.status.as_deref().unwrap_or("").contains("watch pods"), "{:?}", healed.status);
+    assert!(pod_lists.load(std::sync::atomic::Ordering::SeqCst) >= 2, "listed again after the 410");
+    let log = log.lock().unwrap().clone();
+    let first_watch =
+        log.iter().find(|s| s.path() == "/api/v1/namespaces/rtc/pods" && s.query().contains("watch=true")).unwrap();
+    assert!(first_watch.query().contains("allowWatchBookmarks=true"), "{}", first_watch.uri);
     be.shutdown(false).await;
 }
 
@@ -1033,17 +1166,22 @@ fn plan(objs: &[Value]) -> kb::preflight::Plan {
     kb::preflight::Plan {
         namespace: "rtc".into(),
         server: "https://10.0.0.1:6443".into(),
-        access: kb::preflight::required_access(objs, "rtc", true, false),
+        access: kb::preflight::required_access(objs, "rtc", in_cluster()),
         needs: kb::preflight::needs(objs, "rtc"),
         prometheus: None,
         prometheus_service: ("monitoring".into(), "prometheus-operated".into(), 9090),
         load_url: None,
         images: rtc_demo::kustomize::images_of(objs),
+        ingress_from: Vec::new(),
     }
 }
 
 fn k() -> kb::kubectl::Kubectl {
     kb::kubectl::Kubectl::new(Some("demo"), "rtc")
+}
+
+fn in_cluster() -> kb::preflight::Uses<'static> {
+    kb::preflight::Uses { in_cluster_load: true, ..Default::default() }
 }
 
 fn node(name: &str, gpus: Option<&str>) -> Value {
@@ -1139,6 +1277,9 @@ async fn preflight_passes_on_a_ready_cluster() {
         "{reviews:#?}"
     );
     assert!(reviews.iter().any(|r| r["spec"]["resourceAttributes"]["subresource"] == "log"));
+    // The capacity probe's port-forward to one pod is reviewed before anything is applied.
+    assert!(reviews.iter().any(|r| r["spec"]["resourceAttributes"]
+        == json!({"namespace":"rtc","verb":"create","group":"","resource":"pods","subresource":"portforward"})));
     // Preflight's own reads (the namespace, the nodes) are in the table it reviews.
     assert_all_in_the_access_table(&log, &plan(&objs).access);
 }
@@ -1151,7 +1292,7 @@ async fn preflight_unreachable_names_the_server_and_skips_the_rest() {
     let c = find(&checks, "cluster reachable");
     assert_eq!(c.verdict, Verdict::Fail);
     assert!(c.detail.contains("https://10.0.0.1:6443") && c.detail.contains("connection refused"), "{c:?}");
-    assert_eq!(c.kubectl, "kubectl --context demo cluster-info");
+    assert_eq!(c.kubectl, "kubectl --context demo version");
     assert_eq!(checks.len(), 2, "{checks:#?}");
     assert_eq!(checks[1].verdict, Verdict::Skipped);
 }
@@ -1168,13 +1309,17 @@ async fn preflight_forbidden_lists_what_is_denied_with_kubectl_auth_can_i() {
     assert!(!kb::preflight::passed(&checks));
 }
 
+/// No node with a GPU now is a warning, not a failure: a GPU node pool that scales from zero
+/// gets its first node only once the pods ask for one. The warning says what will happen.
 #[tokio::test]
-async fn preflight_without_gpu_nodes_says_so() {
+async fn preflight_without_gpu_nodes_warns_what_will_happen() {
     let (client, _log) = mock(preflight_route(&[], false, &[]));
     let checks = kb::preflight::run(&client, &plan(&overlay("manifests/overlays/gpu-keda")), &k()).await;
     let c = find(&checks, "GPU nodes");
-    assert_eq!(c.verdict, Verdict::Fail);
+    assert_eq!(c.verdict, Verdict::Warn);
     assert!(c.detail.contains("none of 2 nodes") && c.detail.contains("cpu-* overlay"), "{c:?}");
+    assert!(c.detail.contains("stay Pending") && c.detail.contains("autoscales from zero adds one"), "{c:?}");
+    assert!(kb::preflight::passed(&checks), "the run goes on: {checks:#?}");
     assert_eq!(
         c.kubectl,
         r"kubectl --context demo get nodes -o custom-columns=NAME:.metadata.name,GPU:.status.allocatable.nvidia\.com/gpu"
@@ -1183,6 +1328,34 @@ async fn preflight_without_gpu_nodes_says_so() {
     let (client, _log) = mock(preflight_route(&[], false, &[]));
     let checks = kb::preflight::run(&client, &plan(&overlay("manifests/overlays/cpu-keda")), &k()).await;
     assert!(checks.iter().all(|c| c.name != "GPU nodes"), "{checks:#?}");
+}
+
+/// `--prometheus port-forward` needs the port-forward in Prometheus's namespace: preflight
+/// reviews it there and names the namespace in what is denied, with the kubectl check for it.
+#[tokio::test]
+async fn preflight_checks_the_prometheus_port_forward_in_its_namespace() {
+    let base = preflight_route(&[], true, &[]);
+    let (client, _log) = mock(move |s| {
+        if s.path() == "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews" {
+            let mut r = s.json();
+            let ra = r["spec"]["resourceAttributes"].clone();
+            if ra["namespace"] == "monitoring" && ra["subresource"] == "portforward" {
+                r["status"] = json!({"allowed":false,"reason":""});
+                return ok(r);
+            }
+        }
+        base(s)
+    });
+    let objs = overlay("manifests/overlays/gpu-keda");
+    let mut p = plan(&objs);
+    let uses = kb::preflight::Uses { prometheus_port_forward: Some("monitoring"), ..in_cluster() };
+    p.access = kb::preflight::required_access(&objs, "rtc", uses);
+    let checks = kb::preflight::run(&client, &p, &k()).await;
+    let c = find(&checks, "allowed");
+    assert_eq!(c.verdict, Verdict::Fail, "{checks:#?}");
+    assert!(c.detail.contains("create pods/portforward in namespace monitoring"), "{c:?}");
+    assert!(!c.detail.contains("services"), "get services there is allowed: {c:?}");
+    assert_eq!(c.kubectl, "kubectl --context demo -n monitoring auth can-i create pods --subresource=portforward");
 }
 
 /// Every overlay applies a ServiceMonitor: without the Prometheus Operator, preflight says so
@@ -1270,8 +1443,10 @@ async fn preflight_with_kedas_metrics_api_unavailable_fails() {
 async fn in_cluster_load_applies_configmap_and_job_and_reads_the_pods_log() {
     let line1 = "[   1s] offered     5/s  sent      5  done      5 (     5.0/s)  corrected p50   12.0ms p95   20.5ms p99   22.0ms max   25.0ms | uncorrected p95   19.0ms  ok 3 shed 2 5xx 0 4xx 0 timeout 0 conn-err 0 err 0 dropped 0 inflight 0";
     let line2 = "[   2s] offered     5/s  sent      5  done      5 (     5.0/s)  corrected p50   12.0ms p95   31.0ms p99   33.0ms max   35.0ms | uncorrected p95   30.0ms  ok 4 shed 1 5xx 0 4xx 0 timeout 0 conn-err 0 err 0 dropped 0 inflight 0";
-    // The new pod's first log stream is cut after one second (an API server connection
-    // closing); the console reopens it and skips what it already has.
+    // The new pod's first log stream goes silent after one second without closing (a half-open
+    // connection: the console notices the silence and reopens it), the second is cut after one
+    // second (an API server connection closing: reopened again); the console skips what it
+    // already has.
     let first_log = format!("-- stage 1/1: idle (5 rps)\n{line1}\n");
     let full_log = format!("-- stage 1/1: idle (5 rps)\n{line1}\n{line2}\n");
     let old_line = line2.replace("p95   31.0ms", "p95  999.0ms");
@@ -1335,14 +1510,18 @@ async fn in_cluster_load_applies_configmap_and_job_and_reads_the_pods_log() {
         }
         if s.path() == "/api/v1/namespaces/rtc/pods/rtc-demo-load-x7k2p/log" {
             st.logs += 1;
-            return Answer::Json(200, if st.logs == 1 { first_log.clone() } else { full_log.clone() });
+            return match st.logs {
+                1 => Answer::Open(first_log.clone()),
+                2 => Answer::Json(200, first_log.clone()),
+                _ => Answer::Json(200, full_log.clone()),
+            };
         }
         if s.path() == "/api/v1/namespaces/rtc/pods/rtc-demo-load-x7k2p" && s.method == "GET" {
-            // Still running after the first cut, finished after the second stream.
+            // Still running after the silent stream and the cut, finished after the third.
             return ok(load_pod(
                 "rtc-demo-load-x7k2p",
                 "job-uid-2",
-                if st.logs <= 1 { "Running" } else { "Succeeded" },
+                if st.logs <= 2 { "Running" } else { "Succeeded" },
             ));
         }
         if let Some(a) = discovery(s, &[]) {
@@ -1367,7 +1546,7 @@ async fn in_cluster_load_applies_configmap_and_job_and_reads_the_pods_log() {
     let log = log.lock().unwrap().clone();
     let uris: Vec<String> = log.iter().map(|s| format!("{} {}", s.method, s.uri)).collect();
     let cfg_objs = overlay("manifests/overlays/gpu-keda");
-    assert_all_in_the_access_table(&log, &kb::preflight::required_access(&cfg_objs, "rtc", true, false));
+    assert_all_in_the_access_table(&log, &kb::preflight::required_access(&cfg_objs, "rtc", in_cluster()));
     // The old Job is deleted first (foreground: it goes once its pods are gone), then
     // ConfigMap + Job applied.
     let del =
@@ -1413,13 +1592,13 @@ async fn in_cluster_load_applies_configmap_and_job_and_reads_the_pods_log() {
         log.iter().any(|s| s.method == "PATCH" && s.path() == "/api/v1/namespaces/rtc/serviceaccounts/rtc-demo-load"),
         "{uris:#?}"
     );
-    // The new Job's pod's log is followed through the API server, reopened once after the
-    // cut; the terminating pod of the old Job is never read.
+    // The new Job's pod's log is followed through the API server, reopened after the silence
+    // and after the cut; the terminating pod of the old Job is never read.
     let lg: Vec<&Seen> = log.iter().filter(|s| s.path().ends_with("/pods/rtc-demo-load-x7k2p/log")).collect();
-    assert_eq!(lg.len(), 2, "{uris:#?}");
+    assert_eq!(lg.len(), 3, "{uris:#?}");
     assert!(lg.iter().all(|l| l.query().contains("follow=true")), "{}", lg[0].uri);
     assert!(!uris.iter().any(|u| u.contains("rtc-demo-load-old11/log")), "{uris:#?}");
-    // Each second counted once, though the second stream repeated the first line (2 + 1 shed).
+    // Each second counted once, though the later streams repeated the first line (2 + 1 shed).
     let shed: u64 = snap.series.iter().map(|x| x.shed).sum();
     assert_eq!(shed, 3, "{:#?}", snap.series);
     // The kubectl panel names the file the console wrote and the Job's log.

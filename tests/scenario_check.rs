@@ -78,6 +78,8 @@ const MALFORMED: &[(&str, usize, usize, &str)] = &[
     ("bad_threshold", 2, 14, "unknown metric `p97`"),
     ("syntax", 2, 9, "unclosed table"),
     ("bad_image", 6, 9, "repository name must be lowercase"),
+    ("bad_ingress_from", 6, 16, "`http://lb.example.com` is neither a namespace name"),
+    ("bad_prometheus_service", 5, 11, "`http://prometheus-server` is not a Service name"),
     ("zero_pods", 10, 8, "rate `0 pods` is out of range"),
     ("negative_pods", 10, 8, "rate `-1 pods` is out of range"),
     ("pods_bad_unit", 10, 8, "rate `2.5 nodes` is not a rate"),

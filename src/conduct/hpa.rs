@@ -1077,6 +1077,13 @@ mod tests {
         assert_eq!(s.scale_down.policies[0].kind, PolicyType::Percent);
         assert_eq!(s.metrics[0].kind, MetricKind::Value);
         assert_eq!(s.metrics[0].described, "Service metric app_request_latency_p95_seconds");
+        // What it says it shares with the shipped manifests, it does.
+        let shipped = HpaSpec::load(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/manifests/autoscaling/load-adapter/hpa.yaml"
+        )))
+        .unwrap();
+        assert_eq!((&s.scale_up, &s.scale_down), (&shipped.scale_up, &shipped.scale_down));
     }
 
     #[test]

@@ -321,6 +321,18 @@ pub struct Manifests {
     /// set as kustomize's `images` override does; None keeps the manifests' placeholder.
     #[serde(deserialize_with = "de_image")]
     pub image: Option<crate::image_ref::ImageRef>,
+    /// Where load from this machine enters the cluster, beside namespace `namespace` and
+    /// Prometheus's: namespaces (an ingress controller's, e.g. `ingress-nginx`) and CIDRs (a
+    /// cloud load balancer that sends to pod IPs). The service's NetworkPolicy admits them.
+    #[serde(deserialize_with = "de_ingress_from")]
+    pub ingress_from: Vec<IngressPeer>,
+}
+
+/// One source `[manifests] ingress_from` admits to the service's HTTP port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IngressPeer {
+    Namespace(String),
+    Cidr(String),
 }
 
 impl Default for Manifests {
@@ -332,6 +344,7 @@ impl Default for Manifests {
             service: "gpu-media".into(),
             extra: Vec::new(),
             image: None,
+            ingress_from: Vec::new(),
         }
     }
 }
@@ -346,6 +359,13 @@ pub struct Prometheus {
     /// The namespace Prometheus runs in: the service's NetworkPolicy admits scrapes from it,
     /// and preflight's port-forward hint names it.
     pub namespace: String,
+    /// Prometheus's Service there (`--prometheus port-forward` forwards to it, KEDA's triggers
+    /// read it). None: the one the overlay's ScaledObject names, else the Prometheus
+    /// Operator's `prometheus-operated`.
+    #[serde(deserialize_with = "de_service_name")]
+    pub service: Option<String>,
+    /// That Service's port (None: as for `service`; the Operator's is 9090).
+    pub port: Option<std::num::NonZeroU16>,
     pub p95: String,
     pub rps: String,
     pub errors: String,
@@ -361,6 +381,8 @@ impl Default for Prometheus {
         Prometheus {
             url: None,
             namespace: "monitoring".into(),
+            service: None,
+            port: None,
             p95: r#"(histogram_quantile(0.95, sum by (le) (rate(app_request_latency_seconds_bucket{namespace="rtc"}[30s]))) >= 0) or vector(0)"#.into(),
             // Every /process answer. A ServiceMonitor adds its own `endpoint` label (the port),
             // which renames the service's to `exported_endpoint`; match either.
@@ -780,6 +802,49 @@ fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, 
 fn de_image<'de, D: Deserializer<'de>>(d: D) -> Result<Option<crate::image_ref::ImageRef>, D::Error> {
     let s = String::deserialize(d)?;
     crate::image_ref::ImageRef::parse(&s).map(Some).map_err(de::Error::custom)
+}
+
+/// A DNS-1123 label (namespace names), or with `first_letter` a DNS-1035 label (Service
+/// names): at most 63 lower-case letters, digits and '-', starting and ending alphanumeric
+/// (k8s.io/apimachinery pkg/util/validation/validation.go, IsDNS1123Label, IsDNS1035Label).
+fn is_dns_label(s: &str, first_letter: bool) -> bool {
+    let b = s.as_bytes();
+    let inner = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-';
+    let end = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    (1..=63).contains(&b.len())
+        && b.iter().all(inner)
+        && b.first().is_some_and(|c| if first_letter { c.is_ascii_lowercase() } else { end(c) })
+        && b.last().is_some_and(end)
+}
+
+fn de_service_name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let s = String::deserialize(d)?;
+    if is_dns_label(&s, true) {
+        Ok(Some(s))
+    } else {
+        Err(de::Error::custom(format!("`{s}` is not a Service name (expected a DNS-1035 label: at most 63 lower-case letters, digits and '-', starting with a letter, e.g. \"prometheus-server\")")))
+    }
+}
+
+fn de_ingress_from<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IngressPeer>, D::Error> {
+    let entries = Vec::<String>::deserialize(d)?;
+    entries
+        .into_iter()
+        .map(|s| {
+            if is_dns_label(&s, false) {
+                return Ok(IngressPeer::Namespace(s));
+            }
+            let cidr = s.split_once('/').and_then(|(ip, bits)| {
+                let ip: std::net::IpAddr = ip.parse().ok()?;
+                let bits: u8 = bits.parse().ok()?;
+                (bits <= if ip.is_ipv4() { 32 } else { 128 }).then_some(())
+            });
+            match cidr {
+                Some(()) => Ok(IngressPeer::Cidr(s)),
+                None => Err(de::Error::custom(format!("`{s}` is neither a namespace name (a DNS-1123 label, e.g. \"ingress-nginx\") nor a CIDR (e.g. \"10.0.0.0/8\")"))),
+            }
+        })
+        .collect()
 }
 
 fn de_positive_usize<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {

@@ -29,11 +29,13 @@ EXPECTED_DIRS = {
     "deployment/cpu",
     "autoscaling/hpa-cpu",
     "autoscaling/load-keda",
+    "autoscaling/load-keda-no-operator",
     "autoscaling/load-adapter",
     "autoscaling/latency-only-adapter",
     "policy",
     "observability",
     "load",
+    "prometheus-access",
 } | {f"overlays/{o}" for o in OVERLAYS}
 POD_LABELS = {"app.kubernetes.io/name": "gpu-media"}
 APP_UID = 10001
@@ -162,6 +164,7 @@ def test_replica_bounds_and_behavior_follow_the_slo(rendered):
     assert set(scalers) == {
         "autoscaling/hpa-cpu",
         "autoscaling/load-keda",
+        "autoscaling/load-keda-no-operator",
         "autoscaling/load-adapter",
         "autoscaling/latency-only-adapter",
     }
@@ -184,7 +187,7 @@ def test_replica_bounds_and_behavior_follow_the_slo(rendered):
                 assert p["type"] in ("Pods", "Percent") and p["value"] > 0 and 0 < p["periodSeconds"] <= 60
         behaviors.append(b)
         assert a["metadata"]["name"] == "gpu-media", d
-    # One behaviour for all four: only the signal differs between overlays.
+    # One behaviour for all: only the signal differs between overlays.
     assert all(b == behaviors[0] for b in behaviors)
 
 
@@ -452,7 +455,7 @@ def test_dcgm_exporter(rendered):
     assert sc["privileged"] is False and sc["allowPrivilegeEscalation"] is False
     assert sc["capabilities"] == {"drop": ["ALL"]} and sc["readOnlyRootFilesystem"] is True
     assert pod["automountServiceAccountToken"] is False
-    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert "nodeSelector" not in pod, "a nodeSelector on one label misses GPU nodes others label"
     np = one(objs, "NetworkPolicy", "dcgm-exporter")
     assert np["spec"]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "dcgm-exporter"}
     assert set(np["spec"]["policyTypes"]) == {"Ingress", "Egress"} and not np["spec"].get("egress")
@@ -488,7 +491,7 @@ def test_load_job_template_and_rbac(rendered):
     crole = one(objs, "ClusterRole", "rtc-demo-conductor")
     cgranted = {(r, v) for rule in crole["rules"] for r in rule["resources"] for v in rule["verbs"]}
     assert cgranted == {("namespaces", v) for v in ("create", "patch", "delete", "get")} | {
-        ("nodes", "list"), ("customresourcedefinitions", "get")}
+        ("nodes", "list"), ("customresourcedefinitions", "get"), ("apiservices", "get")}
     crb = one(objs, "ClusterRoleBinding", "rtc-demo-conductor")
     assert crb["roleRef"]["kind"] == "ClusterRole" and crb["subjects"][0]["name"] == "rtc-demo-conductor"
     rb = one(objs, "RoleBinding", "rtc-demo-conductor")
@@ -502,3 +505,141 @@ def test_load_job_template_and_rbac(rendered):
     # DNS on port 53, UDP and TCP, to any destination (NodeLocal DNSCache, cloud DNS).
     dns = [r for r in np["spec"]["egress"] if "to" not in r]
     assert len(dns) == 1 and {(p["protocol"], p["port"]) for p in dns[0]["ports"]} == {("UDP", 53), ("TCP", 53)}
+
+
+# ---- issue 29: what a real cluster would break -------------------------------------------
+
+
+def keda_objects(rendered):
+    return [(d, so) for d, objs in rendered.items() for so in find(objs, "ScaledObject")]
+
+
+def test_scaled_objects_set_nothing_keda_ignores_with_min_replicas_above_zero(rendered):
+    # KEDA >= 2.20 warns on every apply of a ScaledObject that sets pollingInterval (or
+    # cooldownPeriod) with minReplicaCount > 0, no idleReplicaCount and no useCachedMetrics
+    # trigger: "PollingInterval is configured but is not relevant. ..." (kedacore/keda
+    # apis/keda/v1alpha1/scaledobject_webhook.go, verifyScaledObjects), and records it as an
+    # Event the console's events panel would show.
+    seen = keda_objects(rendered)
+    assert seen
+    for d, so in seen:
+        spec = so["spec"]
+        idle = "idleReplicaCount" in spec
+        cached = any(t.get("useCachedMetrics") for t in spec["triggers"])
+        if spec.get("minReplicaCount", 0) > 0 and not idle:
+            assert "cooldownPeriod" not in spec, d
+            if not cached:
+                assert "pollingInterval" not in spec, d
+
+
+def server_addresses(so):
+    return {t["metadata"]["serverAddress"] for t in so["spec"]["triggers"]}
+
+
+def test_keda_reads_the_prometheus_each_overlay_is_for(rendered):
+    # The Prometheus Operator serves every Prometheus through its governing Service
+    # `prometheus-operated` on port 9090 (the web port); the community `prometheus` chart names
+    # its Service `<release>-server` (release `prometheus`) on port 80
+    # (prometheus-community/helm-charts charts/prometheus/templates/service.yaml, _helpers.tpl
+    # prometheus.server.fullname, values.yaml server.service.servicePort).
+    for overlay in OVERLAYS:
+        scalers = find(rendered[f"overlays/{overlay}"], "ScaledObject")
+        if not scalers:
+            continue
+        (so,) = scalers
+        want = ("http://prometheus-server.monitoring.svc:80" if overlay.endswith("-no-operator")
+                else "http://prometheus-operated.monitoring.svc:9090")
+        assert server_addresses(so) == {want}, overlay
+    # The no-operator ScaledObject is the load-keda one but for its serverAddress.
+    a = copy.deepcopy(one(rendered["autoscaling/load-keda"], "ScaledObject", "gpu-media"))
+    b = copy.deepcopy(one(rendered["autoscaling/load-keda-no-operator"], "ScaledObject", "gpu-media"))
+    for so in (a, b):
+        so["metadata"]["labels"].pop("rtc-demo/autoscaler")
+        for t in so["spec"]["triggers"]:
+            t["metadata"].pop("serverAddress")
+    assert a == b
+
+
+def node_affinity_admits(pod_spec: dict, labels: dict) -> bool:
+    """Does the pod's required node affinity admit a node with these labels (terms ORed,
+    expressions ANDed: core/v1 NodeSelector)?"""
+    terms = pod_spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+
+    def matches(e):
+        op, key = e["operator"], e["key"]
+        if op == "Exists":
+            return key in labels
+        if op == "In":
+            return labels.get(key) in e["values"]
+        raise AssertionError(f"operator {op} not modelled")
+
+    return any(all(matches(e) for e in t["matchExpressions"]) for t in terms)
+
+
+def test_dcgm_exporter_schedules_where_only_the_device_plugin_runs(rendered):
+    pod = one(rendered["observability"], "DaemonSet", "dcgm-exporter")["spec"]["template"]["spec"]
+    # Node labels as each set-up writes them: the GPU Operator's node labelling
+    # (gpu-operator controllers/nodelabeling_controller.go, commonGPULabelKey "nvidia.com/gpu.present"),
+    # Node Feature Discovery's PCI label that NVIDIA's device plugin chart schedules on
+    # (k8s-device-plugin deployments/helm/nvidia-device-plugin/values.yaml), and a GKE GPU node
+    # (cloud.google.com/gke-accelerator=<type>, container-engine-accelerators
+    # nvidia-driver-installer/cos/daemonset-preloaded.yaml).
+    gpu_nodes = {
+        "GPU Operator": {"nvidia.com/gpu.present": "true", "kubernetes.io/os": "linux"},
+        "NFD + device plugin chart": {"feature.node.kubernetes.io/pci-10de.present": "true"},
+        "GKE": {"cloud.google.com/gke-accelerator": "nvidia-l4"},
+    }
+    for who, labels in gpu_nodes.items():
+        assert node_affinity_admits(pod, labels), who
+    assert not node_affinity_admits(pod, {"kubernetes.io/os": "linux"}), "a CPU node"
+    assert not node_affinity_admits(pod, {"nvidia.com/gpu.present": "false"}), "the Operator's GPU-less node"
+    # It tolerates the GPU taint the README puts on GPU nodes.
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+
+
+def test_gpu_operator_values_make_its_exporter_scraped_by_our_prometheus():
+    values = load_yaml(MANIFESTS / "observability/gpu-operator-values.yaml")
+    sm = values["dcgmExporter"]["serviceMonitor"]
+    assert sm["enabled"] is True
+    ours = load_yaml(MANIFESTS / "scrape/servicemonitor.yaml")["metadata"]["labels"]["release"]
+    assert sm["additionalLabels"]["release"] == ours
+    assert sm["honorLabels"] is True, "the exporter's namespace/pod labels name the GPU's pod"
+
+
+def rules_of(role: dict) -> set[tuple[str, str, str]]:
+    return {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
+            for v in rule["verbs"]}
+
+
+def test_prometheus_access_lets_the_console_port_forward_to_prometheus(rendered):
+    # `kubectl port-forward svc/NAME` GETs the Service, lists its pods (first ready one),
+    # GETs that pod and opens pods/portforward (kubectl pkg/cmd/portforward/portforward.go,
+    # polymorphichelpers attachablepodforobject.go GetFirstPod). The upgrade is a POST (SPDY,
+    # verb create) or a GET (WebSocket, verb get, plus create from Kubernetes 1.35's
+    # AuthorizePodWebsocketUpgradeCreatePermission, kubernetes PR #134577).
+    objs = rendered["prometheus-access"]
+    role = one(objs, "Role", "rtc-demo-conductor-prometheus")
+    assert role["metadata"]["namespace"] == "monitoring"
+    assert rules_of(role) == {("", "services", "get"), ("", "pods", "get"), ("", "pods", "list"),
+                              ("", "pods", "watch"), ("", "pods/portforward", "create"),
+                              ("", "pods/portforward", "get")}
+    rb = one(objs, "RoleBinding", "rtc-demo-conductor-prometheus")
+    assert rb["metadata"]["namespace"] == "monitoring"
+    assert rb["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role["metadata"]["name"]}
+    assert rb["subjects"] == [{"kind": "ServiceAccount", "name": "rtc-demo-conductor", "namespace": "rtc"}]
+
+
+def test_the_conductor_role_runs_the_kubectl_panels_commands(rendered):
+    role = one(rendered["load"], "Role", "rtc-demo-conductor")
+    granted = rules_of(role)
+    # kubectl rollout status GETs the Deployment, then lists and watches it by name
+    # (kubectl pkg/cmd/rollout/rollout_status.go); kubectl diff GETs each object
+    # (pkg/cmd/diff/diff.go); port-forward pod/NAME (the capacity probe) GETs the pod and opens
+    # pods/portforward; logs --previous reads pods/log; `get deployments,jobs` and
+    # `get ingress,svc` list them; `get servicemonitors` lists them.
+    for need in [("apps", "deployments", "get"), ("", "pods", "get"), ("", "pods/portforward", "create"),
+                 ("", "pods/portforward", "get"), ("", "pods/log", "get"), ("batch", "jobs", "list"),
+                 ("", "services", "list"), ("networking.k8s.io", "ingresses", "list"),
+                 ("monitoring.coreos.com", "servicemonitors", "list"), ("", "services", "get"),
+                 ("keda.sh", "scaledobjects", "get")]:
+        assert need in granted, need

@@ -183,8 +183,13 @@ pub fn namespace_is_ours(ns: &k8s_openapi::api::core::v1::Namespace) -> bool {
     ns.metadata.labels.as_ref().and_then(|l| l.get(key)).is_some_and(|v| v == value)
 }
 
-/// The objects without the Namespace `namespace` when it already exists and is not ours
-/// ([`namespace_is_ours`]), and whether it was left out.
+/// The objects without the Namespace `namespace` and its `default` ServiceAccount when the
+/// namespace already exists and is not ours ([`namespace_is_ours`]), and whether they were left
+/// out. Every namespace has a `default` ServiceAccount (kube-controller-manager's
+/// serviceaccounts controller makes it: kubernetes pkg/controller/serviceaccount/
+/// serviceaccounts_controller.go); in someone else's namespace its owner's pods may need its
+/// token, so the base's `automountServiceAccountToken: false` is not applied over it and
+/// `--teardown` does not delete it.
 pub async fn leave_foreign_namespace(
     client: &Client,
     objects: &[Value],
@@ -196,11 +201,14 @@ pub async fn leave_foreign_namespace(
         .await
         .map_err(|e| ApplyError::Api { what: format!("reading namespace {namespace}"), detail: error_text(&e) })?;
     let foreign = existing.as_ref().is_some_and(|ns| !namespace_is_ours(ns));
-    let is_it = |o: &Value| {
-        o.get("kind").and_then(|k| k.as_str()) == Some("Namespace")
-            && o.pointer("/metadata/name").and_then(|n| n.as_str()) == Some(namespace)
+    let theirs = |o: &Value| {
+        let kind = o.get("kind").and_then(|k| k.as_str());
+        let name = o.pointer("/metadata/name").and_then(|n| n.as_str());
+        let ns = o.pointer("/metadata/namespace").and_then(|n| n.as_str());
+        (kind == Some("Namespace") && name == Some(namespace))
+            || (kind == Some("ServiceAccount") && name == Some("default") && ns == Some(namespace))
     };
-    let kept = objects.iter().filter(|o| !(foreign && is_it(o))).cloned().collect();
+    let kept = objects.iter().filter(|o| !(foreign && theirs(o))).cloned().collect();
     Ok((kept, foreign))
 }
 
@@ -236,7 +244,7 @@ impl ApplyError {
     /// A kind the cluster does not serve, with its CRD's name and how to install it.
     fn unknown_kind(api_version: &str, kind: &str) -> ApplyError {
         let group = api_version.split_once('/').map(|x| x.0).unwrap_or("");
-        let crd = format!("{}.{group}", super::preflight::plural_of(kind).0);
+        let crd = format!("{}.{group}", super::preflight::plural_in_group(group, kind).0);
         let install = match group {
             "keda.sh" => "install KEDA >= 2.18: `helm install keda kedacore/keda -n keda --create-namespace`, or pick an *-adapter overlay".to_string(),
             "monitoring.coreos.com" => "install the Prometheus Operator: `helm install kube-prometheus-stack prometheus-community/kube-prometheus-stack -n monitoring --create-namespace`, or pick manifests/overlays/gpu-keda-no-operator".to_string(),

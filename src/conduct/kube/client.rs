@@ -138,7 +138,7 @@ async fn connect_with(target: &KubeTarget, proxy_env: &ProxyEnv) -> Result<Conne
     let client = Client::try_from(config)
         .map_err(|e| ConnectError::BadConfig { context: context.clone(), detail: e.to_string() })?;
     let context_flag = target.context.clone();
-    let kubectl = Kubectl::new(context_flag.as_deref(), "default").cluster_info();
+    let kubectl = Kubectl::new(context_flag.as_deref(), "default").server_version();
     let unreachable = |detail: String| ConnectError::Unreachable {
         server: server.clone(),
         context: context.clone(),

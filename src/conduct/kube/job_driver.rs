@@ -299,8 +299,15 @@ async fn wait_for_pod(pods: &Api<Pod>, job_uid: &str, timeout: Duration, tell: &
 /// How often an ended log is reopened while its pod still runs, before giving up.
 const LOG_REOPENS: u32 = 5;
 
-/// Follows the pod's log; when the stream ends while the pod still runs (an API server or
-/// kubelet connection cut), reopens it and skips the seconds already sent.
+/// How long the log may stay silent before the stream is taken for dead. The load pod writes a
+/// line every second, so a stream that brings nothing for this long is half-open (the API
+/// server or the kubelet went away without closing it, a NAT forgot it) and would otherwise
+/// freeze the load figures for the rest of the stage.
+pub const LOG_SILENCE: Duration = Duration::from_secs(5);
+
+/// Follows the pod's log; when the stream ends or goes silent for [`LOG_SILENCE`] while the
+/// pod still runs (an API server or kubelet connection cut or half-open), reopens it and skips
+/// the seconds already sent.
 async fn follow_log(
     pods: &Api<Pod>,
     name: &str,
@@ -311,22 +318,37 @@ async fn follow_log(
     let mut last_second: Option<u64> = None;
     let mut reopens = 0;
     loop {
-        let logs = pods
-            .log_stream(name, &LogParams { follow: true, ..Default::default() })
-            .await
-            .map_err(|e| KubeError::api("reading the load pod's log", &e))?;
-        let mut log = logs.lines();
+        let opened =
+            tokio::time::timeout(LOG_SILENCE, pods.log_stream(name, &LogParams { follow: true, ..Default::default() }))
+                .await;
         let mut fresh = false;
-        while let Some(line) = log.next().await {
-            let Ok(line) = line else { break };
-            let Some(l) = load_job::parse_line(&line) else { continue };
-            if last_second.is_some_and(|s| l.second <= s) {
-                continue;
+        let mut silent = false;
+        let logs = match opened {
+            Ok(logs) => Some(logs.map_err(|e| KubeError::api("reading the load pod's log", &e))?),
+            Err(_) => {
+                silent = true;
+                None
             }
-            last_second = Some(l.second);
-            fresh = true;
-            if lines.send(l).is_err() {
-                return Ok(());
+        };
+        if let Some(mut log) = logs.map(|l| l.lines()) {
+            loop {
+                let line = match tokio::time::timeout(LOG_SILENCE, log.next()).await {
+                    Ok(Some(Ok(line))) => line,
+                    Ok(Some(Err(_)) | None) => break,
+                    Err(_) => {
+                        silent = true;
+                        break;
+                    }
+                };
+                let Some(l) = load_job::parse_line(&line) else { continue };
+                if last_second.is_some_and(|s| l.second <= s) {
+                    continue;
+                }
+                last_second = Some(l.second);
+                fresh = true;
+                if lines.send(l).is_err() {
+                    return Ok(());
+                }
             }
         }
         let pod = pods.get_opt(name).await.map_err(|e| KubeError::api("reading the load pod", &e))?;
@@ -341,10 +363,11 @@ async fn follow_log(
         if reopens > LOG_REOPENS {
             return Err(KubeError::Api {
                 what: format!("following pod {name}'s log"),
-                detail: format!("the log ended {LOG_REOPENS} times in a row while the pod kept running"),
+                detail: format!("the log ended or went silent {LOG_REOPENS} times in a row while the pod kept running"),
             });
         }
-        tell.status(None, Some(format!("in-cluster load: pod {name}'s log ended while it runs; following again")));
+        let why = if silent { format!("brought nothing for {} s", LOG_SILENCE.as_secs()) } else { "ended".to_string() };
+        tell.status(None, Some(format!("in-cluster load: pod {name}'s log {why} while it runs; following again")));
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }

@@ -43,9 +43,13 @@ impl Kubectl {
 
     // ---- preflight -------------------------------------------------------------------
 
-    /// Cluster reachable (and which server the context points at).
-    pub fn cluster_info(&self) -> String {
-        format!("{} cluster-info", self.base())
+    /// Cluster reachable: the server's version, as preflight asks it. Every user may read
+    /// `/version` (ClusterRole system:public-info-viewer, kubernetes
+    /// plugin/pkg/auth/authorizer/rbac/bootstrappolicy/policy.go); `kubectl cluster-info` would
+    /// list Services in kube-system (kubectl pkg/cmd/clusterinfo/clusterinfo.go), which the
+    /// console's Role does not grant.
+    pub fn server_version(&self) -> String {
+        format!("{} version", self.base())
     }
 
     /// The contexts the kubeconfig holds.
@@ -266,15 +270,15 @@ mod tests {
         assert_eq!(Kubectl::new(None, "rtc").get_hpa("gpu-media"), "kubectl -n rtc get hpa gpu-media -w");
         assert_eq!(k().get_hpa("gpu-media"), "kubectl --context gke-demo -n rtc get hpa gpu-media -w");
         assert_eq!(
-            Kubectl::new(Some("arn:aws:eks:eu-west-1:1:cluster/x"), "rtc").cluster_info(),
-            "kubectl --context arn:aws:eks:eu-west-1:1:cluster/x cluster-info"
+            Kubectl::new(Some("arn:aws:eks:eu-west-1:1:cluster/x"), "rtc").server_version(),
+            "kubectl --context arn:aws:eks:eu-west-1:1:cluster/x version"
         );
     }
 
     #[test]
     fn preflight_commands() {
         let k = k();
-        assert_eq!(k.cluster_info(), "kubectl --context gke-demo cluster-info");
+        assert_eq!(k.server_version(), "kubectl --context gke-demo version");
         assert_eq!(k.get_contexts(), "kubectl config get-contexts");
         assert_eq!(
             k.auth_can_i("patch", "deployments.apps", None),

@@ -132,6 +132,132 @@ fn admit_scrapes_from(objects: &mut [Value], prometheus_ns: &str) {
     }
 }
 
+/// The Prometheus Operator's Service for every Prometheus it runs: the StatefulSets' governing
+/// Service `prometheus-operated`, web port 9090 (prometheus-operator
+/// pkg/prometheus/server/operator.go, governingServiceName).
+const OPERATOR_PROMETHEUS: (&str, u16) = ("prometheus-operated", 9090);
+
+/// `http://NAME.NAMESPACE.svc[.cluster.local][:PORT][/…]` → (NAME, NAMESPACE, PORT); None for
+/// any other URL (an external Prometheus the console must not rewrite).
+fn in_cluster_service(url: &str) -> Option<(String, String, u16)> {
+    let rest = url.strip_prefix("http://")?;
+    let authority = rest.split(['/', '?']).next()?;
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse().ok()?),
+        None => (authority, 80),
+    };
+    let mut labels = host.split('.');
+    let (name, ns) = (labels.next()?, labels.next()?);
+    let tail: Vec<&str> = labels.collect();
+    (tail == ["svc"] || tail == ["svc", "cluster", "local"]).then(|| (name.to_string(), ns.to_string(), port))
+}
+
+/// Prometheus's Service and port in its namespace: the scenario's `[prometheus] service`/`port`,
+/// else the Service the overlay's ScaledObject reads (so `gpu-keda-no-operator` forwards to the
+/// community chart's `prometheus-server:80`), else the Operator's.
+pub fn prometheus_service(settings: &crate::scenario::Prometheus, objects: &[Value]) -> (String, u16) {
+    let from_overlay = objects
+        .iter()
+        .filter(|o| o.get("kind").and_then(|k| k.as_str()) == Some("ScaledObject"))
+        .flat_map(|o| o.pointer("/spec/triggers").and_then(|t| t.as_array()).into_iter().flatten())
+        .filter_map(|t| t.pointer("/metadata/serverAddress").and_then(|a| a.as_str()))
+        .find_map(in_cluster_service)
+        .map(|(name, _, port)| (name, port));
+    let (default_name, default_port) =
+        from_overlay.unwrap_or_else(|| (OPERATOR_PROMETHEUS.0.to_string(), OPERATOR_PROMETHEUS.1));
+    match (&settings.service, settings.port) {
+        (Some(name), port) => {
+            let port =
+                port.map(u16::from).unwrap_or(if *name == default_name { default_port } else { OPERATOR_PROMETHEUS.1 });
+            (name.clone(), port)
+        }
+        (None, Some(port)) => (default_name, port.into()),
+        (None, None) => (default_name, default_port),
+    }
+}
+
+/// Points the ScaledObjects' Prometheus triggers that read an in-cluster Service at
+/// `service:port` in Prometheus's namespace (`[prometheus] namespace`), so KEDA reads the
+/// Prometheus the console reads.
+fn read_prometheus_at(objects: &mut [Value], namespace: &str, (service, port): &(String, u16)) {
+    let address = format!("http://{service}.{namespace}.svc:{port}");
+    for o in objects.iter_mut().filter(|o| o.get("kind").and_then(|k| k.as_str()) == Some("ScaledObject")) {
+        for t in o.pointer_mut("/spec/triggers").and_then(|t| t.as_array_mut()).into_iter().flatten() {
+            if let Some(a) = t.pointer_mut("/metadata/serverAddress") {
+                if a.as_str().and_then(in_cluster_service).is_some() {
+                    *a = Value::String(address.clone());
+                }
+            }
+        }
+    }
+}
+
+/// Adds a rule to the service's NetworkPolicy (named like the Deployment) admitting `[manifests]
+/// ingress_from` on its HTTP port: the ingress controller's namespace, a load balancer's ranges.
+fn admit_ingress_from(objects: &mut [Value], policy: &str, peers: &[crate::scenario::IngressPeer]) {
+    use crate::scenario::IngressPeer;
+    if peers.is_empty() {
+        return;
+    }
+    let from: Vec<Value> = peers
+        .iter()
+        .map(|p| match p {
+            IngressPeer::Namespace(ns) => {
+                serde_json::json!({"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}})
+            }
+            IngressPeer::Cidr(cidr) => serde_json::json!({"ipBlock": {"cidr": cidr}}),
+        })
+        .collect();
+    let rule = serde_json::json!({"from": from, "ports": [{"protocol": "TCP", "port": "http"}]});
+    for o in objects.iter_mut().filter(|o| {
+        o.get("kind").and_then(|k| k.as_str()) == Some("NetworkPolicy")
+            && o.pointer("/metadata/name").and_then(|n| n.as_str()) == Some(policy)
+    }) {
+        if let Some(rules) = o.pointer_mut("/spec/ingress").and_then(|i| i.as_array_mut()) {
+            rules.push(rule.clone());
+        }
+    }
+}
+
+/// The registry path Gatekeeper's K8sAllowedRepos must allow for `image`: its name up to the
+/// last `/` (`registry.example.com/you/`), or the whole name for a bare one (`rtc-demo`).
+fn allowed_repo_of(image: &str) -> String {
+    match image.rfind('/') {
+        Some(i) => image[..=i].to_string(),
+        None => image.to_string(),
+    }
+}
+
+/// The `policy` folder's constraint allows the placeholder's registry path; with `--image` /
+/// `[manifests] image` it allows that image's instead, so the policy never blocks the image
+/// the console deploys.
+fn allow_image_in_policy(objects: &mut [Value], image: &ImageRef) {
+    let (placeholder, ours) = (allowed_repo_of(PLACEHOLDER_NAME), allowed_repo_of(&image.name));
+    for o in objects.iter_mut().filter(|o| {
+        o.get("apiVersion").and_then(|v| v.as_str()).is_some_and(|v| v.starts_with("constraints.gatekeeper.sh/"))
+            && o.get("kind").and_then(|k| k.as_str()) == Some("K8sAllowedRepos")
+    }) {
+        for r in o.pointer_mut("/spec/parameters/repos").and_then(|r| r.as_array_mut()).into_iter().flatten() {
+            if r.as_str() == Some(placeholder.as_str()) {
+                *r = Value::String(ours.clone());
+            }
+        }
+    }
+}
+
+/// The rendered manifests made to fit the scenario's cluster: its image (and the policy that
+/// must allow it), Prometheus's namespace and Service, the ingress path of the load.
+pub fn fit_to_cluster(objects: &mut [Value], scenario: &Scenario, image: Option<&ImageRef>) {
+    if let Some(image) = image {
+        ImageOverride::replacing(PLACEHOLDER_NAME, image).apply(objects.iter_mut());
+        allow_image_in_policy(objects, image);
+    }
+    let prometheus = prometheus_service(&scenario.prometheus, objects);
+    read_prometheus_at(objects, &scenario.prometheus.namespace, &prometheus);
+    admit_scrapes_from(objects, &scenario.prometheus.namespace);
+    admit_ingress_from(objects, &scenario.manifests.deployment, &scenario.manifests.ingress_from);
+}
+
 /// How long an earlier overlay's autoscaler may take to be deleted before an apply.
 const AUTOSCALER_DELETE_BUDGET: Duration = Duration::from_secs(60);
 
@@ -197,7 +323,7 @@ pub fn kubectl_panel(k: &kubectl::Kubectl, phase: &Phase, overlay: &str, n: &Nam
     let mut v = Vec::new();
     match phase {
         Phase::Idle | Phase::Preflight => {
-            v.push(k.cluster_info());
+            v.push(k.server_version());
             v.push(k.auth_can_i_list());
             v.push(k.diff_k(overlay));
         }
@@ -288,11 +414,13 @@ impl KubeConfig {
     pub fn render(&self) -> Result<Vec<Value>, KubeError> {
         let m = &self.scenario.manifests;
         let mut objects = apply::render_manifests(&self.root, &m.overlay, &m.extra, &m.namespace, &self.namespace)?;
-        if let Some(image) = &self.image {
-            ImageOverride::replacing(PLACEHOLDER_NAME, image).apply(objects.iter_mut());
-        }
-        admit_scrapes_from(&mut objects, &self.scenario.prometheus.namespace);
+        fit_to_cluster(&mut objects, &self.scenario, self.image.as_ref());
         Ok(objects)
+    }
+
+    /// Prometheus's Service and port (the port-forward's target, preflight's hint).
+    pub fn prometheus_service(&self) -> (String, u16) {
+        prometheus_service(&self.scenario.prometheus, &self.objects)
     }
 
     pub fn kubectl(&self) -> kubectl::Kubectl {
@@ -319,10 +447,25 @@ impl KubeConfig {
         preflight::Plan {
             namespace: self.namespace.clone(),
             server: self.connected.server.clone(),
-            access: preflight::required_access(objects, &self.namespace, self.in_cluster_load, teardown),
+            access: preflight::required_access(
+                objects,
+                &self.namespace,
+                preflight::Uses {
+                    in_cluster_load: self.in_cluster_load,
+                    teardown,
+                    prometheus_port_forward: self
+                        .port_forward
+                        .is_some()
+                        .then_some(self.scenario.prometheus.namespace.as_str()),
+                },
+            ),
             needs: preflight::needs(objects, &self.namespace),
             prometheus: self.prometheus.clone(),
-            prometheus_service: (self.scenario.prometheus.namespace.clone(), "prometheus-operated".into(), 9090),
+            prometheus_service: {
+                let (service, port) = prometheus_service(&self.scenario.prometheus, objects);
+                (self.scenario.prometheus.namespace.clone(), service, port)
+            },
+            ingress_from: self.scenario.manifests.ingress_from.clone(),
             load_url: if self.in_cluster_load { None } else { self.load_url.clone() },
             images: crate::kustomize::images_of(objects),
         }
@@ -362,17 +505,7 @@ pub async fn configure(a: KubeArgs) -> Result<KubeConfig, KubeError> {
             service: a.scenario.manifests.service.clone(),
         });
     }
-    let mut prometheus = a.prometheus.or_else(|| a.scenario.prometheus.url.clone());
-    // `--prometheus port-forward`: the console runs and re-runs kubectl's forward itself.
-    let port_forward = if prometheus.as_deref() == Some(PORT_FORWARD) {
-        let k = connected.kubectl(&a.scenario.prometheus.namespace);
-        let args = k.port_forward_args(&a.scenario.prometheus.namespace, "svc/prometheus-operated");
-        let pf = port_forward::PortForward::start(&kubectl::Kubectl::program(), &args, 9090).await?;
-        prometheus = Some(pf.url.clone());
-        Some(Arc::new(pf))
-    } else {
-        None
-    };
+    let prometheus = a.prometheus.or_else(|| a.scenario.prometheus.url.clone());
     let mut cfg = KubeConfig {
         connected,
         namespace,
@@ -386,10 +519,20 @@ pub async fn configure(a: KubeArgs) -> Result<KubeConfig, KubeError> {
         image: a.image,
         service_port: 80,
         objects: Vec::new(),
-        port_forward,
+        port_forward: None,
         measured: None,
     };
     cfg.objects = cfg.render()?;
+    // `--prometheus port-forward`: the console runs and re-runs kubectl's forward itself, to the
+    // Service the scenario or the overlay names.
+    if cfg.prometheus.as_deref() == Some(PORT_FORWARD) {
+        let ns = cfg.scenario.prometheus.namespace.clone();
+        let (service, port) = cfg.prometheus_service();
+        let args = cfg.connected.kubectl(&ns).port_forward_args(&ns, &format!("svc/{service}"));
+        let pf = port_forward::PortForward::start(&kubectl::Kubectl::program(), &args, port).await?;
+        cfg.prometheus = Some(pf.url.clone());
+        cfg.port_forward = Some(Arc::new(pf));
+    }
     Ok(cfg)
 }
 
@@ -934,10 +1077,10 @@ impl Controller {
         if self.cfg.in_cluster_load && self.stage_name.is_some() {
             kubectl.push(self.k.logs_job(load_job::JOB_NAME));
         }
-        let status = match (self.status.clone(), self.view.error_line()) {
-            (Some(s), Some(w)) => Some(format!("{s}; {w} (check: {})", self.k.auth_can_i_list())),
+        let status = match (self.status.clone(), self.view.error_line(&self.k)) {
+            (Some(s), Some(w)) => Some(format!("{s}; {w}")),
             (Some(s), None) => Some(s),
-            (None, Some(w)) => Some(format!("{w} (check: {})", self.k.auth_can_i_list())),
+            (None, Some(w)) => Some(w),
             (None, None) => None,
         };
         let mut pods = self.view.pods(now_unix);
@@ -992,6 +1135,88 @@ mod tests {
             "{peers}"
         );
         assert!(peers.contains("\"podSelector\":{}"), "the namespace's own pods still reach it: {peers}");
+    }
+
+    fn scenario(extra_toml: &str) -> Scenario {
+        let text = format!("name = \"t\"\n{extra_toml}\n[[stages]]\nname = \"idle\"\nduration = \"5s\"\nrate = 1\n");
+        Scenario::from_toml(&text, "t.toml").unwrap()
+    }
+
+    fn fitted(overlay: &str, extra: &[String], sc: &Scenario, image: Option<&ImageRef>) -> Vec<Value> {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut objs = apply::render_manifests(root, overlay, extra, "rtc", "rtc").unwrap();
+        fit_to_cluster(&mut objs, sc, image);
+        objs
+    }
+
+    fn server_addresses(objs: &[Value]) -> Vec<String> {
+        let so = objs.iter().find(|o| o["kind"] == "ScaledObject").unwrap();
+        so["spec"]["triggers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["metadata"]["serverAddress"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// The Prometheus the console forwards to and KEDA reads is the one each overlay is for,
+    /// in the scenario's Prometheus namespace, unless the scenario names another Service.
+    #[test]
+    fn prometheus_service_follows_the_overlay_and_the_scenario() {
+        let operator = scenario("");
+        let objs = fitted("manifests/overlays/gpu-keda", &[], &operator, None);
+        assert_eq!(prometheus_service(&operator.prometheus, &objs), ("prometheus-operated".to_string(), 9090));
+        let no_operator = scenario("[prometheus]\nnamespace = \"observability\"");
+        let objs = fitted("manifests/overlays/gpu-keda-no-operator", &[], &no_operator, None);
+        assert_eq!(prometheus_service(&no_operator.prometheus, &objs), ("prometheus-server".to_string(), 80));
+        assert_eq!(server_addresses(&objs), vec!["http://prometheus-server.observability.svc:80"; 2]);
+        let named = scenario("[prometheus]\nservice = \"kps-kube-prometheus-stack-prometheus\"\nport = 9090");
+        let objs = fitted("manifests/overlays/gpu-keda", &[], &named, None);
+        assert_eq!(server_addresses(&objs), vec!["http://kps-kube-prometheus-stack-prometheus.monitoring.svc:9090"; 2]);
+        // An adapter overlay has no ScaledObject to learn from: the Operator's Service.
+        let objs = fitted("manifests/overlays/gpu-adapter", &[], &operator, None);
+        assert_eq!(prometheus_service(&operator.prometheus, &objs), ("prometheus-operated".to_string(), 9090));
+        assert_eq!(in_cluster_service("https://prom.example.com/"), None, "an external Prometheus is left alone");
+    }
+
+    #[test]
+    fn ingress_from_is_admitted_to_the_service_port() {
+        let sc = scenario("[manifests]\ningress_from = [\"ingress-nginx\", \"35.191.0.0/16\"]");
+        let objs = fitted("manifests/overlays/gpu-keda", &[], &sc, None);
+        let np = objs.iter().find(|o| o["kind"] == "NetworkPolicy" && o["metadata"]["name"] == "gpu-media").unwrap();
+        let rule = np["spec"]["ingress"].as_array().unwrap().last().unwrap();
+        assert_eq!(
+            rule,
+            &json!({"from":[{"namespaceSelector":{"matchLabels":{"kubernetes.io/metadata.name":"ingress-nginx"}}},{"ipBlock":{"cidr":"35.191.0.0/16"}}],
+                "ports":[{"protocol":"TCP","port":"http"}]})
+        );
+        let plain = fitted("manifests/overlays/gpu-keda", &[], &scenario(""), None);
+        let np = plain.iter().find(|o| o["kind"] == "NetworkPolicy" && o["metadata"]["name"] == "gpu-media").unwrap();
+        assert_eq!(np["spec"]["ingress"].as_array().unwrap().len(), 1, "nothing added without the setting");
+    }
+
+    #[test]
+    fn the_policy_allows_the_image_the_console_deploys() {
+        let image = ImageRef::parse("registry.example.com/you/rtc-demo:0.2.0").unwrap();
+        let objs =
+            fitted("manifests/overlays/gpu-keda", &["manifests/policy".to_string()], &scenario(""), Some(&image));
+        let c = objs.iter().find(|o| o["kind"] == "K8sAllowedRepos").unwrap();
+        assert_eq!(c["spec"]["parameters"]["repos"], json!(["registry.example.com/you/"]));
+        let dep = objs.iter().find(|o| o["kind"] == "Deployment").unwrap();
+        let img = dep["spec"]["template"]["spec"]["containers"][0]["image"].as_str().unwrap();
+        assert!(img.starts_with("registry.example.com/you/"), "{img}");
+    }
+
+    #[test]
+    fn an_observability_folder_the_console_applies_admits_the_scenarios_prometheus() {
+        let sc = scenario("[prometheus]\nnamespace = \"observability\"");
+        let objs = fitted("manifests/overlays/gpu-keda", &["manifests/observability".to_string()], &sc, None);
+        let np =
+            objs.iter().find(|o| o["kind"] == "NetworkPolicy" && o["metadata"]["name"] == "dcgm-exporter").unwrap();
+        assert_eq!(
+            np["spec"]["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+            "observability"
+        );
     }
 
     fn objs() -> Vec<Value> {

@@ -123,12 +123,35 @@ pub fn plural_of(kind: &str) -> (String, bool) {
     (plural, cluster)
 }
 
+/// The REST plural of `kind` in API group `group`. Gatekeeper makes each constraint kind's CRD
+/// with the lower-cased kind as its plural, `k8sallowedrepos` for K8sAllowedRepos
+/// (open-policy-agent/frameworks constraint/pkg/client/crds.go, createCRD:
+/// `Plural: strings.ToLower(templ.Spec.CRD.Spec.Names.Kind)`), not English plurals.
+pub fn plural_in_group(group: &str, kind: &str) -> (String, bool) {
+    if group == "constraints.gatekeeper.sh" {
+        return (kind.to_ascii_lowercase(), true);
+    }
+    plural_of(kind)
+}
+
+/// Which namespace a call is made in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// The service's namespace (`--namespace`, `[manifests] namespace`).
+    Service,
+    /// Prometheus's (`[prometheus] namespace`).
+    Prometheus,
+    Cluster,
+}
+
 /// When the console makes a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum When {
     Always,
     /// `[load] from = "in-cluster"`.
     InClusterLoad,
+    /// `--prometheus port-forward`.
+    PrometheusPortForward,
 }
 
 /// One row of [`CALLS`]: what RBAC calls a request the console sends.
@@ -138,27 +161,34 @@ pub struct Call {
     pub group: &'static str,
     pub resource: &'static str,
     pub subresource: Option<&'static str>,
-    pub cluster_scoped: bool,
+    pub scope: Scope,
     pub when: When,
 }
 
 const fn call(verb: &'static str, group: &'static str, resource: &'static str, when: When) -> Call {
-    Call { verb, group, resource, subresource: None, cluster_scoped: false, when }
+    Call { verb, group, resource, subresource: None, scope: Scope::Service, when }
 }
 
 /// Every call the console makes besides applying the manifests' own objects (which need
-/// `patch` and, as a server-side apply may create, `create`; `delete` with `--teardown`).
-/// Preflight's access reviews come from this table, `manifests/load/rbac.yaml` is tested
-/// against it, and the mocked-API tests check that every request they see is in it.
+/// `patch` and, as a server-side apply may create, `create`; `get` for `kubectl diff`; `delete`
+/// with `--teardown`), and what the kubectl commands its panel and preflight's hints show need
+/// (kubectl's own calls, each row naming the command and the kubectl source). Preflight's
+/// access reviews come from this table, `manifests/load/rbac.yaml` and
+/// `manifests/prometheus-access/rbac.yaml` are tested against it, and the mocked-API tests check
+/// that every request they see is in it.
 pub const CALLS: &[Call] = &[
     // Preflight reads the namespace and counts GPUs on the nodes (cluster-scoped).
-    Call { cluster_scoped: true, ..call("get", "", "namespaces", When::Always) },
-    Call { cluster_scoped: true, ..call("list", "", "nodes", When::Always) },
+    Call { scope: Scope::Cluster, ..call("get", "", "namespaces", When::Always) },
+    Call { scope: Scope::Cluster, ..call("list", "", "nodes", When::Always) },
     // …and KEDA's version, from its ScaledObject CRD's labels.
-    Call { cluster_scoped: true, ..call("get", "apiextensions.k8s.io", "customresourcedefinitions", When::Always) },
+    Call { scope: Scope::Cluster, ..call("get", "apiextensions.k8s.io", "customresourcedefinitions", When::Always) },
+    // Preflight's hint for a metrics API: `kubectl get apiservice NAME`.
+    Call { scope: Scope::Cluster, ..call("get", "apiregistration.k8s.io", "apiservices", When::Always) },
     // The watchers (kube-runtime's watcher lists, then watches) and the rollout wait.
     call("list", "apps", "deployments", When::Always),
     call("watch", "apps", "deployments", When::Always),
+    // `kubectl rollout status` GETs the Deployment first (kubectl pkg/cmd/rollout/rollout_status.go).
+    call("get", "apps", "deployments", When::Always),
     call("list", "", "pods", When::Always),
     call("watch", "", "pods", When::Always),
     call("list", "autoscaling", "horizontalpodautoscalers", When::Always),
@@ -171,8 +201,24 @@ pub const CALLS: &[Call] = &[
     call("list", "keda.sh", "scaledobjects", When::Always),
     call("get", "keda.sh", "scaledobjects", When::Always),
     call("delete", "keda.sh", "scaledobjects", When::Always),
+    // A pod that does not start: `kubectl describe pod`, `kubectl logs --previous`.
+    call("get", "", "pods", When::Always),
+    Call { subresource: Some("log"), ..call("get", "", "pods", When::Always) },
+    // The capacity probe's `kubectl port-forward pod/NAME` GETs the pod, then opens
+    // pods/portforward (kubectl pkg/cmd/portforward/portforward.go): a POST over SPDY (create) or
+    // a GET over WebSocket (get, and also create from Kubernetes 1.35: feature gate
+    // AuthorizePodWebsocketUpgradeCreatePermission, kubernetes PR #134577).
+    Call { subresource: Some("portforward"), ..call("create", "", "pods", When::Always) },
+    Call { subresource: Some("portforward"), ..call("get", "", "pods", When::Always) },
+    // Preflight's hints: `kubectl get deployments,jobs`, `kubectl get ingress,svc`,
+    // `kubectl get servicemonitors`.
+    call("list", "batch", "jobs", When::Always),
+    call("list", "", "services", When::Always),
+    call("list", "networking.k8s.io", "ingresses", When::Always),
+    call("list", "monitoring.coreos.com", "servicemonitors", When::Always),
     // In-cluster load: each stage applies the load objects, replaces the Job, waits for its
-    // pod and follows its log.
+    // pod and follows its log. `kubectl delete job --cascade=foreground` waits with a list and
+    // watch by name (kubectl pkg/cmd/wait/delete.go).
     call("patch", "", "serviceaccounts", When::InClusterLoad),
     call("create", "", "serviceaccounts", When::InClusterLoad),
     call("patch", "", "configmaps", When::InClusterLoad),
@@ -183,14 +229,41 @@ pub const CALLS: &[Call] = &[
     call("create", "batch", "jobs", When::InClusterLoad),
     call("get", "batch", "jobs", When::InClusterLoad),
     call("delete", "batch", "jobs", When::InClusterLoad),
-    call("get", "", "pods", When::InClusterLoad),
-    Call { subresource: Some("log"), ..call("get", "", "pods", When::InClusterLoad) },
+    call("watch", "batch", "jobs", When::InClusterLoad),
+    // `--prometheus port-forward`: `kubectl port-forward svc/NAME` in Prometheus's namespace
+    // GETs the Service, lists (and, when none is ready yet, watches) its pods, GETs the first
+    // (kubectl pkg/polymorphichelpers/helpers.go, GetFirstPod) and opens pods/portforward.
+    Call { scope: Scope::Prometheus, ..call("get", "", "services", When::PrometheusPortForward) },
+    Call { scope: Scope::Prometheus, ..call("list", "", "pods", When::PrometheusPortForward) },
+    Call { scope: Scope::Prometheus, ..call("watch", "", "pods", When::PrometheusPortForward) },
+    Call { scope: Scope::Prometheus, ..call("get", "", "pods", When::PrometheusPortForward) },
+    Call {
+        scope: Scope::Prometheus,
+        subresource: Some("portforward"),
+        ..call("create", "", "pods", When::PrometheusPortForward)
+    },
+    Call {
+        scope: Scope::Prometheus,
+        subresource: Some("portforward"),
+        ..call("get", "", "pods", When::PrometheusPortForward)
+    },
 ];
 
+/// What the console will be used for, beyond applying the objects.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Uses<'a> {
+    /// `[load] from = "in-cluster"`.
+    pub in_cluster_load: bool,
+    /// `--teardown`.
+    pub teardown: bool,
+    /// `--prometheus port-forward`: the namespace it forwards in.
+    pub prometheus_port_forward: Option<&'a str>,
+}
+
 /// What the console will do, as SelfSubjectAccessReviews: patch and create (server-side
-/// apply) every object it applies, delete them with `--teardown`, and every call of
-/// [`CALLS`] that applies.
-pub fn required_access(objects: &[Value], namespace: &str, in_cluster_load: bool, teardown: bool) -> Vec<Access> {
+/// apply) and get (`kubectl diff`) every object it applies, delete them with `--teardown`, and
+/// every call of [`CALLS`] that applies.
+pub fn required_access(objects: &[Value], namespace: &str, uses: Uses) -> Vec<Access> {
     let mut set = BTreeSet::new();
     for o in objects {
         let (Some(av), Some(kind)) =
@@ -199,7 +272,7 @@ pub fn required_access(objects: &[Value], namespace: &str, in_cluster_load: bool
             continue;
         };
         let group = av.split_once('/').map(|x| x.0).unwrap_or("");
-        let (plural, cluster) = plural_of(kind);
+        let (plural, cluster) = plural_in_group(group, kind);
         let ns = o
             .pointer("/metadata/namespace")
             .and_then(|v| v.as_str())
@@ -208,17 +281,24 @@ pub fn required_access(objects: &[Value], namespace: &str, in_cluster_load: bool
         let ns = if cluster { None } else { ns };
         set.insert(Access::new("patch", group, &plural, ns.as_deref()));
         set.insert(Access::new("create", group, &plural, ns.as_deref()));
-        if teardown {
+        set.insert(Access::new("get", group, &plural, ns.as_deref()));
+        if uses.teardown {
             set.insert(Access::new("delete", group, &plural, ns.as_deref()));
         }
     }
     for c in CALLS {
         let wanted = match c.when {
             When::Always => true,
-            When::InClusterLoad => in_cluster_load,
+            When::InClusterLoad => uses.in_cluster_load,
+            When::PrometheusPortForward => uses.prometheus_port_forward.is_some(),
+        };
+        let ns = match c.scope {
+            Scope::Service => Some(namespace),
+            Scope::Prometheus => uses.prometheus_port_forward,
+            Scope::Cluster => None,
         };
         if wanted {
-            let mut a = Access::new(c.verb, c.group, c.resource, (!c.cluster_scoped).then_some(namespace));
+            let mut a = Access::new(c.verb, c.group, c.resource, ns);
             a.subresource = c.subresource.map(str::to_string);
             set.insert(a);
         }
@@ -302,6 +382,9 @@ pub struct Plan {
     pub load_url: Option<String>,
     /// The container images the objects run (the load Job gets the same `--image`).
     pub images: Vec<String>,
+    /// `[manifests] ingress_from`: what the service's NetworkPolicy admits besides its own
+    /// namespace and Prometheus's.
+    pub ingress_from: Vec<crate::scenario::IngressPeer>,
 }
 
 /// Whether the images are the presenter's own: the manifests' placeholder is a repository no
@@ -346,6 +429,29 @@ use an ingress URL or [load] from = \"in-cluster\""
     })
 }
 
+/// A warning when load from this machine goes through an ingress or a load balancer that the
+/// service's NetworkPolicy does not admit: it admits only pods of its own namespace and of
+/// Prometheus's, so on a CNI that enforces policy (GKE Dataplane V2, Calico, Cilium, EKS with
+/// network policy enabled) the ingress controller's or the balancer's connections are dropped
+/// and every request times out.
+pub fn ingress_check(plan: &Plan, k: &Kubectl) -> Option<Check> {
+    let url = plan.load_url.as_deref()?;
+    if !plan.ingress_from.is_empty() || load_target_check(url, k).is_some() {
+        return None;
+    }
+    Some(Check::new(
+        "load path",
+        Verdict::Warn,
+        format!(
+            "{url} reaches the pods through an ingress or a load balancer, but the service's NetworkPolicy admits only namespaces {} and {}: \
+set [manifests] ingress_from to the ingress controller's namespace (e.g. \"ingress-nginx\") or the balancer's source ranges (CIDRs), \
+or use [load] from = \"in-cluster\"",
+            plan.namespace, plan.prometheus_service.0
+        ),
+        format!("{} get networkpolicy gpu-media -o yaml", k.ns()),
+    ))
+}
+
 /// Runs every check in order. A failed reachability check skips the rest.
 pub async fn run(client: &Client, plan: &Plan, k: &Kubectl) -> Vec<Check> {
     let mut out = Vec::new();
@@ -356,14 +462,14 @@ pub async fn run(client: &Client, plan: &Plan, k: &Kubectl) -> Vec<Check> {
             "cluster reachable",
             Verdict::Ok,
             format!("{} (Kubernetes {}.{})", plan.server, v.major, v.minor),
-            k.cluster_info(),
+            k.server_version(),
         )),
         Ok(Err(e)) => {
             out.push(Check::new(
                 "cluster reachable",
                 Verdict::Fail,
                 format!("API server {}: {}", plan.server, error_text(&e)),
-                k.cluster_info(),
+                k.server_version(),
             ));
             return skip_rest(out);
         }
@@ -372,12 +478,15 @@ pub async fn run(client: &Client, plan: &Plan, k: &Kubectl) -> Vec<Check> {
                 "cluster reachable",
                 Verdict::Fail,
                 format!("API server {}: no answer within {}s", plan.server, t.as_secs()),
-                k.cluster_info(),
+                k.server_version(),
             ));
             return skip_rest(out);
         }
     }
     if let Some(c) = plan.load_url.as_deref().and_then(|u| load_target_check(u, k)) {
+        out.push(c);
+    }
+    if let Some(c) = ingress_check(plan, k) {
         out.push(c);
     }
     out.push(image_check(&plan.images, k));
@@ -400,23 +509,31 @@ pub async fn run(client: &Client, plan: &Plan, k: &Kubectl) -> Vec<Check> {
             },
             ..Default::default()
         };
-        let cmd = k.auth_can_i(&a.verb, &a.resource_arg(), a.subresource.as_deref());
+        // A call in another namespace (Prometheus's) says where, and so does its kubectl check.
+        let elsewhere = a.namespace.as_deref().filter(|ns| *ns != plan.namespace);
+        let cmd = match elsewhere {
+            Some(ns) => Kubectl::new(k.context.as_deref(), ns),
+            None => k.clone(),
+        }
+        .auth_can_i(&a.verb, &a.resource_arg(), a.subresource.as_deref());
+        let what = format!(
+            "{} {}{}{}",
+            a.verb,
+            a.resource_arg(),
+            a.subresource.as_ref().map(|s| format!("/{s}")).unwrap_or_default(),
+            elsewhere.map(|ns| format!(" in namespace {ns}")).unwrap_or_default()
+        );
         match ssar.create(&PostParams::default(), &review).await {
             Ok(r) => {
                 let st = r.status.unwrap_or_default();
                 if !st.allowed {
                     let why = st.reason.filter(|r| !r.is_empty()).map(|r| format!(" ({r})")).unwrap_or_default();
-                    denied.push(format!(
-                        "{} {}{}{why}",
-                        a.verb,
-                        a.resource_arg(),
-                        a.subresource.as_ref().map(|s| format!("/{s}")).unwrap_or_default()
-                    ));
+                    denied.push(format!("{what}{why}"));
                     first_cmd.get_or_insert(cmd);
                 }
             }
             Err(e) => {
-                denied.push(format!("{} {}: cannot ask ({})", a.verb, a.resource_arg(), error_text(&e)));
+                denied.push(format!("{what}: cannot ask ({})", error_text(&e)));
                 first_cmd.get_or_insert(cmd);
             }
         }
@@ -478,10 +595,13 @@ pub async fn run(client: &Client, plan: &Plan, k: &Kubectl) -> Vec<Check> {
                     })
                     .collect();
                 if gpus.is_empty() {
+                    // Not a failure: a GPU node pool that scales from zero has no GPU node until
+                    // pods ask for one, and the cluster autoscaler adds a node for a pod that is
+                    // Unschedulable for want of a resource such a pool's nodes would have.
                     out.push(Check::new(
                         "GPU nodes",
-                        Verdict::Fail,
-                        format!("none of {} nodes has allocatable nvidia.com/gpu: install the NVIDIA device plugin (GPU Operator) on a GPU node pool, or pick a cpu-* overlay", list.items.len()),
+                        Verdict::Warn,
+                        format!("none of {} nodes has allocatable nvidia.com/gpu now: the gpu-media pods stay Pending (Unschedulable) until a GPU node joins. A GPU node pool that autoscales from zero adds one for them (allow several minutes: the node boots, then the driver and the device plugin start); without such a pool they never start: add one with the NVIDIA device plugin (or the GPU Operator), or pick a cpu-* overlay", list.items.len()),
                         k.get_gpu_nodes(),
                     ));
                 } else {
@@ -729,6 +849,34 @@ mod tests {
         assert_eq!(load_target_check("http://10.0.0.7:80", &k()), None);
     }
 
+    fn plan_loading_from(url: &str, ingress_from: Vec<crate::scenario::IngressPeer>) -> Plan {
+        Plan {
+            namespace: "rtc".into(),
+            server: "https://10.0.0.1:6443".into(),
+            access: Vec::new(),
+            needs: Needs::default(),
+            prometheus: None,
+            prometheus_service: ("monitoring".into(), "prometheus-operated".into(), 9090),
+            load_url: Some(url.into()),
+            images: Vec::new(),
+            ingress_from,
+        }
+    }
+
+    #[test]
+    fn load_through_an_ingress_the_network_policy_does_not_admit_is_warned_about() {
+        let c = ingress_check(&plan_loading_from("http://gpu-media.example.com", Vec::new()), &k()).unwrap();
+        assert_eq!(c.verdict, Verdict::Warn);
+        assert!(
+            c.detail.contains("admits only namespaces rtc and monitoring") && c.detail.contains("ingress_from"),
+            "{c:?}"
+        );
+        let admitted = vec![crate::scenario::IngressPeer::Namespace("ingress-nginx".into())];
+        assert_eq!(ingress_check(&plan_loading_from("http://gpu-media.example.com", admitted), &k()), None);
+        // A port-forward has its own warning; in-cluster load has no URL.
+        assert_eq!(ingress_check(&plan_loading_from("http://127.0.0.1:8080", Vec::new()), &k()), None);
+    }
+
     #[test]
     fn absent_series_warn_before_the_first_apply_and_fail_after_it() {
         let before = absent_series_check("rtc", None, &k());
@@ -772,7 +920,7 @@ mod tests {
             json!({"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"gpu-media","namespace":"rtc"}}),
             json!({"apiVersion":"keda.sh/v1alpha1","kind":"ScaledObject","metadata":{"name":"gpu-media","namespace":"rtc"}}),
         ];
-        let a = required_access(&objs, "rtc", true, false);
+        let a = required_access(&objs, "rtc", Uses { in_cluster_load: true, ..Uses::default() });
         let s: Vec<String> = a
             .iter()
             .map(|a| format!("{} {} {:?} {:?}", a.verb, a.resource_arg(), a.subresource, a.namespace))
@@ -791,47 +939,59 @@ mod tests {
             assert!(s.iter().any(|x| x == want), "missing {want} in {s:#?}");
         }
         assert!(!s.iter().any(|x| x.starts_with("delete deployments")), "no delete without --teardown");
-        assert!(required_access(&objs, "rtc", false, true)
+        assert!(required_access(&objs, "rtc", Uses { teardown: true, ..Uses::default() })
             .iter()
             .any(|a| a.verb == "delete" && a.resource == "deployments"));
     }
 
-    /// `manifests/load/rbac.yaml` grants the console exactly what [`required_access`] asks for
-    /// with any shipped overlay, in-cluster load and `--teardown`: nothing missing, nothing more.
+    /// `manifests/load/rbac.yaml` (the service's namespace and the cluster) and
+    /// `manifests/prometheus-access/rbac.yaml` (Prometheus's namespace) grant the console exactly
+    /// what [`required_access`] asks for with any shipped overlay, in-cluster load, `--teardown`
+    /// and `--prometheus port-forward`: nothing missing, nothing more.
     #[test]
-    fn the_conductor_role_matches_the_access_table() {
+    fn the_conductor_roles_match_the_access_table() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-        let mut want: BTreeSet<(bool, String, String, String)> = BTreeSet::new();
+        let scope_of = |ns: Option<&str>| match ns {
+            None => "cluster",
+            Some("rtc") => "service",
+            Some(_) => "prometheus",
+        };
+        let everything = Uses { in_cluster_load: true, teardown: true, prometheus_port_forward: Some("monitoring") };
+        let mut want: BTreeSet<(&str, String, String, String)> = BTreeSet::new();
         for e in std::fs::read_dir(root.join("manifests/overlays")).unwrap() {
             let dir = format!("manifests/overlays/{}", e.unwrap().file_name().to_string_lossy());
             let objs = crate::conduct::kube::apply::render_manifests(root, &dir, &[], "rtc", "rtc").unwrap();
-            for a in required_access(&objs, "rtc", true, true) {
+            for a in required_access(&objs, "rtc", everything) {
                 let res = match &a.subresource {
                     Some(sub) => format!("{}/{sub}", a.resource),
                     None => a.resource.clone(),
                 };
-                want.insert((a.namespace.is_none(), a.group, res, a.verb));
+                want.insert((scope_of(a.namespace.as_deref()), a.group, res, a.verb));
             }
         }
-        let text = std::fs::read_to_string(root.join("manifests/load/rbac.yaml")).unwrap();
-        let docs: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
         let mut granted = BTreeSet::new();
-        for d in &docs {
-            let cluster = match d["kind"].as_str() {
-                Some("Role") => false,
-                Some("ClusterRole") => true,
-                _ => continue,
-            };
-            assert_eq!(d["metadata"]["name"], "rtc-demo-conductor");
-            for rule in d["rules"].as_array().unwrap() {
-                assert!(rule.get("resourceNames").is_none(), "the table has no names: {rule}");
-                let list = |k: &str| -> Vec<String> {
-                    rule[k].as_array().unwrap().iter().map(|x| x.as_str().unwrap().to_string()).collect()
+        for (file, role_scope) in
+            [("manifests/load/rbac.yaml", "service"), ("manifests/prometheus-access/rbac.yaml", "prometheus")]
+        {
+            let text = std::fs::read_to_string(root.join(file)).unwrap();
+            let docs: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
+            for d in &docs {
+                let scope = match d["kind"].as_str() {
+                    Some("Role") => role_scope,
+                    Some("ClusterRole") => "cluster",
+                    _ => continue,
                 };
-                for g in list("apiGroups") {
-                    for r in list("resources") {
-                        for v in list("verbs") {
-                            granted.insert((cluster, g.clone(), r.clone(), v));
+                assert!(d["metadata"]["name"].as_str().unwrap().starts_with("rtc-demo-conductor"), "{file}");
+                for rule in d["rules"].as_array().unwrap() {
+                    assert!(rule.get("resourceNames").is_none(), "the table has no names: {rule}");
+                    let list = |k: &str| -> Vec<String> {
+                        rule[k].as_array().unwrap().iter().map(|x| x.as_str().unwrap().to_string()).collect()
+                    };
+                    for g in list("apiGroups") {
+                        for r in list("resources") {
+                            for v in list("verbs") {
+                                granted.insert((scope, g.clone(), r.clone(), v));
+                            }
                         }
                     }
                 }
@@ -839,7 +999,19 @@ mod tests {
         }
         let missing: Vec<_> = want.difference(&granted).collect();
         let extra: Vec<_> = granted.difference(&want).collect();
-        assert!(missing.is_empty() && extra.is_empty(), "rbac.yaml lacks {missing:#?}\nand grants more: {extra:#?}");
+        assert!(missing.is_empty() && extra.is_empty(), "the roles lack {missing:#?}\nand grant more: {extra:#?}");
+    }
+
+    /// Gatekeeper's constraint CRDs take the lower-cased kind as their plural, so the access
+    /// review and the missing-CRD hint name `k8sallowedrepos`, not an English plural.
+    #[test]
+    fn gatekeeper_constraints_are_reviewed_under_their_crds_plural() {
+        let constraint = json!({"apiVersion":"constraints.gatekeeper.sh/v1beta1","kind":"K8sAllowedRepos","metadata":{"name":"rtc-allowed-repos"}});
+        let a = required_access(&[constraint], "rtc", Uses::default());
+        let patch = a.iter().find(|a| a.verb == "patch").unwrap();
+        assert_eq!(patch.resource_arg(), "k8sallowedrepos.constraints.gatekeeper.sh");
+        assert_eq!(patch.namespace, None, "constraints are cluster-scoped");
+        assert_eq!(plural_in_group("apps", "Deployment"), ("deployments".to_string(), false));
     }
 
     #[test]

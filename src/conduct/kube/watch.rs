@@ -242,12 +242,65 @@ pub fn autoscaler_state(h: &HorizontalPodAutoscaler) -> AutoscalerState {
                         kind: c.type_.clone(),
                         status: c.status == "True",
                         reason: c.reason.clone().unwrap_or_default(),
-                        message: c.message.clone().unwrap_or_default(),
+                        message: without_metric_selectors(c.message.as_deref().unwrap_or_default()),
                     })
                     .collect()
             })
             .unwrap_or_default(),
     }
+}
+
+/// The HPA controller names an External metric with its selector printed by Go's `%+v`:
+/// `external metric s0-prometheus(&LabelSelector{MatchLabels:map[string]string{scaledobject.keda.sh/name: gpu-media,},MatchExpressions:[]LabelSelectorRequirement{},})`
+/// (kubernetes pkg/controller/podautoscaler/horizontal.go, computeStatusForExternalMetric:
+/// `fmt.Sprintf("external metric %s(%+v)", …)`, the selector's String() from k8s.io/apimachinery
+/// pkg/apis/meta/v1/generated.pb.go; `(nil)` without a selector), and puts that name in its
+/// ValidMetricFound condition and its SuccessfulRescale events ("… above target"). KEDA sets
+/// the selector on every metric of its HPA (kedacore/keda controllers/keda/hpa.go), so on a
+/// projector the line would be mostly selector: the panels show the metric's name alone.
+pub fn without_metric_selectors(message: &str) -> String {
+    const SELECTOR: &str = "(&LabelSelector{";
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    loop {
+        let at_selector = rest.find(SELECTOR);
+        let at_nil = rest.find("(nil)");
+        let Some(at) = [at_selector, at_nil].into_iter().flatten().min() else { break };
+        // Only right after a metric name (no space before the parenthesis).
+        if at == 0 || rest[..at].ends_with(' ') {
+            out.push_str(&rest[..at + 1]);
+            rest = &rest[at + 1..];
+            continue;
+        }
+        let end = if Some(at) == at_nil {
+            Some(at + "(nil)".len())
+        } else {
+            // Past the matching `}` of `{`, then its `)`.
+            let open = at + SELECTOR.len() - 1;
+            let mut depth = 0usize;
+            rest[open..]
+                .char_indices()
+                .find_map(|(i, c)| {
+                    match c {
+                        '{' => depth += 1,
+                        '}' => depth -= 1,
+                        _ => {}
+                    }
+                    (depth == 0).then_some(open + i + 1)
+                })
+                .filter(|&close| rest[close..].starts_with(')'))
+                .map(|close| close + 1)
+        };
+        match end {
+            Some(end) => {
+                out.push_str(&rest[..at]);
+                rest = &rest[end..];
+            }
+            None => break,
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Short kind names as kubectl's resource shortnames (`hpa/gpu-media`, `pod/…`).
@@ -281,7 +334,61 @@ pub struct ClusterView {
     events: VecDeque<EventInfo>,
     seen: HashSet<String>,
     /// Watch errors by watcher ("pods: 403 Forbidden …"); cleared when that watcher recovers.
-    pub errors: BTreeMap<&'static str, String>,
+    pub errors: BTreeMap<&'static str, WatchTrouble>,
+}
+
+/// Why a watcher is not current, as the status line tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchTrouble {
+    /// Routine: the API server no longer holds the resourceVersion the watch resumes from
+    /// (410, reason Expired: "too old resource version", k8s.io/apiserver
+    /// pkg/storage/cacher/watch_cache.go with apimachinery's NewResourceExpired), and
+    /// kube-runtime lists again from scratch (kube-runtime src/watcher.rs: a 410 WatchError
+    /// resets the state to Empty), yielding that error first.
+    Relisting(String),
+    /// The API server refused (401, 403): a permissions problem.
+    Denied(String),
+    /// Anything else (the connection, a 5xx): retried with back-off.
+    Failed(String),
+}
+
+impl WatchTrouble {
+    /// Sorts a kube-rs client error by its HTTP status.
+    pub fn of_client(e: &kube::Error) -> WatchTrouble {
+        let text = super::error_text(e);
+        match e {
+            kube::Error::Api(s) if s.code == 410 => WatchTrouble::Relisting(text),
+            kube::Error::Api(s) if s.code == 401 || s.code == 403 => WatchTrouble::Denied(text),
+            _ => WatchTrouble::Failed(text),
+        }
+    }
+
+    /// Sorts a watcher error: a watch ERROR event carries the Status the API server sent.
+    pub fn of_watcher(e: &watcher::Error) -> WatchTrouble {
+        use watcher::Error as W;
+        match e {
+            W::InitialListFailed(k) | W::WatchStartFailed(k) | W::WatchFailed(k) => WatchTrouble::of_client(k),
+            W::WatchError(s) if s.code == 410 => {
+                WatchTrouble::Relisting(format!("{} {}: {}", s.code, s.reason, s.message))
+            }
+            W::WatchError(s) if s.code == 401 || s.code == 403 => {
+                WatchTrouble::Denied(format!("{} {}: {}", s.code, s.reason, s.message))
+            }
+            other => WatchTrouble::Failed(super::watcher_error_text(other)),
+        }
+    }
+
+    /// `pods: …` with what to do about it: nothing for a re-list (it heals itself), the
+    /// permissions check for a denial, the server's reachability otherwise.
+    fn line(&self, watcher: &str, k: &super::kubectl::Kubectl) -> String {
+        match self {
+            WatchTrouble::Relisting(why) => {
+                format!("watch {watcher}: the API server expired the watch ({why}); listing again")
+            }
+            WatchTrouble::Denied(why) => format!("watch {watcher}: {why} (check: {})", k.auth_can_i_list()),
+            WatchTrouble::Failed(why) => format!("watch {watcher}: {why} (check: {})", k.server_version()),
+        }
+    }
 }
 
 impl ClusterView {
@@ -349,7 +456,7 @@ impl ClusterView {
             kind: e.type_.clone().unwrap_or_else(|| "Normal".into()),
             reason: e.reason.clone().unwrap_or_default(),
             object: format!("{}/{}", short_kind(obj.kind.as_deref().unwrap_or("")), name),
-            message: e.message.clone().unwrap_or_default(),
+            message: without_metric_selectors(e.message.as_deref().unwrap_or_default()),
         };
         // Keep them in time order (watch order is not strictly time order).
         let pos = self.events.iter().rposition(|x| x.at_s <= info.at_s).map(|i| i + 1).unwrap_or(0);
@@ -385,12 +492,13 @@ impl ClusterView {
         self.deployment.as_ref().and_then(|d| d.spec.as_ref()).and_then(|s| s.replicas).map(|r| r.max(0) as u32)
     }
 
-    /// One line about watch errors, for the status line.
-    pub fn error_line(&self) -> Option<String> {
+    /// One line about watch errors, for the status line, each with the kubectl command that
+    /// checks it.
+    pub fn error_line(&self, k: &super::kubectl::Kubectl) -> Option<String> {
         if self.errors.is_empty() {
             return None;
         }
-        Some(self.errors.iter().map(|(k, v)| format!("watch {k}: {v}")).collect::<Vec<_>>().join("; "))
+        Some(self.errors.iter().map(|(name, trouble)| trouble.line(name, k)).collect::<Vec<_>>().join("; "))
     }
 }
 
@@ -402,7 +510,7 @@ pub enum WatchUpdate {
     Hpa(watcher::Event<HorizontalPodAutoscaler>),
     Event(watcher::Event<Event>),
     /// The named watcher failed with this error (it retries with backoff), or recovered (None).
-    Health(&'static str, Option<String>),
+    Health(&'static str, Option<WatchTrouble>),
 }
 
 /// Which events are the demo's, and the run's clock (unix seconds).
@@ -455,7 +563,7 @@ async fn drive<K, E>(
             }
             Err(e) => {
                 failing = true;
-                let sent = tx.send(wrap(WatchUpdate::Health(name, Some(super::watcher_error_text(&e))))).is_ok();
+                let sent = tx.send(wrap(WatchUpdate::Health(name, Some(WatchTrouble::of_watcher(&e))))).is_ok();
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(10));
                 sent
@@ -566,8 +674,8 @@ pub fn spawn_scaled_object_reader<E: Send + 'static>(
                     }
                     None
                 }
-                Ok(None) => Some(format!("ScaledObject {name} not found")),
-                Err(e) => Some(e.to_string()),
+                Ok(None) => Some(WatchTrouble::Failed(format!("ScaledObject {name} not found"))),
+                Err(e) => Some(WatchTrouble::of_client(&e)),
             };
             let wait = match failure {
                 None if named => POLL_NAMED,
@@ -632,4 +740,39 @@ pub fn spawn_watchers<E: Send + 'static>(
         )),
     ];
     Watchers { hpa, others }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// KEDA's selector as the HPA controller prints it (see [`without_metric_selectors`]).
+    const KEDA_METRIC: &str = "external metric s0-prometheus(&LabelSelector{MatchLabels:map[string]string{scaledobject.keda.sh/name: gpu-media,},MatchExpressions:[]LabelSelectorRequirement{},})";
+
+    #[test]
+    fn metric_selectors_leave_the_hpas_messages() {
+        assert_eq!(
+            without_metric_selectors(&format!("New size: 4; reason: {KEDA_METRIC} above target")),
+            "New size: 4; reason: external metric s0-prometheus above target"
+        );
+        assert_eq!(
+            without_metric_selectors(&format!(
+                "the HPA was able to successfully calculate a replica count from {KEDA_METRIC}"
+            )),
+            "the HPA was able to successfully calculate a replica count from external metric s0-prometheus"
+        );
+        assert_eq!(
+            without_metric_selectors("New size: 3; reason: external metric queue(nil) above target"),
+            "New size: 3; reason: external metric queue above target"
+        );
+        // Other messages, and parentheses that are not a selector, are left as they are.
+        for keep in [
+            "New size: 2; reason: All metrics below target",
+            "New size: 5; reason: pods metric rtc_worker_utilization above target",
+            "back-off (nil) pulling",
+            "a (&LabelSelector{ left open",
+        ] {
+            assert_eq!(without_metric_selectors(keep), keep);
+        }
+    }
 }
