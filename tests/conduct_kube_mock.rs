@@ -752,6 +752,7 @@ fn kube_config(client: Client, in_cluster: bool) -> KubeConfig {
         service_port: 80,
         objects: Vec::new(),
         port_forward: None,
+        port_forward_failure: None,
         measured: None,
     };
     cfg.objects = cfg.render().expect("the overlay renders");
@@ -1173,6 +1174,7 @@ fn plan(objs: &[Value]) -> kb::preflight::Plan {
         load_url: None,
         images: rtc_demo::kustomize::images_of(objs),
         ingress_from: Vec::new(),
+        prometheus_forward_failure: None,
     }
 }
 
@@ -1356,6 +1358,19 @@ async fn preflight_checks_the_prometheus_port_forward_in_its_namespace() {
     assert!(c.detail.contains("create pods/portforward in namespace monitoring"), "{c:?}");
     assert!(!c.detail.contains("services"), "get services there is allowed: {c:?}");
     assert_eq!(c.kubectl, "kubectl --context demo -n monitoring auth can-i create pods --subresource=portforward");
+    // The forward the console tried before preflight failed: the checklist says so (the
+    // console goes on to show the whole checklist rather than stopping at the forward).
+    let (client, _log) = mock(preflight_route(&[], true, &[]));
+    p.prometheus_forward_failure = Some("`kubectl -n monitoring port-forward svc/prometheus-operated 40000:9090` did not forward within 10 s: error: pods \"prometheus-0\" is forbidden".into());
+    let checks = kb::preflight::run(&client, &p, &k()).await;
+    let c = find(&checks, "Prometheus");
+    assert_eq!(c.verdict, Verdict::Fail, "{checks:#?}");
+    assert!(
+        c.detail.starts_with("--prometheus port-forward: `kubectl") && c.detail.contains("namespace monitoring"),
+        "{c:?}"
+    );
+    assert_eq!(c.kubectl, "kubectl --context demo -n monitoring port-forward svc/prometheus-operated 9090:9090");
+    assert!(!kb::preflight::passed(&checks));
 }
 
 /// Every overlay applies a ServiceMonitor: without the Prometheus Operator, preflight says so

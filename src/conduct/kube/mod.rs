@@ -402,6 +402,9 @@ pub struct KubeConfig {
     /// The supervised `kubectl port-forward` to Prometheus (`--prometheus port-forward`);
     /// the forward ends when the last clone of the configuration goes.
     pub port_forward: Option<Arc<port_forward::PortForward>>,
+    /// Why `--prometheus port-forward` did not forward: preflight reports it in its checklist,
+    /// beside the access reviews of the forward, rather than the console stopping before it.
+    pub port_forward_failure: Option<String>,
     /// One pod's measured capacity and the sized iterations, once the probe has run.
     pub measured: Option<(f64, u32)>,
 }
@@ -453,9 +456,7 @@ impl KubeConfig {
                 preflight::Uses {
                     in_cluster_load: self.in_cluster_load,
                     teardown,
-                    prometheus_port_forward: self
-                        .port_forward
-                        .is_some()
+                    prometheus_port_forward: (self.port_forward.is_some() || self.port_forward_failure.is_some())
                         .then_some(self.scenario.prometheus.namespace.as_str()),
                 },
             ),
@@ -466,6 +467,7 @@ impl KubeConfig {
                 (self.scenario.prometheus.namespace.clone(), service, port)
             },
             ingress_from: self.scenario.manifests.ingress_from.clone(),
+            prometheus_forward_failure: self.port_forward_failure.clone(),
             load_url: if self.in_cluster_load { None } else { self.load_url.clone() },
             images: crate::kustomize::images_of(objects),
         }
@@ -520,6 +522,7 @@ pub async fn configure(a: KubeArgs) -> Result<KubeConfig, KubeError> {
         service_port: 80,
         objects: Vec::new(),
         port_forward: None,
+        port_forward_failure: None,
         measured: None,
     };
     cfg.objects = cfg.render()?;
@@ -529,9 +532,16 @@ pub async fn configure(a: KubeArgs) -> Result<KubeConfig, KubeError> {
         let ns = cfg.scenario.prometheus.namespace.clone();
         let (service, port) = cfg.prometheus_service();
         let args = cfg.connected.kubectl(&ns).port_forward_args(&ns, &format!("svc/{service}"));
-        let pf = port_forward::PortForward::start(&kubectl::Kubectl::program(), &args, port).await?;
-        cfg.prometheus = Some(pf.url.clone());
-        cfg.port_forward = Some(Arc::new(pf));
+        match port_forward::PortForward::start(&kubectl::Kubectl::program(), &args, port).await {
+            Ok(pf) => {
+                cfg.prometheus = Some(pf.url.clone());
+                cfg.port_forward = Some(Arc::new(pf));
+            }
+            Err(e) => {
+                cfg.prometheus = None;
+                cfg.port_forward_failure = Some(e.to_string());
+            }
+        }
     }
     Ok(cfg)
 }

@@ -385,6 +385,8 @@ pub struct Plan {
     /// `[manifests] ingress_from`: what the service's NetworkPolicy admits besides its own
     /// namespace and Prometheus's.
     pub ingress_from: Vec<crate::scenario::IngressPeer>,
+    /// Why `--prometheus port-forward` could not forward (None: it forwards, or not asked for).
+    pub prometheus_forward_failure: Option<String>,
 }
 
 /// Whether the images are the presenter's own: the manifests' placeholder is a repository no
@@ -655,6 +657,20 @@ pub async fn run(client: &Client, plan: &Plan, k: &Kubectl) -> Vec<Check> {
     }
     // 6. Prometheus
     match &plan.prometheus {
+        None if plan.prometheus_forward_failure.is_some() => out.push(Check::new(
+            "Prometheus",
+            Verdict::Fail,
+            format!(
+                "--prometheus port-forward: {} (the access it needs in namespace {} is reviewed under \"allowed\")",
+                plan.prometheus_forward_failure.as_deref().unwrap_or_default(),
+                plan.prometheus_service.0
+            ),
+            k.port_forward_prometheus(
+                &plan.prometheus_service.0,
+                &plan.prometheus_service.1,
+                plan.prometheus_service.2,
+            ),
+        )),
         None => out.push(Check::new(
             "Prometheus",
             Verdict::Warn,
@@ -694,7 +710,7 @@ pub async fn run(client: &Client, plan: &Plan, k: &Kubectl) -> Vec<Check> {
                         if plan.needs.gpu {
                             match src.value("count(DCGM_FI_DEV_GPU_UTIL)").await {
                                 Ok(Some(n)) if n > 0.0 => out.push(Check::new("DCGM metrics", Verdict::Ok, format!("{n} GPUs report DCGM_FI_DEV_GPU_UTIL"), pf.clone())),
-                                Ok(_) => out.push(Check::new("DCGM metrics", Verdict::Warn, "no DCGM_FI_DEV_GPU_UTIL: the GPU chart stays empty (kubectl apply -k manifests/observability)", pf.clone())),
+                                Ok(_) => out.push(Check::new("DCGM metrics", Verdict::Warn, "no DCGM_FI_DEV_GPU_UTIL: the GPU chart stays empty. With the GPU Operator, its exporter's ServiceMonitor needs the release label your Prometheus selects (helm upgrade gpu-operator nvidia/gpu-operator -n gpu-operator -f manifests/observability/gpu-operator-values.yaml); without it, kubectl apply -k manifests/observability", pf.clone())),
                                 Err(e) => out.push(Check::new("DCGM metrics", Verdict::Warn, e.to_string(), pf)),
                             }
                         }
@@ -860,6 +876,7 @@ mod tests {
             load_url: Some(url.into()),
             images: Vec::new(),
             ingress_from,
+            prometheus_forward_failure: None,
         }
     }
 
