@@ -538,7 +538,9 @@ def server_addresses(so):
 
 def test_keda_reads_the_prometheus_each_overlay_is_for(rendered):
     # The Prometheus Operator serves every Prometheus through its governing Service
-    # `prometheus-operated` on port 9090 (the web port); the community `prometheus` chart names
+    # `prometheus-operated` on port 9090, the web port (prometheus-operator
+    # pkg/prometheus/server/statefulset.go governingServiceName, pkg/prometheus/common.go); the
+    # community `prometheus` chart names
     # its Service `<release>-server` (release `prometheus`) on port 80
     # (prometheus-community/helm-charts charts/prometheus/templates/service.yaml, _helpers.tpl
     # prometheus.server.fullname, values.yaml server.service.servicePort).

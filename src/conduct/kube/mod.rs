@@ -134,7 +134,7 @@ fn admit_scrapes_from(objects: &mut [Value], prometheus_ns: &str) {
 
 /// The Prometheus Operator's Service for every Prometheus it runs: the StatefulSets' governing
 /// Service `prometheus-operated`, web port 9090 (prometheus-operator
-/// pkg/prometheus/server/operator.go, governingServiceName).
+/// pkg/prometheus/server/statefulset.go, governingServiceName; the web port in pkg/prometheus/common.go).
 const OPERATOR_PROMETHEUS: (&str, u16) = ("prometheus-operated", 9090);
 
 /// `http://NAME.NAMESPACE.svc[.cluster.local][:PORT][/…]` → (NAME, NAMESPACE, PORT); None for

@@ -125,7 +125,7 @@ pub fn plural_of(kind: &str) -> (String, bool) {
 
 /// The REST plural of `kind` in API group `group`. Gatekeeper makes each constraint kind's CRD
 /// with the lower-cased kind as its plural, `k8sallowedrepos` for K8sAllowedRepos
-/// (open-policy-agent/frameworks constraint/pkg/client/crds.go, createCRD:
+/// (open-policy-agent/frameworks constraint/pkg/client/crds/crds.go, CreateCRD:
 /// `Plural: strings.ToLower(templ.Spec.CRD.Spec.Names.Kind)`), not English plurals.
 pub fn plural_in_group(group: &str, kind: &str) -> (String, bool) {
     if group == "constraints.gatekeeper.sh" {
