@@ -17,7 +17,7 @@ pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
 mod tests {
     #[test]
     fn each_cause_once() {
-        let io = std::io::Error::new(std::io::ErrorKind::Other, "connection refused");
+        let io = std::io::Error::other("connection refused");
         let e = anyhow::Error::new(io).context("cannot reach 127.0.0.1:9090");
         assert_eq!(super::chain(e.as_ref()), "cannot reach 127.0.0.1:9090: connection refused");
         let same = anyhow::anyhow!("timeout").context("timeout");

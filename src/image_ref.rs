@@ -54,24 +54,14 @@ impl ImageRef {
         if let Some(i) = input.find(|c: char| c.is_whitespace()) {
             return Err(fail(i, "contains whitespace"));
         }
-        let (rest, digest) = match input.split_once('@') {
-            Some((r, d)) => {
-                check_digest(d).map_err(|(i, p)| fail(r.len() + 1 + i, p))?;
-                (r, Some(d.to_string()))
-            }
-            None => (input, None),
-        };
-        // A `:` after the last `/` starts the tag; one before it is the registry's port.
-        let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
-        let (name, tag) = match rest[last_slash..].find(':') {
-            Some(i) => {
-                let at = last_slash + i;
-                let tag = &rest[at + 1..];
-                check_tag(tag).map_err(|(j, p)| fail(at + 1 + j, p))?;
-                (&rest[..at], Some(tag.to_string()))
-            }
-            None => (rest, None),
-        };
+        let (name, tag, digest) = split(input);
+        if let Some(d) = digest {
+            let at = input.len() - d.len();
+            check_digest(d).map_err(|(i, p)| fail(at + i, p))?;
+        }
+        if let Some(t) = tag {
+            check_tag(t).map_err(|(j, p)| fail(name.len() + 1 + j, p))?;
+        }
         if name.is_empty() {
             return Err(fail(0, "no repository name"));
         }
@@ -91,7 +81,7 @@ impl ImageRef {
             check_path_component(c).map_err(|(i, p)| fail(offset + i, p))?;
             offset += c.len() + 1;
         }
-        Ok(ImageRef { name: name.to_string(), tag, digest })
+        Ok(ImageRef { name: name.to_string(), tag: tag.map(str::to_string), digest: digest.map(str::to_string) })
     }
 
     /// Whether this is the placeholder no registry serves.
@@ -110,6 +100,23 @@ impl fmt::Display for ImageRef {
             write!(f, "@{d}")?;
         }
         Ok(())
+    }
+}
+
+/// A reference split as written, unchecked: name, tag (after the `:` that follows the last
+/// `/`; one before it is the registry's port) and digest (after `@`), without their
+/// separators (as kustomize's `api/internal/image/image.go` `Split` does). The one splitter:
+/// `ImageRef::parse` checks what it returns, and kustomize's
+/// image override matches names with it.
+pub fn split(input: &str) -> (&str, Option<&str>, Option<&str>) {
+    let (rest, digest) = match input.split_once('@') {
+        Some((r, d)) => (r, Some(d)),
+        None => (input, None),
+    };
+    let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
+    match rest[last_slash..].find(':') {
+        Some(i) => (&rest[..last_slash + i], Some(&rest[last_slash + i + 1..]), digest),
+        None => (rest, None, digest),
     }
 }
 

@@ -50,8 +50,9 @@ pub enum RenderError {
     #[error("{}: invalid YAML: {source}", path.display())]
     Yaml {
         path: PathBuf,
+        // Boxed: the parser's error is large, and every Result of this module carries it.
         #[source]
-        source: serde_saphyr::Error,
+        source: Box<serde_saphyr::Error>,
     },
     #[error("{}: {source}", path.display())]
     Shape {
@@ -183,17 +184,24 @@ impl ImageOverride {
 
     /// The image `image` becomes, or None when it is not one of `name`'s.
     pub fn apply_to(&self, image: &str) -> Option<String> {
-        let (name, tag, digest) = split_image(image);
+        let (name, tag, digest) = crate::image_ref::split(image);
         if name != self.name {
             return None;
         }
-        let name = self.new_name.as_deref().unwrap_or(name);
-        Some(match (&self.new_tag, &self.digest) {
-            (Some(t), Some(d)) => format!("{name}:{t}@{d}"),
-            (Some(t), None) => format!("{name}:{t}"),
-            (None, Some(d)) => format!("{name}@{d}"),
-            (None, None) => format!("{name}{tag}{digest}"),
-        })
+        let mut out = self.new_name.as_deref().unwrap_or(name).to_string();
+        // An override's tag or digest replaces both of the image's; with neither, they stay.
+        let (tag, digest) = if self.new_tag.is_some() || self.digest.is_some() {
+            (self.new_tag.as_deref(), self.digest.as_deref())
+        } else {
+            (tag, digest)
+        };
+        if let Some(t) = tag {
+            out = format!("{out}:{t}");
+        }
+        if let Some(d) = digest {
+            out = format!("{out}@{d}");
+        }
+        Some(out)
     }
 
     /// Applies the override to every container and init container image in the objects.
@@ -240,20 +248,6 @@ pub fn images_of(objects: &[Value]) -> Vec<String> {
     out.into_iter().collect()
 }
 
-/// `(name, ":tag" or "", "@digest" or "")`; a `:` before the last `/` is a registry port
-/// (kustomize `api/internal/image/image.go`, `Split`).
-fn split_image(image: &str) -> (&str, &str, &str) {
-    let (rest, digest) = match image.find('@') {
-        Some(i) => (&image[..i], &image[i..]),
-        None => (image, ""),
-    };
-    let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
-    match rest[last_slash..].find(':') {
-        Some(i) => (&rest[..last_slash + i], &rest[last_slash + i..], digest),
-        None => (rest, "", digest),
-    }
-}
-
 fn kustomization_file(dir: &Path) -> Result<PathBuf, RenderError> {
     KUSTOMIZATION_FILES
         .iter()
@@ -269,8 +263,8 @@ fn read(path: &Path) -> Result<String, RenderError> {
 fn parse_kustomization(path: &Path) -> Result<Kustomization, RenderError> {
     let text = read(path)?;
     // Look at the keys first, so an unsupported field gets its own clear error.
-    let raw: Value =
-        serde_saphyr::from_str(&text).map_err(|source| RenderError::Yaml { path: path.to_path_buf(), source })?;
+    let raw: Value = serde_saphyr::from_str(&text)
+        .map_err(|source| RenderError::Yaml { path: path.to_path_buf(), source: Box::new(source) })?;
     let Value::Object(map) = &raw else {
         return Err(RenderError::BadField {
             path: path.to_path_buf(),
@@ -377,8 +371,8 @@ pub fn read_objects(path: &Path) -> Result<Vec<Value>, RenderError> {
     let text = read(path)?;
     let mut out = Vec::new();
     // Empty documents are skipped: `index` counts the documents that hold something.
-    let docs: Vec<Value> =
-        serde_saphyr::from_multiple(&text).map_err(|source| RenderError::Yaml { path: path.to_path_buf(), source })?;
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&text)
+        .map_err(|source| RenderError::Yaml { path: path.to_path_buf(), source: Box::new(source) })?;
     for (index, json) in docs.into_iter().filter(|d| !d.is_null()).enumerate() {
         if json["kind"] == "List" && json["items"].is_array() {
             for item in json["items"].as_array().into_iter().flatten() {

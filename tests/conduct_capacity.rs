@@ -2,6 +2,8 @@
 //! pod with a fixed service time, one whose time grows with the iterations (the
 //! `service_time` sizing), and real CPU effects. The figures are checked against what each
 //! device model must give (one 20 ms stream holds at most 50 req/s), not against a speed.
+mod support;
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -24,7 +26,7 @@ impl Drop for Serve {
 }
 
 async fn serve(args: &[&str]) -> Serve {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = support::free_port();
     let child = Command::new(BIN)
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .args(args)

@@ -2,6 +2,8 @@
 //! Only loopback is used: a closed port (connection refused) and a listener that accepts and
 //! never answers (a black hole). The library tests pin `kube::connect`; the binary tests run
 //! `rtc-demo conduct SCENARIO --backend kube` end to end.
+mod support;
+
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -9,6 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rtc_demo::conduct::kube::{connect, KubeTarget};
+use support::free_port;
 
 struct TmpDir(PathBuf);
 impl Drop for TmpDir {
@@ -28,10 +31,6 @@ fn kubeconfig(server: &str) -> (TmpDir, PathBuf) {
     )
     .unwrap();
     (TmpDir(dir), p)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 #[tokio::test]

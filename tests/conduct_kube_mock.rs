@@ -1456,8 +1456,8 @@ async fn preflight_with_kedas_metrics_api_unavailable_fails() {
 
 #[tokio::test]
 async fn in_cluster_load_applies_configmap_and_job_and_reads_the_pods_log() {
-    let line1 = "[   1s] offered     5/s  sent      5  done      5 (     5.0/s)  corrected p50   12.0ms p95   20.5ms p99   22.0ms max   25.0ms | uncorrected p95   19.0ms  ok 3 shed 2 5xx 0 4xx 0 timeout 0 conn-err 0 err 0 dropped 0 inflight 0";
-    let line2 = "[   2s] offered     5/s  sent      5  done      5 (     5.0/s)  corrected p50   12.0ms p95   31.0ms p99   33.0ms max   35.0ms | uncorrected p95   30.0ms  ok 4 shed 1 5xx 0 4xx 0 timeout 0 conn-err 0 err 0 dropped 0 inflight 0";
+    let line1 = "[   1s] offered     5/s  sent      5  done      5 (     5.0/s)  corrected p50   12.0ms p95   20.5ms p99   22.0ms max   25.0ms | uncorrected p95   19.0ms  ok (2xx) 3  shed 503 2  other 5xx 0  4xx 0  1xx/3xx 0  timeouts 0  connect errors 0  other errors 0  cancelled 0 dropped 0 inflight 0 | all p95 20.5ms";
+    let line2 = "[   2s] offered     5/s  sent      5  done      5 (     5.0/s)  corrected p50   12.0ms p95   31.0ms p99   33.0ms max   35.0ms | uncorrected p95   30.0ms  ok (2xx) 4  shed 503 1  other 5xx 0  4xx 0  1xx/3xx 0  timeouts 0  connect errors 0  other errors 0  cancelled 0 dropped 0 inflight 0 | all p95 31.0ms";
     // The new pod's first log stream goes silent after one second without closing (a half-open
     // connection: the console notices the silence and reopens it), the second is cut after one
     // second (an API server connection closing: reopened again); the console skips what it

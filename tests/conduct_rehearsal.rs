@@ -18,6 +18,7 @@
 //!   the step has been answered, and the cool-down still scales down;
 //! - with the latency-only HPA on the same file: it gives the replicas back during the peak
 //!   and takes them again (the flap), which the figures count.
+//!
 //! The HPA manifests are the shipped ones with their windows and policy periods scaled the
 //! same way, so the metrics and targets under test are exactly what a cluster runs. The full
 //! 11-minute soak is `scripts/soak.sh`.
@@ -60,7 +61,7 @@ fn the_compressed_rehearsal_tells_the_same_story() {
         ("name = \"climb\"\nduration = \"40s\"", "name = \"climb\"\nduration = \"22s\""),
         ("name = \"peak\"\nduration = \"120s\"", "name = \"peak\"\nduration = \"45s\""),
         ("name = \"cool-down\"\nduration = \"170s\"", "name = \"cool-down\"\nduration = \"45s\""),
-        ("port_base = 18080", "port_base = 28400"),
+        ("port_base = 18080", "port_base = 0"),
         ("\"--max-inflight\", \"192\"]", "\"--max-inflight\", \"192\", \"--p95-window\", \"5s\"]"),
     ] {
         assert!(scenario.contains(from), "scenarios/rehearsal.toml no longer has `{from}`: update this test's scaling");
@@ -121,20 +122,10 @@ fn check_the_rehearsal_story(rep: &Report, stdout: &str) {
 
     // Under 2 % failed (every request without a 2xx answer), and every expectation held.
     let load = summary.load.as_ref().expect("load summary");
-    let count = |k: &str| load["status"][k].as_u64().unwrap_or_else(|| panic!("no status.{k}"));
-    let failed: u64 = [
-        "shed_503",
-        "other_5xx",
-        "client_4xx",
-        "other_status",
-        "timeouts",
-        "connect_errors",
-        "other_errors",
-        "cancelled",
-    ]
-    .into_iter()
-    .map(count)
-    .sum();
+    let status = load["status"].as_object().expect("status counts");
+    let count = |k: &str| status[k].as_u64().unwrap_or_else(|| panic!("no status.{k}"));
+    // Every counter but `ok` is a request without a 2xx answer.
+    let failed: u64 = status.keys().filter(|k| *k != "ok").map(|k| count(k)).sum();
     let total = count("ok") + failed;
     assert!(failed as f64 <= 0.02 * total as f64, "{failed} failed of {total}");
     assert!(summary.passed, "{stdout}");
@@ -193,14 +184,17 @@ fn run(name: &str, hpa_manifest: &str, scenario: &str) -> Run {
     let report = report::read(&report_dir)
         .unwrap_or_else(|e| panic!("{name}: no report ({e}):\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
     let _ = std::fs::remove_dir_all(&dir);
+    // The run's figures in the test's output (.config/nextest.toml shows it for this binary
+    // even when it passes): the summary, everything after the per-second lines.
+    if let Some(at) = stdout.find("── summary") {
+        eprintln!("{name}, {}:\n{}", Path::new(hpa_manifest).display(), &stdout[at..]);
+    }
     Run { report, stdout, exited_ok: out.status.success() }
 }
 
-/// The compressed soak on its own ports.
-fn soak(name: &str, hpa_manifest: &str, port_base: u16) -> Run {
-    let scenario = std::fs::read_to_string(root().join("tests/fixtures/conduct/soak-compressed.toml"))
-        .unwrap()
-        .replace("port_base = 28200", &format!("port_base = {port_base}"));
+/// The compressed soak (its replicas on ports the OS picks, so two run side by side).
+fn soak(name: &str, hpa_manifest: &str) -> Run {
+    let scenario = std::fs::read_to_string(root().join("tests/fixtures/conduct/soak-compressed.toml")).unwrap();
     run(name, hpa_manifest, &scenario)
 }
 
@@ -215,8 +209,8 @@ fn stage_figures<'a>(r: &'a Report, name: &str) -> &'a rtc_demo::conduct::story:
 
 #[test]
 fn a_steady_peak_keeps_its_pods_and_the_latency_only_autoscaler_flaps() {
-    let load = std::thread::spawn(|| soak("load", "manifests/autoscaling/load-adapter/hpa.yaml", 28200));
-    let naive = soak("latency-only", "manifests/autoscaling/latency-only-adapter/hpa.yaml", 28300);
+    let load = std::thread::spawn(|| soak("load", "manifests/autoscaling/load-adapter/hpa.yaml"));
+    let naive = soak("latency-only", "manifests/autoscaling/latency-only-adapter/hpa.yaml");
     let load = load.join().unwrap();
 
     // The load-proportional autoscaler.

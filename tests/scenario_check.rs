@@ -194,7 +194,7 @@ fn check_hpa_prints_the_settings_and_conduct_reports_its_errors() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr.contains(&bad.display().to_string()) && stderr.contains("minReplicas"), "{stderr}");
-    let scenario = root().join("tests/fixtures/conduct/e2e-28150.toml");
+    let scenario = root().join("tests/fixtures/conduct/e2e-cpu.toml");
     let out = Command::new(BIN)
         .args(["conduct", "--backend", "local", "--headless", "--hpa"])
         .arg(&bad)

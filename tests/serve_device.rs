@@ -1,6 +1,6 @@
 //! Device selection on a machine without a GPU (where one is present, `--device cuda` is
 //! exercised by the parity tests and scripts/gpu-bench.sh instead).
-mod serve_support;
+mod support;
 
 use std::io::{BufRead, BufReader};
 use std::process::Command;
@@ -51,7 +51,7 @@ fn device_auto_serves_on_the_cpu_and_says_why() {
         }
         if v["message"] == "listening" {
             let addr: std::net::SocketAddr = v["addr"].as_str().unwrap().parse().unwrap();
-            assert_eq!(serve_support::request(addr, "GET", "/", b"").json()["device"], "cpu");
+            assert_eq!(support::serve::request(addr, "GET", "/", b"").json()["device"], "cpu");
             break;
         }
     }

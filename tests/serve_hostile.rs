@@ -2,13 +2,13 @@
 //! at a byte a second cannot starve ordinary requests and end with 408 at the body
 //! deadline; malformed framings (the request-smuggling class) are answered 400 and counted,
 //! never processed.
-mod serve_support;
+mod support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use serve_support::Server;
+use support::serve::Server;
 
 /// The status of the first answer on `conn`, or None when it closed without one.
 fn status_of(conn: &mut TcpStream) -> Option<u16> {

@@ -1,5 +1,5 @@
 //! The real `serve` binary on a loopback port: every endpoint, every bad input of SPEC §1.
-mod serve_support;
+mod support;
 
 use std::sync::Arc;
 
@@ -8,7 +8,7 @@ use rtc_service::effects::{ChainPlan, Effect, EffectParams};
 use rtc_service::frame::{hash32, synthesize, Frame};
 use rtc_service::i420::i420_len;
 use rtc_service::memory::BufferPool;
-use serve_support::Server;
+use support::serve::Server;
 
 #[test]
 fn every_endpoint_answers() {
@@ -231,7 +231,7 @@ fn one_connection_carries_pipelined_requests_answered_in_order() {
 #[test]
 fn requests_the_api_has_no_answer_for_are_refused_by_name() {
     let server = Server::start(&[]);
-    let r = serve_support::request(server.addr, "PUT", "/process", b"x");
+    let r = support::serve::request(server.addr, "PUT", "/process", b"x");
     assert_eq!((r.status, r.header("allow")), (405, Some("GET, POST")), "{}", r.text());
     assert!(r.json()["detail"].as_str().unwrap().contains("PUT /process"));
     assert_eq!(server.get("/nowhere").status, 404);

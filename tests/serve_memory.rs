@@ -1,6 +1,6 @@
 //! The memory budget: the real `serve` binary under a burst of large, legal frames stays
 //! inside its budget, answers only 200 or 503, keeps serving, and gives the memory back.
-mod serve_support;
+mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rtc_service::frame::hash32;
-use serve_support::{request, Server};
+use support::serve::{request, Server};
 
 const GIB: u64 = 1 << 30;
 const MIB: u64 = 1 << 20;

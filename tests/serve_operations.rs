@@ -1,9 +1,9 @@
 //! Load shedding, the decaying p95 gauge and graceful shutdown, on the real binary.
-mod serve_support;
+mod support;
 
 use std::time::{Duration, Instant};
 
-use serve_support::{request, Server};
+use support::serve::{request, Server};
 
 const HEAVY: &str = "/process?pixels=1920x1080&iters=8&effects=blur,bgblur";
 
@@ -46,7 +46,7 @@ fn the_p95_gauge_rises_under_traffic_and_returns_to_zero() {
 #[test]
 fn sigterm_drains_then_finishes_in_flight_work_and_exits_zero() {
     let mut server =
-        Server::start(&["--workers", "2", "--max-inflight", "8", "--drain-delay", "1s", "--shutdown-timeout", "30s"]);
+        Server::start(&["--workers", "2", "--max-inflight", "8", "--drain-delay", "4s", "--shutdown-timeout", "30s"]);
     let addr = server.addr;
     let slow = "/process?pixels=1920x1080&iters=6&effects=blur,bgblur,translate";
     let inflight: Vec<_> = (0..4).map(|_| std::thread::spawn(move || request(addr, "POST", slow, b""))).collect();
@@ -56,10 +56,10 @@ fn sigterm_drains_then_finishes_in_flight_work_and_exits_zero() {
         std::thread::sleep(Duration::from_millis(10));
     }
     server.signal("TERM");
-    // "At once": the signal is handled asynchronously, so allow it a moment, not the drain delay.
+    // "At once": well within the drain delay (4 s), however loaded the machine.
     let signalled = Instant::now();
     while server.get("/readyz").status != 503 {
-        assert!(signalled.elapsed() < Duration::from_millis(500), "readiness still true 500 ms after SIGTERM");
+        assert!(signalled.elapsed() < Duration::from_secs(3), "readiness still true 3 s after SIGTERM");
         std::thread::sleep(Duration::from_millis(5));
     }
     // During the drain delay new work is still served (endpoints take time to update).
@@ -100,18 +100,28 @@ fn the_queue_is_served_in_arrival_order_and_the_workers_never_share_cores() {
     assert!(workers * threads <= cores, "{workers} x {threads} on {cores} cores");
     assert!(effects_threads(server.child.id()) <= cores, "{} effects threads", effects_threads(server.child.id()));
 
-    // Twelve requests 15 ms apart, each longer than that: a queue forms. Each answer says
-    // when it was sent back; none may be overtaken by more than `workers` later arrivals.
-    let start = Instant::now();
+    // Twelve requests, each sent once the one before it has arrived (the server counts it in
+    // flight or done), each longer than it takes to send the next: a queue forms in a known
+    // order, however loaded the machine. Each answer says when it was sent back; none may be
+    // overtaken by more than `workers` later arrivals.
+    let arrived = || {
+        server.metric("app_inflight_requests")
+            + server.metric_or_zero("app_requests_total{endpoint=\"/process\",code=\"200\"}")
+    };
     let clients: Vec<_> = (0..12u32)
         .map(|i| {
-            std::thread::sleep((start + Duration::from_millis(15) * i).saturating_duration_since(Instant::now()));
             let addr = server.addr;
-            std::thread::spawn(move || {
+            let client = std::thread::spawn(move || {
                 let r = request(addr, "GET", "/process?pixels=1280x720&iters=3", &[]);
                 assert_eq!(r.status, 200, "{}", r.text());
                 (i, Instant::now(), r.json()["queue_ms"].as_f64().unwrap())
-            })
+            });
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while arrived() < f64::from(i + 1) {
+                assert!(Instant::now() < deadline, "request {i} never arrived");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            client
         })
         .collect();
     let mut done: Vec<(u32, Instant, f64)> = clients.into_iter().map(|c| c.join().unwrap()).collect();

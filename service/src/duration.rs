@@ -45,7 +45,7 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
 /// Renders a duration the way `parse_duration` reads it back (`1m30s`, `250ms`).
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 != 0 {
+    if !ms.is_multiple_of(1000) {
         return format!("{ms}ms");
     }
     let secs = ms / 1000;

@@ -26,4 +26,5 @@ pub mod load_signal;
 pub mod memory;
 pub mod metrics;
 pub mod params;
+pub mod quantity;
 pub mod server;

@@ -373,33 +373,7 @@ pub fn quantity(q: &str) -> Option<f64> {
         (num, suffix)
     };
     let x: f64 = num.parse().ok()?;
-    // Fractions divide (700 / 1000 is 0.7 exactly; 700 × 0.001 is not).
-    let divisor = match suffix {
-        "n" => Some(1e9),
-        "u" => Some(1e6),
-        "m" => Some(1e3),
-        _ => None,
-    };
-    if let Some(d) = divisor {
-        return Some(x / d).filter(|v| v.is_finite());
-    }
-    let m = match suffix {
-        "" => 1.0,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "E" => 1e18,
-        "Ki" => 1024.0,
-        "Mi" => 1024.0f64.powi(2),
-        "Gi" => 1024.0f64.powi(3),
-        "Ti" => 1024.0f64.powi(4),
-        "Pi" => 1024.0f64.powi(5),
-        "Ei" => 1024.0f64.powi(6),
-        _ => return None,
-    };
-    Some(x * m).filter(|v| v.is_finite())
+    Some(rtc_service::quantity::scale(suffix)?.apply(x)).filter(|v| v.is_finite())
 }
 
 /// The local autoscaler's metric: p95 through the same dead band as the cluster's PromQL.

@@ -11,6 +11,7 @@
 //!   `--headless`) that tie them together over channels.
 use std::path::PathBuf;
 
+pub mod backoff;
 pub mod capacity;
 pub mod director;
 pub mod hpa;

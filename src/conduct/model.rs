@@ -280,6 +280,52 @@ pub enum ControlMsg {
     Shutdown(bool, oneshot::Sender<Totals>),
 }
 
+/// A backend's controller task, as the one owner loop ([`run_backend_task`]) drives it: a
+/// tick a second, the load engine's seconds, the backend's own events (watch updates,
+/// Prometheus outcomes) and the console's commands, one at a time, so the state needs no lock.
+pub trait BackendTask: Send + 'static {
+    /// What the backend's own tasks send it.
+    type Event: Send + 'static;
+    /// Waits for the load engine's next second and records it.
+    fn client_second(&mut self) -> impl std::future::Future<Output = ()> + Send;
+    /// Once a second: read, decide, publish a snapshot.
+    fn tick(&mut self) -> impl std::future::Future<Output = ()> + Send;
+    fn on_event(&mut self, event: Self::Event);
+    fn command(&mut self, command: BackendCommand) -> impl std::future::Future<Output = ()> + Send;
+    /// Stops everything this backend started; with `teardown`, also what it applied.
+    fn shutdown(&mut self, teardown: bool) -> impl std::future::Future<Output = Totals> + Send;
+}
+
+/// The owner loop of both live backends, until a `Shutdown` or until the console's handle
+/// is gone. A handle dropped without `Shutdown` (a console that died) stops the load and
+/// the processes but never tears down: removing a presenter's resources is only ever asked for.
+pub async fn run_backend_task<C: BackendTask>(
+    mut ctl: C,
+    mut control: mpsc::UnboundedReceiver<ControlMsg>,
+    mut events: mpsc::UnboundedReceiver<C::Event>,
+) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => ctl.tick().await,
+            () = ctl.client_second() => {}
+            Some(e) = events.recv() => ctl.on_event(e),
+            m = control.recv() => match m {
+                Some(ControlMsg::Cmd(c)) => ctl.command(c).await,
+                Some(ControlMsg::Shutdown(teardown, reply)) => {
+                    let _ = reply.send(ctl.shutdown(teardown).await);
+                    return;
+                }
+                None => {
+                    ctl.shutdown(false).await;
+                    return;
+                }
+            }
+        }
+    }
+}
+
 /// The `Backend` of a backend that runs as a controller task: snapshots come out through a
 /// watch channel, commands go in through `ControlMsg`s, and shutdown happens once.
 pub struct BackendHandle {

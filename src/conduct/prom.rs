@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use prometheus_http_query::Client;
 use tokio::sync::mpsc;
 
+use super::backoff::Backoff;
 use super::timeline;
 
 /// How long one query may take.
@@ -68,11 +69,6 @@ impl<T> Polled<T> {
     }
 }
 
-/// Retry delay after `failures` failed polls in a row: 1, 2, 4, 8, then every 10 seconds.
-pub fn backoff(failures: u32) -> Duration {
-    Duration::from_secs((1u64 << failures.saturating_sub(1).min(4)).min(10))
-}
-
 /// Polls `fetch` every `interval`, backing off while it fails, and sends every outcome as
 /// `wrap(outcome)` to `tx`. Ends when the receiver is gone.
 pub fn spawn_poller<T, E, F, Fut>(
@@ -88,14 +84,19 @@ where
     Fut: std::future::Future<Output = Result<T, PromError>> + Send,
 {
     tokio::spawn(async move {
-        let mut failures = 0u32;
+        let mut backoff = Backoff::default();
         loop {
             let outcome = fetch().await;
-            failures = if outcome.is_ok() { 0 } else { failures.saturating_add(1) };
+            let wait = if outcome.is_ok() {
+                backoff.succeeded();
+                interval
+            } else {
+                backoff.failed()
+            };
             if tx.send(wrap(outcome)).is_err() {
                 return;
             }
-            tokio::time::sleep(if failures == 0 { interval } else { backoff(failures) }).await;
+            tokio::time::sleep(wait).await;
         }
     })
 }
@@ -160,10 +161,33 @@ impl Source {
 mod tests {
     use super::*;
 
-    #[test]
-    fn backoff_doubles_to_ten_seconds() {
-        let s: Vec<u64> = (1..=7).map(|f| backoff(f).as_secs()).collect();
-        assert_eq!(s, vec![1, 2, 4, 8, 10, 10, 10]);
+    /// On tokio's paused clock (this replaced tests/conduct_prometheus.rs counting tries in
+    /// 3.5 s of real time): a failing source is asked at 0, 1, 3 and 7 s, not every 200 ms,
+    /// and at the interval again once it answers.
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_source_is_polled_with_backoff_then_at_the_interval() {
+        let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let t0 = tokio::time::Instant::now();
+        let log = asked.clone();
+        let fetch = move || {
+            let at = t0.elapsed().as_millis() as u64;
+            log.lock().unwrap().push(at);
+            let heals = at >= 7_000;
+            async move {
+                if heals {
+                    Ok(1.0)
+                } else {
+                    Err(PromError::Query { url: "http://127.0.0.1:9".into(), reason: "connection refused".into() })
+                }
+            }
+        };
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let task = spawn_poller(Duration::from_millis(200), fetch, tx, |o| o);
+        tokio::time::sleep(Duration::from_millis(7_500)).await;
+        task.abort();
+        assert_eq!(*asked.lock().unwrap(), [0, 1_000, 3_000, 7_000, 7_200, 7_400]);
+        let failures = std::iter::from_fn(|| rx.try_recv().ok()).filter(Result::is_err).count();
+        assert_eq!(failures, 3);
     }
 
     #[test]

@@ -57,7 +57,7 @@ pub struct Settings {
 
 pub enum BackendSettings {
     Local {
-        scenario: Scenario,
+        scenario: Box<Scenario>,
         hpa: HpaSpec,
         config: Box<LocalConfig>,
         begin_within: Duration,
@@ -112,7 +112,7 @@ impl Settings {
                 let config = local_config(args, &scenario, &hpa, &dir)?;
                 (
                     BackendSettings::Local {
-                        scenario,
+                        scenario: Box::new(scenario),
                         hpa,
                         config: Box::new(config),
                         begin_within: LOCAL_BEGIN_WITHIN,

@@ -17,12 +17,15 @@ impl StderrCapture {
     /// then runs as before).
     pub fn to_file(path: &Path) -> Option<StderrCapture> {
         let file = File::create(path).ok()?;
-        // SAFETY: dup/dup2 on fd 2 and on a file we own; the duplicate is owned below.
+        // SAFETY: dup(2) only duplicates the process's stderr descriptor; no memory is touched.
         let saved = unsafe { libc::dup(2) };
         if saved < 0 {
             return None;
         }
+        // SAFETY: `saved` is a descriptor dup just returned, open and owned by nobody else.
         let saved = unsafe { OwnedFd::from_raw_fd(saved) };
+        // SAFETY: both descriptors are open (the file lives until this returns; fd 2 is the
+        // process's); dup2 makes fd 2 a copy of the file's and touches no memory.
         if unsafe { libc::dup2(file.as_raw_fd(), 2) } < 0 {
             return None;
         }

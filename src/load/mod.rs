@@ -56,7 +56,7 @@ pub fn second_line(s: &LoadSecond) -> String {
     };
     let st = &s.status;
     format!(
-        "[{:>4}s] offered {offered:>9}  sent {:>6}  done {:>6} ({:>8.1}/s)  corrected p50 {:>8} p95 {:>8} p99 {:>8} max {:>8} | uncorrected p95 {:>8}  ok {} shed {} 5xx {} 4xx {} 1xx/3xx {} timeout {} conn-err {} err {} dropped {} inflight {} | all p95 {}",
+        "[{:>4}s] offered {offered:>9}  sent {:>6}  done {:>6} ({:>8.1}/s)  corrected p50 {:>8} p95 {:>8} p99 {:>8} max {:>8} | uncorrected p95 {:>8}  {} dropped {} inflight {} | all p95 {}",
         s.second + 1,
         s.sent,
         s.completed,
@@ -66,18 +66,16 @@ pub fn second_line(s: &LoadSecond) -> String {
         fmt_ms(s.corrected.p99_ms),
         fmt_ms(s.corrected.max_ms),
         fmt_ms(s.uncorrected.p95_ms),
-        st.ok,
-        st.shed_503,
-        st.other_5xx,
-        st.client_4xx,
-        st.other_status,
-        st.timeouts,
-        st.connect_errors,
-        st.other_errors,
+        outcomes(st),
         s.dropped,
         s.inflight,
         fmt_ms(s.all_corrected.p95_ms),
     )
+}
+
+/// Every outcome counter, labelled (`ok (2xx) 12  shed 503 0  …`).
+fn outcomes(st: &StatusCounts) -> String {
+    st.labelled().iter().map(|(label, n)| format!("{label} {n}")).collect::<Vec<_>>().join("  ")
 }
 
 /// The final human summary, thresholds included.
@@ -94,19 +92,7 @@ pub fn human_summary(
     let _ = writeln!(o, "  requests   planned {} = sent {} + dropped {}", s.planned, s.sent, s.dropped);
     let _ = writeln!(o, "  rate       achieved {:.1} req/s (offered {:.1} req/s)", s.achieved_rps, s.offered_rps);
     let st = &s.status;
-    let _ = writeln!(
-        o,
-        "  outcomes   ok (2xx) {}  shed 503 {}  other 5xx {}  4xx {}  1xx/3xx {}  timeouts {}  connect errors {}  other errors {}  cancelled {}",
-        st.ok,
-        st.shed_503,
-        st.other_5xx,
-        st.client_4xx,
-        st.other_status,
-        st.timeouts,
-        st.connect_errors,
-        st.other_errors,
-        st.cancelled
-    );
+    let _ = writeln!(o, "  outcomes   {}", outcomes(st));
     let _ = writeln!(
         o,
         "  failed     {} of {} ({:.2}%): every request without a 2xx answer (error_rate); shed {:.2}%, timeouts {:.2}%",

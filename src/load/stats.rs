@@ -75,17 +75,29 @@ impl StatusCounts {
             Outcome::Cancelled => self.cancelled += 1,
         }
     }
+    /// Every counter with the label it is printed under, in print order: the one list that
+    /// `total()`, the printed lines and the reader of those lines (the in-cluster load's log,
+    /// `conduct::kube::load_job::parse_line`) go by.
+    pub fn labelled_mut(&mut self) -> [(&'static str, &mut u64); 9] {
+        [
+            ("ok (2xx)", &mut self.ok),
+            ("shed 503", &mut self.shed_503),
+            ("other 5xx", &mut self.other_5xx),
+            ("4xx", &mut self.client_4xx),
+            ("1xx/3xx", &mut self.other_status),
+            ("timeouts", &mut self.timeouts),
+            ("connect errors", &mut self.connect_errors),
+            ("other errors", &mut self.other_errors),
+            ("cancelled", &mut self.cancelled),
+        ]
+    }
+    pub fn labelled(&self) -> [(&'static str, u64); 9] {
+        let mut copy = *self;
+        copy.labelled_mut().map(|(label, n)| (label, *n))
+    }
     /// Requests that ended one way or another (cancelled ones included).
     pub fn total(&self) -> u64 {
-        self.ok
-            + self.other_status
-            + self.client_4xx
-            + self.shed_503
-            + self.other_5xx
-            + self.timeouts
-            + self.connect_errors
-            + self.other_errors
-            + self.cancelled
+        self.labelled().iter().map(|(_, n)| n).sum()
     }
     /// Every request without a 2xx answer: shed 503s, other 5xx, 4xx, 1xx/3xx, timeouts,
     /// connect and other errors, and requests still on the wire when the run stopped

@@ -406,7 +406,8 @@ impl Default for Prometheus {
 pub struct LocalRehearsal {
     pub replicas_min: u32,
     pub replicas_max: u32,
-    /// Replica i listens on `port_base + i`.
+    /// Replica i listens on `port_base + i` (or a free port when that one is taken); 0: on
+    /// ports the OS picks, for runs side by side on one machine (tests, CI).
     pub port_base: u16,
     /// What the replicas compute on.
     pub device: LocalDevice,
@@ -489,9 +490,9 @@ instead)"
                 l.replicas_min, l.replicas_max
             ));
         }
-        if l.port_base < 1024 || l.port_base as u32 + l.replicas_max > 65535 {
+        if (l.port_base != 0 && l.port_base < 1024) || l.port_base as u32 + l.replicas_max > 65535 {
             return Err(format!(
-                "port_base = {} (expected 1024..={} so every replica gets a port)",
+                "port_base = {} (expected 1024..={} so every replica gets a port, or 0 for ports the OS picks)",
                 l.port_base,
                 65535 - l.replicas_max
             ));

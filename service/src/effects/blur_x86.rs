@@ -60,7 +60,7 @@ pub(crate) unsafe fn vertical_avx2(
             && weights.len() == pairs.len() + 1
             && pairs.iter().all(|(a, b)| a.len() >= n && b.len() >= n)
     );
-    // SAFETY (every `widen`): the rows are at least `n` long (asserted) and each load reads
+    // SAFETY: (every `widen`) the rows are at least `n` long (asserted) and each load reads
     // 16 bytes at a column below `n - 15`.
     let widen = |row: &[u8], i: usize| _mm256_cvtepu8_epi16(unsafe { _mm_loadu_si128(row.as_ptr().add(i).cast()) });
     let w0 = _mm256_set1_epi16(weights[0] as i16);
@@ -101,7 +101,7 @@ pub(crate) unsafe fn horizontal_avx2(
     let n = from + (out.len() - from) / COLS_AVX2 * COLS_AVX2;
     let radius = weights.len() - 1;
     assert!(padded.len() >= n + 8 * radius);
-    // SAFETY (every `load`): 16 lanes at an index below `n + 8 * radius - 15` (asserted).
+    // SAFETY: (every `load`) 16 lanes at an index below `n + 8 * radius - 15` (asserted).
     let load = |i: usize| unsafe { _mm256_loadu_si256(padded.as_ptr().add(i).cast()) };
     let (w0, round) = (_mm256_set1_epi16(weights[0] as i16), _mm256_set1_epi16(round as i16));
     let centre = radius * 4;
@@ -149,7 +149,7 @@ pub(crate) unsafe fn vertical_avx512(
             && weights.len() == pairs.len() + 1
             && pairs.iter().all(|(a, b)| a.len() >= n && b.len() >= n)
     );
-    // SAFETY (every `widen`): as in `vertical_avx2`, 32 bytes at a column below `n - 31`.
+    // SAFETY: (every `widen`) as in `vertical_avx2`, 32 bytes at a column below `n - 31`.
     let widen = |row: &[u8], i: usize| _mm512_cvtepu8_epi16(unsafe { _mm256_loadu_si256(row.as_ptr().add(i).cast()) });
     let w0 = _mm512_set1_epi16(weights[0] as i16);
     for start in (from..n).step_by(COLS_AVX512) {
@@ -189,7 +189,7 @@ pub(crate) unsafe fn horizontal_avx512(
     let n = from + (out.len() - from) / COLS_AVX512 * COLS_AVX512;
     let radius = weights.len() - 1;
     assert!(padded.len() >= n + 8 * radius);
-    // SAFETY (every `load`): 32 lanes at an index below `n + 8 * radius - 31` (asserted).
+    // SAFETY: (every `load`) 32 lanes at an index below `n + 8 * radius - 31` (asserted).
     let load = |i: usize| unsafe { _mm512_loadu_si512(padded.as_ptr().add(i).cast()) };
     let (w0, round) = (_mm512_set1_epi16(weights[0] as i16), _mm512_set1_epi16(round as i16));
     let centre = radius * 4;

@@ -58,12 +58,14 @@ pub(crate) fn blur_vertical(out: &mut [u16], centre: &[u8], pairs: &[(&[u8], &[u
     #[cfg(target_arch = "x86_64")]
     {
         use super::blur_x86::{vertical_avx2, vertical_avx512};
-        // SAFETY: each runs only where the CPU has its instructions; the slice lengths are
-        // those of the blur (`blur::blur`).
+        // Each runs only where the CPU has its instructions; the slice lengths are those of
+        // the blur (`blur::blur`), which the kernels' contracts ask for.
         if has_avx512bw() {
+            // SAFETY: AVX-512BW is present (checked above); lengths as the blur makes them.
             done = unsafe { vertical_avx512(out, centre, pairs, weights, done) };
         }
         if has_avx2() {
+            // SAFETY: AVX2 is present (checked above); lengths as the blur makes them.
             done = unsafe { vertical_avx2(out, centre, pairs, weights, done) };
         }
     }
@@ -76,11 +78,12 @@ pub(crate) fn blur_horizontal(out: &mut [u8], padded: &[u16], weights: &[u16], r
     #[cfg(target_arch = "x86_64")]
     {
         use super::blur_x86::{horizontal_avx2, horizontal_avx512};
-        // SAFETY: as in `blur_vertical`.
         if has_avx512bw() {
+            // SAFETY: AVX-512BW is present (checked above); lengths as the blur makes them.
             done = unsafe { horizontal_avx512(out, padded, weights, round, done) };
         }
         if has_avx2() {
+            // SAFETY: AVX2 is present (checked above); lengths as the blur makes them.
             done = unsafe { horizontal_avx2(out, padded, weights, round, done) };
         }
     }
@@ -297,7 +300,7 @@ mod tests {
 
     fn bytes(n: usize, seed: u32) -> Vec<u8> {
         // Every fourth row saturated: the largest sums must not wrap.
-        if seed % 4 == 0 {
+        if seed.is_multiple_of(4) {
             return vec![255; n];
         }
         (0..n as u32).map(|i| hash32(i ^ seed.wrapping_mul(0x9e37_79b9)) as u8).collect()

@@ -129,28 +129,23 @@ fn tightest(base: &Path, path: &str, file: &str) -> Option<(PathBuf, u64)> {
     }
 }
 
-/// A size in bytes: a number with an optional unit. Binary units (`Ki`, `Mi`, `Gi`, `Ti`,
-/// with or without a trailing `B`) are powers of 1024, as Kubernetes writes memory limits;
-/// `k`/`K`, `M`, `G`, `T` (optionally with `B`) are powers of 1000.
+/// A size in bytes: a number with an optional unit. Binary units (`Ki` … `Ei`, with or
+/// without a trailing `B`) are powers of 1024, as Kubernetes writes memory limits; `k`/`K`,
+/// `M` … `E` (optionally with `B`) are powers of 1000.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let s = text.trim();
     let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
     let (number, unit) = s.split_at(split);
     let expected = "expected bytes with an optional unit, e.g. 1GiB, 512Mi, 800M or 1073741824";
     let value: f64 = number.parse().map_err(|_| format!("`{text}` is not a size; {expected}"))?;
-    let factor: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "k" | "K" | "kB" | "KB" => 1000,
-        "M" | "MB" => 1000 * 1000,
-        "G" | "GB" => 1000 * 1000 * 1000,
-        "T" | "TB" => 1000u64.pow(4),
-        "Ki" | "KiB" => 1 << 10,
-        "Mi" | "MiB" => 1 << 20,
-        "Gi" | "GiB" => 1 << 30,
-        "Ti" | "TiB" => 1 << 40,
-        other => return Err(format!("`{other}` in `{text}` is not a unit; {expected}")),
+    // Kubernetes' suffixes, with an optional trailing `B` (and `K` for `k`, as people write it).
+    let written = unit.trim();
+    let unit = written.strip_suffix('B').unwrap_or(written);
+    let unit = if unit == "K" { "k" } else { unit };
+    let bytes = match crate::quantity::scale(unit) {
+        Some(scale @ crate::quantity::Scale::Multiply(_)) => scale.apply(value),
+        _ => return Err(format!("`{written}` in `{text}` is not a unit; {expected}")),
     };
-    let bytes = value * factor as f64;
     if !bytes.is_finite() || bytes >= u64::MAX as f64 {
         return Err(format!("`{text}` is too large; {expected}"));
     }

@@ -274,9 +274,8 @@ async fn wait_for_pod(pods: &Api<Pod>, job_uid: &str, timeout: Duration, tell: &
         let list = pods.list(&lp).await.map_err(|e| KubeError::api("listing the load pod", &e))?;
         if let Some(p) = pod_of_job(&list.items, job_uid) {
             let name = p.metadata.name.clone().unwrap_or_default();
-            match p.status.as_ref().and_then(|s| s.phase.as_deref()) {
-                Some("Running" | "Succeeded" | "Failed") => return Ok(name),
-                _ => {}
+            if let Some("Running" | "Succeeded" | "Failed") = p.status.as_ref().and_then(|s| s.phase.as_deref()) {
+                return Ok(name);
             }
             last = match pending_reason(p) {
                 PodWait::Pending(why) => format!("pod {name}: {why}"),

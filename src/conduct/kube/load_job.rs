@@ -205,13 +205,18 @@ pub fn parse_line(line: &str) -> Option<LoadLine> {
     f.p95_corrected_s = after("p95", corr).and_then(|(_, v)| parse_latency(v));
     let unc = toks.iter().position(|t| *t == "uncorrected")?;
     f.p95_uncorrected_s = after("p95", unc).and_then(|(_, v)| parse_latency(v));
-    let num = |key: &str| after(key, unc).and_then(|(_, v)| v.parse::<u64>().ok()).unwrap_or(0);
-    let ok = num("ok");
-    f.shed = num("shed");
-    f.errors = num("5xx") + num("4xx") + num("1xx/3xx") + num("timeout") + num("conn-err") + num("err");
-    f.dropped = num("dropped");
-    l.ok = ok;
-    if ok + f.shed + f.errors == 0 {
+    // "  ok (2xx) 190  shed 503 5  other 5xx 1 …": each counter after its label.
+    let counters = &rest[rest.find("uncorrected")?..];
+    let mut status = crate::load::StatusCounts::default();
+    for (label, n) in status.labelled_mut() {
+        let after_label = counters.split_once(&format!("  {label} ")).map(|(_, r)| r);
+        *n = after_label.and_then(|r| r.split_whitespace().next()?.parse().ok()).unwrap_or(0);
+    }
+    f.shed = status.shed_503;
+    f.errors = status.errors();
+    f.dropped = after("dropped", unc).and_then(|(_, v)| v.parse::<u64>().ok()).unwrap_or(0);
+    l.ok = status.ok;
+    if status.total() == 0 {
         // "no requests": keep the percentiles unknown rather than 0.
         f.p95_corrected_s = None;
         f.p95_uncorrected_s = None;

@@ -556,6 +556,8 @@ pub type KubeBackend = BackendHandle;
 
 /// What the kube backend's tasks (watchers, the Prometheus poller, apply and rollout, the
 /// load Job and its log follower) tell the controller, the one task that owns the state.
+// As `WatchUpdate`: each event moves once through the channel and is taken apart at once.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum KubeEvent {
     Watch(watch::WatchUpdate),
@@ -618,7 +620,7 @@ fn start(cfg: KubeConfig, checks: Option<Vec<preflight::Check>>) -> Result<KubeB
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let mut ctl = Controller::new(cfg, objects, names, snap_tx, events_tx)?;
     ctl.preflight = checks;
-    tokio::spawn(ctl.run(rx, events_rx));
+    tokio::spawn(run_backend_task(ctl, rx, events_rx));
     Ok(BackendHandle::new("kube", snap, tx))
 }
 
@@ -736,119 +738,8 @@ impl Controller {
         self.start.elapsed().as_secs_f64()
     }
 
-    async fn run(
-        mut self,
-        mut rx: mpsc::UnboundedReceiver<ControlMsg>,
-        mut events: mpsc::UnboundedReceiver<KubeEvent>,
-    ) {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => self.tick(),
-                s = self.load.next_second() => self.timeline.client_second(s, Instant::now()),
-                Some(e) = events.recv() => self.on_event(e),
-                m = rx.recv() => match m {
-                    Some(ControlMsg::Cmd(c)) => self.command(c).await,
-                    Some(ControlMsg::Shutdown(teardown, reply)) => {
-                        let t = self.shutdown(teardown).await;
-                        let _ = reply.send(t);
-                        return;
-                    }
-                    None => {
-                        self.shutdown(false).await;
-                        return;
-                    }
-                }
-            }
-        }
-    }
-
-    fn on_event(&mut self, e: KubeEvent) {
-        match e {
-            KubeEvent::Watch(u) => self.view.update(u, &self.filter),
-            KubeEvent::Prometheus(outcome) => {
-                if let Some((p, _)) = self.prom.as_mut() {
-                    p.record(outcome);
-                }
-            }
-            KubeEvent::Status(phase, status) => {
-                if let Some(p) = phase {
-                    self.phase = p;
-                }
-                self.status = status;
-            }
-            KubeEvent::Event(e) => self.own_events.push(e),
-            KubeEvent::LoadFile(f) => self.load_file = f,
-            KubeEvent::ScaledObject(watch::ScaledObjectUpdate::Fallback(c)) => self.fallback = c,
-            KubeEvent::ScaledObject(watch::ScaledObjectUpdate::HpaName(name)) if name != self.names.hpa => {
-                let so = self.names.scaled_object.clone().unwrap_or_default();
-                self.tell.event(
-                    "Normal",
-                    "HpaName",
-                    &format!("scaledobject/{so}"),
-                    format!("KEDA's HPA is {name} (status.hpaName), not {}: watching it", self.names.hpa),
-                );
-                self.watchers.replace_hpa(watch::spawn_hpa_watcher(
-                    self.cfg.connected.client.clone(),
-                    &self.cfg.namespace,
-                    &name,
-                    self.tell.tx.clone(),
-                    KubeEvent::Watch,
-                ));
-                self.filter.prefixes.push(name.clone());
-                self.names.hpa = name;
-            }
-            KubeEvent::ScaledObject(watch::ScaledObjectUpdate::HpaName(_)) => {}
-        }
-    }
-
     fn set_status(&mut self, status: String) {
         self.status = Some(status);
-    }
-
-    async fn command(&mut self, c: BackendCommand) {
-        let r = match c {
-            BackendCommand::Apply => {
-                self.apply();
-                Ok(())
-            }
-            BackendCommand::StartStage { index, plan } => {
-                self.timeline.set_stage(index);
-                self.stage_name = self.cfg.scenario.stages.get(index).map(|s| s.name.clone());
-                if self.cfg.in_cluster_load {
-                    // The next stage's figures come from a new pod: none carry over.
-                    self.timeline.clear_client();
-                }
-                self.load.start_stage(index, plan)
-            }
-            BackendCommand::Measured { pod_rps, iters } => {
-                // Before the first stage: the load is idle, so it is rebuilt with the sized request.
-                self.cfg.scenario = self.cfg.scenario.in_measured_units(Some(pod_rps), Some(iters));
-                self.cfg.measured = Some((pod_rps, iters));
-                match load_driver(&self.cfg, &self.tell) {
-                    Ok(l) => self.load = l,
-                    Err(e) => self.set_status(format!("the load after the capacity probe: {e}")),
-                }
-                Ok(())
-            }
-            BackendCommand::Pause => self.load.pause(),
-            BackendCommand::Resume => self.load.resume(),
-            BackendCommand::ScaleLoad(f) => self.load.scale(f),
-            BackendCommand::Stop => {
-                if let Some(s) = self.load.stop(STOP_DEADLINE).await {
-                    self.summary = Some(s);
-                }
-                Ok(())
-            }
-            BackendCommand::Teardown => {
-                self.teardown();
-                Ok(())
-            }
-        };
-        if let Err(e) = r {
-            self.set_status(e.to_string());
-        }
     }
 
     /// Preflight, then server-side apply, then the rollout wait, in the background.
@@ -987,45 +878,6 @@ impl Controller {
         });
     }
 
-    async fn shutdown(&mut self, teardown: bool) -> Totals {
-        if let Some(s) = self.load.stop(STOP_DEADLINE).await {
-            self.summary = Some(s);
-        }
-        if let Some(t) = self.apply_task.take() {
-            t.abort();
-        }
-        let client = self.cfg.connected.client.clone();
-        if self.cfg.in_cluster_load {
-            let _ = tokio::time::timeout(Duration::from_secs(3), job_driver::delete_job(&client, &self.cfg.namespace))
-                .await;
-        }
-        if teardown {
-            self.phase = Phase::TearingDown;
-            self.status = None;
-            let errs = tokio::time::timeout(
-                Duration::from_secs(20),
-                apply::teardown(&client, &self.objects, &self.cfg.namespace),
-            )
-            .await;
-            if let Ok(errs) = errs {
-                if !errs.is_empty() {
-                    self.status = Some(format!("teardown: {}", errs.join("; ")));
-                }
-            }
-        }
-        self.watchers.abort_all();
-        if let Some((_, h)) = self.prom.as_ref() {
-            h.abort();
-        }
-        self.publish(true);
-        self.summary.take()
-    }
-
-    fn tick(&mut self) {
-        self.record();
-        self.publish(false);
-    }
-
     /// The Prometheus reading, or nothing while it is stale.
     fn fresh_reading(&self) -> Option<&prometheus::Reading> {
         self.prom.as_ref().map(|(p, _)| p).filter(|p| !p.stale()).map(|p| &p.value)
@@ -1125,6 +977,137 @@ impl Controller {
             done,
         };
         let _ = self.snap_tx.send(Arc::new(snap));
+    }
+}
+
+impl BackendTask for Controller {
+    type Event = KubeEvent;
+
+    async fn client_second(&mut self) {
+        let s = self.load.next_second().await;
+        self.timeline.client_second(s, Instant::now());
+    }
+
+    fn on_event(&mut self, e: KubeEvent) {
+        match e {
+            KubeEvent::Watch(u) => self.view.update(u, &self.filter),
+            KubeEvent::Prometheus(outcome) => {
+                if let Some((p, _)) = self.prom.as_mut() {
+                    p.record(outcome);
+                }
+            }
+            KubeEvent::Status(phase, status) => {
+                if let Some(p) = phase {
+                    self.phase = p;
+                }
+                self.status = status;
+            }
+            KubeEvent::Event(e) => self.own_events.push(e),
+            KubeEvent::LoadFile(f) => self.load_file = f,
+            KubeEvent::ScaledObject(watch::ScaledObjectUpdate::Fallback(c)) => self.fallback = c,
+            KubeEvent::ScaledObject(watch::ScaledObjectUpdate::HpaName(name)) if name != self.names.hpa => {
+                let so = self.names.scaled_object.clone().unwrap_or_default();
+                self.tell.event(
+                    "Normal",
+                    "HpaName",
+                    &format!("scaledobject/{so}"),
+                    format!("KEDA's HPA is {name} (status.hpaName), not {}: watching it", self.names.hpa),
+                );
+                self.watchers.replace_hpa(watch::spawn_hpa_watcher(
+                    self.cfg.connected.client.clone(),
+                    &self.cfg.namespace,
+                    &name,
+                    self.tell.tx.clone(),
+                    KubeEvent::Watch,
+                ));
+                self.filter.prefixes.push(name.clone());
+                self.names.hpa = name;
+            }
+            KubeEvent::ScaledObject(watch::ScaledObjectUpdate::HpaName(_)) => {}
+        }
+    }
+
+    async fn command(&mut self, c: BackendCommand) {
+        let r = match c {
+            BackendCommand::Apply => {
+                self.apply();
+                Ok(())
+            }
+            BackendCommand::StartStage { index, plan } => {
+                self.timeline.set_stage(index);
+                self.stage_name = self.cfg.scenario.stages.get(index).map(|s| s.name.clone());
+                if self.cfg.in_cluster_load {
+                    // The next stage's figures come from a new pod: none carry over.
+                    self.timeline.clear_client();
+                }
+                self.load.start_stage(index, plan)
+            }
+            BackendCommand::Measured { pod_rps, iters } => {
+                // Before the first stage: the load is idle, so it is rebuilt with the sized request.
+                self.cfg.scenario = self.cfg.scenario.in_measured_units(Some(pod_rps), Some(iters));
+                self.cfg.measured = Some((pod_rps, iters));
+                match load_driver(&self.cfg, &self.tell) {
+                    Ok(l) => self.load = l,
+                    Err(e) => self.set_status(format!("the load after the capacity probe: {e}")),
+                }
+                Ok(())
+            }
+            BackendCommand::Pause => self.load.pause(),
+            BackendCommand::Resume => self.load.resume(),
+            BackendCommand::ScaleLoad(f) => self.load.scale(f),
+            BackendCommand::Stop => {
+                if let Some(s) = self.load.stop(STOP_DEADLINE).await {
+                    self.summary = Some(s);
+                }
+                Ok(())
+            }
+            BackendCommand::Teardown => {
+                self.teardown();
+                Ok(())
+            }
+        };
+        if let Err(e) = r {
+            self.set_status(e.to_string());
+        }
+    }
+
+    async fn shutdown(&mut self, teardown: bool) -> Totals {
+        if let Some(s) = self.load.stop(STOP_DEADLINE).await {
+            self.summary = Some(s);
+        }
+        if let Some(t) = self.apply_task.take() {
+            t.abort();
+        }
+        let client = self.cfg.connected.client.clone();
+        if self.cfg.in_cluster_load {
+            let _ = tokio::time::timeout(Duration::from_secs(3), job_driver::delete_job(&client, &self.cfg.namespace))
+                .await;
+        }
+        if teardown {
+            self.phase = Phase::TearingDown;
+            self.status = None;
+            let errs = tokio::time::timeout(
+                Duration::from_secs(20),
+                apply::teardown(&client, &self.objects, &self.cfg.namespace),
+            )
+            .await;
+            if let Ok(errs) = errs {
+                if !errs.is_empty() {
+                    self.status = Some(format!("teardown: {}", errs.join("; ")));
+                }
+            }
+        }
+        self.watchers.abort_all();
+        if let Some((_, h)) = self.prom.as_ref() {
+            h.abort();
+        }
+        self.publish(true);
+        self.summary.take()
+    }
+
+    async fn tick(&mut self) {
+        self.record();
+        self.publish(false);
     }
 }
 

@@ -9,6 +9,7 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use crate::conduct::backoff::Backoff;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::Command;
 use tokio::sync::{oneshot, watch};
@@ -80,7 +81,7 @@ async fn supervise(
     down: watch::Sender<Option<String>>,
 ) {
     let mut ready = Some(ready);
-    let mut backoff = Duration::from_secs(1);
+    let mut backoff = Backoff::default();
     loop {
         let started = Instant::now();
         let child = Command::new(&program)
@@ -97,11 +98,11 @@ async fn supervise(
                     let _ = r.send(Err(format!("cannot run {program}: {e}")));
                     return;
                 }
-                let why = format!("cannot run {program} port-forward: {e}; trying again in {} s", backoff.as_secs());
+                let wait = backoff.failed();
+                let why = format!("cannot run {program} port-forward: {e}; trying again in {} s", wait.as_secs());
                 eprintln!("rtc-demo conduct: {why}");
                 down.send_replace(Some(why));
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(10));
+                tokio::time::sleep(wait).await;
                 continue;
             }
         };
@@ -138,14 +139,15 @@ async fn supervise(
             let _ = r.send(Err(format!("ended before forwarding ({why})")));
             return;
         }
+        // A forward that held a minute counts as healed: its end starts the schedule over.
         if started.elapsed() >= Duration::from_secs(60) {
-            backoff = Duration::from_secs(1);
+            backoff.succeeded();
         }
-        let why = format!("ended ({why}); starting it again in {} s", backoff.as_secs());
+        let wait = backoff.failed();
+        let why = format!("ended ({why}); starting it again in {} s", wait.as_secs());
         eprintln!("rtc-demo conduct: Prometheus port-forward {why}");
         down.send_replace(Some(why));
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(10));
+        tokio::time::sleep(wait).await;
     }
 }
 

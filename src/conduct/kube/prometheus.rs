@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-pub use crate::conduct::prom::{backoff, PromError, Source};
+pub use crate::conduct::prom::{PromError, Source};
 use crate::scenario::Prometheus as PromCfg;
 
 /// The queries the console runs (from the scenario's `[prometheus]`, defaults filled in).

@@ -16,6 +16,7 @@ use kube::Client;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::conduct::backoff::Backoff;
 use crate::conduct::model::{AutoscalerState, ConditionInfo, EventInfo, MetricState, PodInfo, PodProblem};
 
 /// Events kept for the panel.
@@ -503,6 +504,9 @@ impl ClusterView {
 }
 
 /// What a watcher saw, for the owner of the `ClusterView`.
+// Each update moves once, through a channel, to be taken apart at once: boxing the large
+// watch events would add an allocation to every one and save nothing that stays.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum WatchUpdate {
     Deployment(watcher::Event<Deployment>),
@@ -552,20 +556,19 @@ async fn drive<K, E>(
     // The watcher re-lists and re-watches by itself; errors come out of the stream and we
     // back off (1 s doubling to 10 s) before polling it again, so a 403 does not spin.
     let mut stream = watcher(api, cfg).boxed();
-    let mut backoff = Duration::from_secs(1);
+    let mut backoff = Backoff::default();
     let mut failing = false;
     while let Some(ev) = stream.next().await {
         let sent = match ev {
             Ok(e) => {
-                backoff = Duration::from_secs(1);
+                backoff.succeeded();
                 let healed = !std::mem::take(&mut failing) || tx.send(wrap(WatchUpdate::Health(name, None))).is_ok();
                 healed && tx.send(wrap(update(e))).is_ok()
             }
             Err(e) => {
                 failing = true;
                 let sent = tx.send(wrap(WatchUpdate::Health(name, Some(WatchTrouble::of_watcher(&e))))).is_ok();
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(10));
+                tokio::time::sleep(backoff.failed()).await;
                 sent
             }
         };
@@ -630,7 +633,7 @@ pub enum ScaledObjectUpdate {
 }
 
 /// Polls the ScaledObject (every 2 s until KEDA names its HPA, then every 5 s) for its
-/// `status.hpaName` and its `Fallback` condition; failures back off (2 s to 30 s) and show as
+/// `status.hpaName` and its `Fallback` condition; failures back off (2 s to 10 s) and show as
 /// the `scaledobject` watch's health. Runs until `tx`'s receiver is gone.
 pub fn spawn_scaled_object_reader<E: Send + 'static>(
     client: Client,
@@ -653,13 +656,14 @@ pub fn spawn_scaled_object_reader<E: Send + 'static>(
     let api: Api<kube::api::DynamicObject> = Api::namespaced_with(client, ns, &ar);
     let name = scaled_object.to_string();
     tokio::spawn(async move {
-        let mut failures = 0;
+        let mut backoff = Backoff::default();
         let mut named = false;
         let mut fallback: Option<Option<ConditionInfo>> = None;
         while !tx.is_closed() {
             let failure = match api.get_opt(&name).await {
                 Ok(Some(so)) => {
-                    if std::mem::take(&mut failures) > 0 {
+                    if backoff.failures() > 0 {
+                        backoff.succeeded();
                         let _ = tx.send(wrap_health(WatchUpdate::Health(NAME, None)));
                     }
                     let hpa = so.data.pointer("/status/hpaName").and_then(|h| h.as_str()).filter(|h| !h.is_empty());
@@ -681,9 +685,9 @@ pub fn spawn_scaled_object_reader<E: Send + 'static>(
                 None if named => POLL_NAMED,
                 None => POLL,
                 Some(e) => {
-                    failures += 1;
+                    let wait = backoff.failed();
                     let _ = tx.send(wrap_health(WatchUpdate::Health(NAME, Some(e))));
-                    super::prometheus::backoff(failures).max(POLL)
+                    wait.max(POLL)
                 }
             };
             tokio::time::sleep(wait).await;

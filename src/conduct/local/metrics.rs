@@ -117,17 +117,13 @@ pub fn parse(text: &str) -> ReplicaMetrics {
             None => (name_labels, ""),
         };
         match name {
-            "app_request_latency_p95_seconds" => {
-                if label(labels, "endpoint").is_none_or(|e| e == "/process") {
-                    m.p95_s = Some(m.p95_s.map_or(value, |p: f64| p.max(value)));
-                }
+            "app_request_latency_p95_seconds" if label(labels, "endpoint").is_none_or(|e| e == "/process") => {
+                m.p95_s = Some(m.p95_s.map_or(value, |p: f64| p.max(value)));
             }
-            "app_requests_total" => {
-                if label(labels, "endpoint") == Some("/process") {
-                    m.process_requests += value;
-                    if label(labels, "code") == Some("503") {
-                        m.process_503 += value;
-                    }
+            "app_requests_total" if label(labels, "endpoint") == Some("/process") => {
+                m.process_requests += value;
+                if label(labels, "code") == Some("503") {
+                    m.process_503 += value;
                 }
             }
             "app_rejected_total" => m.rejected += value,

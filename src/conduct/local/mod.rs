@@ -63,8 +63,9 @@ impl LocalBackend {
         replica::kill_children_on_panic();
         let (snap_tx, snap) = watch::channel(Arc::new(ClusterSnapshot { backend: cfg.label(), ..Default::default() }));
         let (tx, rx) = mpsc::unbounded_channel();
-        let ctl = Controller::new(cfg, snap_tx);
-        tokio::spawn(ctl.run(rx));
+        let mut ctl = Controller::new(cfg, snap_tx);
+        let prom_rx = ctl.start_poller();
+        tokio::spawn(run_backend_task(ctl, rx, prom_rx));
         LocalBackend { handle: BackendHandle::new("local", snap, tx) }
     }
 }
@@ -186,11 +187,12 @@ impl Controller {
         }
     }
 
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<ControlMsg>) {
-        // The poller sends each query's outcome here; this task alone keeps the reading.
-        let (prom_tx, mut prom_rx) = mpsc::unbounded_channel();
-        let _poller = match self.cfg.prometheus.clone() {
-            Some((url, q)) => match prom::Source::new(&url) {
+    /// Starts the `--prometheus` poller, if one was asked for; its outcomes are this task's
+    /// events, so this task alone keeps the reading.
+    fn start_poller(&mut self) -> mpsc::UnboundedReceiver<Result<Option<f64>, prom::PromError>> {
+        let (prom_tx, prom_rx) = mpsc::unbounded_channel();
+        if let Some((url, q)) = self.cfg.prometheus.clone() {
+            match prom::Source::new(&url) {
                 Ok(src) => {
                     self.prom = Some(PromP95::default());
                     let src = Arc::new(src);
@@ -199,45 +201,18 @@ impl Controller {
                         let (src, q) = (src.clone(), q.clone());
                         async move { src.value(&q).await }
                     };
-                    Some(prom::spawn_poller(Duration::from_secs(1), fetch, prom_tx, |o| o))
+                    // Ends by itself once this task (the receiver) is gone.
+                    prom::spawn_poller(Duration::from_secs(1), fetch, prom_tx, |o| o);
                 }
-                Err(e) => {
-                    self.status = Some(e.to_string());
-                    None
-                }
-            },
-            None => None,
-        };
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                s = self.load.next_second() => self.timeline.client_second(s, Instant::now()),
-                Some(o) = prom_rx.recv() => {
-                    if let Some(p) = self.prom.as_mut() {
-                        p.record(o);
-                    }
-                }
-                _ = tick.tick() => self.tick().await,
-                m = rx.recv() => match m {
-                    Some(ControlMsg::Cmd(c)) => self.command(c).await,
-                    Some(ControlMsg::Shutdown(teardown, reply)) => {
-                        let t = self.shutdown(teardown).await;
-                        let _ = reply.send(t);
-                        return;
-                    }
-                    None => {
-                        self.shutdown(true).await;
-                        return;
-                    }
-                }
+                Err(e) => self.status = Some(e.to_string()),
             }
         }
+        prom_rx
     }
 
     fn free_port(&self, slot: u32) -> Option<u16> {
         let used: Vec<u16> = self.replicas.iter().map(|r| r.port).collect();
-        let want = self.cfg.port_base.checked_add(slot as u16);
+        let want = Some(self.cfg.port_base).filter(|&b| b != 0).and_then(|b| b.checked_add(slot as u16));
         match want {
             Some(p) if !used.contains(&p) && replica::port_free(p) => Some(p),
             _ => replica::ephemeral_port(),
@@ -275,37 +250,6 @@ impl Controller {
         self.replicas.iter().filter(|r| r.phase != Phase::Terminating)
     }
 
-    async fn command(&mut self, c: BackendCommand) {
-        match c {
-            BackendCommand::Apply => {
-                if self.applied {
-                    return;
-                }
-                self.applied = true;
-                let n = self.cfg.hpa.min_replicas;
-                for _ in 0..n {
-                    let slot = self.next_slot();
-                    self.spawn_replica(slot, 0);
-                }
-                if let Err(e) = self.load.start() {
-                    self.status = Some(e.to_string());
-                }
-            }
-            BackendCommand::StartStage { index, plan } => {
-                self.timeline.set_stage(index);
-                self.plan_line = load_line(&plan, &self.cfg.path_and_query);
-                self.load_result(|l| l.start_stage(index, plan));
-            }
-            // The rehearsal is measured before it starts (run.rs): its config already has them.
-            BackendCommand::Measured { .. } => {}
-            BackendCommand::Pause => self.load_result(|l| l.pause()),
-            BackendCommand::Resume => self.load_result(|l| l.resume()),
-            BackendCommand::ScaleLoad(f) => self.load_result(|l| l.scale(f)),
-            BackendCommand::Stop => self.stop_load().await,
-            BackendCommand::Teardown => self.kill_replicas(),
-        }
-    }
-
     fn load_result(&mut self, f: impl FnOnce(&mut EngineDriver) -> DriverResult) {
         if let Err(e) = f(&mut self.load) {
             self.status = Some(e.to_string());
@@ -323,14 +267,6 @@ impl Controller {
             replica::kill(r);
         }
         self.replicas.clear();
-    }
-
-    async fn shutdown(&mut self, _teardown: bool) -> Totals {
-        // Kill replicas first: requests on the wire fail at once, so the load stops fast.
-        self.kill_replicas();
-        self.stop_load().await;
-        self.publish();
-        self.summary.take()
     }
 
     async fn scrape(&mut self) {
@@ -546,25 +482,6 @@ impl Controller {
         }
     }
 
-    async fn tick(&mut self) {
-        self.reap();
-        if !self.replicas.is_empty() {
-            self.scrape().await;
-        }
-        self.update_targets();
-        let (p95, _) = self.server_p95();
-        self.autoscale(p95);
-        let pods = PodCounts {
-            ready: self.active().filter(|r| r.ready).count() as u32,
-            total: self.replicas.len() as u32,
-            desired: self.decision.as_ref().map(|d| d.desired).unwrap_or(self.cfg.hpa.min_replicas),
-        };
-        let server = ServerReading { p95_s: p95, ..Default::default() };
-        let paused = self.load.is_paused();
-        self.timeline.sample(self.now_s(), Instant::now(), pods, server, paused);
-        self.publish();
-    }
-
     fn publish(&mut self) {
         let (_, staleness) = self.server_p95();
         let spec = &self.cfg.hpa;
@@ -708,4 +625,77 @@ pub enum LocalCapacityError {
     NotReady { secs: u64 },
     #[error(transparent)]
     Probe(super::capacity::CapacityError),
+}
+
+impl BackendTask for Controller {
+    type Event = Result<Option<f64>, prom::PromError>;
+
+    async fn client_second(&mut self) {
+        let s = self.load.next_second().await;
+        self.timeline.client_second(s, Instant::now());
+    }
+
+    fn on_event(&mut self, outcome: Result<Option<f64>, prom::PromError>) {
+        if let Some(p) = self.prom.as_mut() {
+            p.record(outcome);
+        }
+    }
+
+    async fn command(&mut self, c: BackendCommand) {
+        match c {
+            BackendCommand::Apply => {
+                if self.applied {
+                    return;
+                }
+                self.applied = true;
+                let n = self.cfg.hpa.min_replicas;
+                for _ in 0..n {
+                    let slot = self.next_slot();
+                    self.spawn_replica(slot, 0);
+                }
+                if let Err(e) = self.load.start() {
+                    self.status = Some(e.to_string());
+                }
+            }
+            BackendCommand::StartStage { index, plan } => {
+                self.timeline.set_stage(index);
+                self.plan_line = load_line(&plan, &self.cfg.path_and_query);
+                self.load_result(|l| l.start_stage(index, plan));
+            }
+            // The rehearsal is measured before it starts (run.rs): its config already has them.
+            BackendCommand::Measured { .. } => {}
+            BackendCommand::Pause => self.load_result(|l| l.pause()),
+            BackendCommand::Resume => self.load_result(|l| l.resume()),
+            BackendCommand::ScaleLoad(f) => self.load_result(|l| l.scale(f)),
+            BackendCommand::Stop => self.stop_load().await,
+            BackendCommand::Teardown => self.kill_replicas(),
+        }
+    }
+
+    async fn shutdown(&mut self, _teardown: bool) -> Totals {
+        // Kill replicas first: requests on the wire fail at once, so the load stops fast.
+        self.kill_replicas();
+        self.stop_load().await;
+        self.publish();
+        self.summary.take()
+    }
+
+    async fn tick(&mut self) {
+        self.reap();
+        if !self.replicas.is_empty() {
+            self.scrape().await;
+        }
+        self.update_targets();
+        let (p95, _) = self.server_p95();
+        self.autoscale(p95);
+        let pods = PodCounts {
+            ready: self.active().filter(|r| r.ready).count() as u32,
+            total: self.replicas.len() as u32,
+            desired: self.decision.as_ref().map(|d| d.desired).unwrap_or(self.cfg.hpa.min_replicas),
+        };
+        let server = ServerReading { p95_s: p95, ..Default::default() };
+        let paused = self.load.is_paused();
+        self.timeline.sample(self.now_s(), Instant::now(), pods, server, paused);
+        self.publish();
+    }
 }

@@ -354,14 +354,21 @@ pub fn compile_all(nvrtc: &Nvrtc, target: &Target) -> Vec<Result<Compiled, Nvrtc
     })
 }
 
+/// One of NVRTC's size-then-contents pairs (log, PTX, CUBIN) read into a buffer.
+///
+/// # Safety
+/// `prog` is a live program of the library `size_fn` and `get_fn` come from, and the two are a
+/// matching pair (the size one tells how many bytes the other writes).
 unsafe fn read_buf(prog: Program, size_fn: FnSize, get_fn: FnGet) -> Result<Vec<u8>, c_int> {
     let mut size = 0usize;
-    let rc = size_fn(prog, &mut size);
+    // SAFETY: the caller's contract; `size` is a valid place for the one usize it writes.
+    let rc = unsafe { size_fn(prog, &mut size) };
     if rc != 0 {
         return Err(rc);
     }
     let mut buf = vec![0u8; size.max(1)];
-    let rc = get_fn(prog, buf.as_mut_ptr().cast());
+    // SAFETY: `buf` holds at least `size` bytes, what the matching size call said it writes.
+    let rc = unsafe { get_fn(prog, buf.as_mut_ptr().cast()) };
     if rc != 0 {
         return Err(rc);
     }

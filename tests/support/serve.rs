@@ -1,6 +1,4 @@
-//! Shared by the `serve_*` tests: start the real `rtc-demo serve` binary on a loopback
-//! port, and a minimal HTTP/1.1 client over std's TcpStream (one request per connection).
-#![allow(dead_code)]
+//! The real `rtc-demo serve` binary on a loopback port, and a minimal HTTP/1.1 client over std's TcpStream (one request per connection).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -32,14 +30,12 @@ impl Server {
                 let _ = tx.send(line);
             }
         });
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = rx.recv_timeout(left).expect("serve printed no `listening` line within 20 s");
-            let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("non-JSON log: {line}"));
-            if v["message"] == "listening" {
-                let addr = v["addr"].as_str().unwrap().parse().unwrap();
-                return Server { addr, child, log: rx };
+        match listening_addr(&rx) {
+            Ok(addr) => Server { addr, child, log: rx },
+            Err(why) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("rtc-demo serve {extra:?}: {why}");
             }
         }
     }
@@ -72,12 +68,26 @@ impl Server {
     /// The value of an unlabelled (or exactly labelled) sample in `/metrics`.
     pub fn metric(&self, series: &str) -> f64 {
         let text = self.get("/metrics").text();
-        text.lines()
-            .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
-            .unwrap_or_else(|| panic!("no `{series}` in /metrics:\n{text}"))
-            .trim()
-            .parse()
-            .unwrap()
+        sample(&text, series).unwrap_or_else(|| panic!("no `{series}` in /metrics:\n{text}"))
+    }
+
+    /// As [`Server::metric`], 0 while the series does not exist yet (a counter before its
+    /// first event).
+    pub fn metric_or_zero(&self, series: &str) -> f64 {
+        sample(&self.get("/metrics").text(), series).unwrap_or(0.0)
+    }
+}
+
+/// The address from serve's `listening` log line (JSON logs), within 20 s.
+fn listening_addr(log: &mpsc::Receiver<String>) -> Result<SocketAddr, String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = log.recv_timeout(left).map_err(|_| "printed no `listening` line within 20 s".to_string())?;
+        let v: serde_json::Value = serde_json::from_str(&line).map_err(|_| format!("non-JSON log: {line}"))?;
+        if v["message"] == "listening" {
+            return v["addr"].as_str().and_then(|a| a.parse().ok()).ok_or_else(|| format!("no address in {line}"));
+        }
     }
 }
 
@@ -145,4 +155,10 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
         out.extend_from_slice(&data[line_end + 2..line_end + 2 + size]);
         data = &data[line_end + 2 + size + 2..];
     }
+}
+
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .map(|v| v.trim().parse().expect("a number"))
 }
