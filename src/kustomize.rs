@@ -196,10 +196,12 @@ impl ImageOverride {
             (tag, digest)
         };
         if let Some(t) = tag {
-            out = format!("{out}:{t}");
+            out.push(':');
+            out.push_str(t);
         }
         if let Some(d) = digest {
-            out = format!("{out}@{d}");
+            out.push('@');
+            out.push_str(d);
         }
         Some(out)
     }

@@ -354,14 +354,22 @@ pub enum WatchTrouble {
 }
 
 impl WatchTrouble {
-    /// Sorts a kube-rs client error by its HTTP status.
-    pub fn of_client(e: &kube::Error) -> WatchTrouble {
-        let text = super::error_text(e);
-        match e {
-            kube::Error::Api(s) if s.code == 410 => WatchTrouble::Relisting(text),
-            kube::Error::Api(s) if s.code == 401 || s.code == 403 => WatchTrouble::Denied(text),
+    /// Sorts by the HTTP status the API server answered (None: no answer).
+    fn by_status(code: Option<u16>, text: String) -> WatchTrouble {
+        match code {
+            Some(410) => WatchTrouble::Relisting(text),
+            Some(401 | 403) => WatchTrouble::Denied(text),
             _ => WatchTrouble::Failed(text),
         }
+    }
+
+    /// Sorts a kube-rs client error by its HTTP status.
+    pub fn of_client(e: &kube::Error) -> WatchTrouble {
+        let code = match e {
+            kube::Error::Api(s) => Some(s.code),
+            _ => None,
+        };
+        WatchTrouble::by_status(code, super::error_text(e))
     }
 
     /// Sorts a watcher error: a watch ERROR event carries the Status the API server sent.
@@ -369,11 +377,8 @@ impl WatchTrouble {
         use watcher::Error as W;
         match e {
             W::InitialListFailed(k) | W::WatchStartFailed(k) | W::WatchFailed(k) => WatchTrouble::of_client(k),
-            W::WatchError(s) if s.code == 410 => {
-                WatchTrouble::Relisting(format!("{} {}: {}", s.code, s.reason, s.message))
-            }
-            W::WatchError(s) if s.code == 401 || s.code == 403 => {
-                WatchTrouble::Denied(format!("{} {}: {}", s.code, s.reason, s.message))
+            W::WatchError(s) if [401, 403, 410].contains(&s.code) => {
+                WatchTrouble::by_status(Some(s.code), format!("{} {}: {}", s.code, s.reason, s.message))
             }
             other => WatchTrouble::Failed(super::watcher_error_text(other)),
         }
