@@ -64,8 +64,13 @@ async fn an_emulated_pod_holds_what_its_stream_allows() {
     let c = probe(&s.base, request((1280, 720), 1)).measure(&mut |l| lines.push(l)).await.unwrap();
     assert_eq!((c.device.as_str(), c.workers, c.concurrency, c.iters), ("emulated", 1, 2, 1), "{c:?}");
     assert!((20.0..40.0).contains(&c.service_ms), "a 20 ms frame: {c:?}");
-    assert!((19.5..21.0).contains(&c.compute_ms), "the service's own compute time: {c:?}");
-    assert!((40.0..=50.5).contains(&c.pod_rps), "one 20 ms stream: at most 50 req/s: {c:?}");
+    // The emulated frame is a timer: it never ends early, and on a busy machine it ends late
+    // (CI saw a 21.4 ms median), so the figure is checked against the 20 ms from below and
+    // against the round trip it is a part of from above.
+    assert!(c.compute_ms >= 19.5 && c.compute_ms <= c.service_ms, "the service's own compute time: {c:?}");
+    // One stream: at most one frame per compute time, and the probe keeps it nearly busy.
+    let most = 1000.0 / c.compute_ms;
+    assert!(c.pod_rps <= 1.02 * most && c.pod_rps >= 0.7 * most, "one 20 ms stream: {c:?}");
     assert!(c.p95_busy_ms < 100.0, "{c:?}");
     assert!(c.line().starts_with("1280×720 × 1 iters: "), "{}", c.line());
     assert!(c.line().contains("emulated") && c.line().contains("within 100 ms"), "{}", c.line());

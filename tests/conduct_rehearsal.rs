@@ -92,7 +92,12 @@ fn check_the_rehearsal_story(rep: &Report, stdout: &str) {
     // The peak is written as 3.25 pods: one replica's capacity, measured before the stages.
     let cap = summary.capacity.as_ref().unwrap_or_else(|| panic!("no capacity measured:\n{stdout}"));
     assert_eq!((cap.device.as_str(), cap.workers, cap.iters), ("emulated", 1, 1), "{cap:?}");
-    assert!((40.0..=51.0).contains(&cap.pod_rps), "one 20 ms stream holds at most 50 req/s: {cap:?}");
+    // One 20 ms stream (a timer that runs late on a busy machine): one frame per compute time.
+    let most = 1000.0 / cap.compute_ms;
+    assert!(
+        cap.compute_ms >= 19.5 && cap.pod_rps <= 1.02 * most && cap.pod_rps >= 0.7 * most,
+        "one 20 ms stream: {cap:?}"
+    );
     assert!((rate - 3.25 * cap.pod_rps).abs() <= 0.05 * rate, "peak {rate} req/s vs 3.25 × {}", cap.pod_rps);
     assert!(stdout.contains(&format!("capacity: {}", cap.line())), "{stdout}");
     for r in &held {
