@@ -2,7 +2,8 @@
 # The whole test suite, on a bare machine of this kind: installs the test dependencies
 # (scripts/setup/test-deps.sh), builds once, then runs the Rust tests under cargo-nextest
 # (.config/nextest.toml: several at once, the CPU-bound ones one at a time, the rehearsal
-# first and alone), then the Python cluster-asset tests.
+# first and alone), then the Python cluster-asset tests, then WebRTC against independent peers
+# (aiortc, headless Chromium) inside a private network namespace (tests/webrtc/netns.sh).
 #   scripts/test.sh          what CI runs (the rehearsal compressed)
 #   scripts/test.sh --full   also the shipped rehearsal in real time (about 6½ more minutes)
 set -euo pipefail
@@ -28,6 +29,9 @@ cargo nextest run --workspace --profile ci || rust=$?
 echo "---- tests/cluster (pytest) ----"
 py=0
 RTC_DEMO_BIN="$PWD/target/debug/rtc-demo" "$RTC_TEST_PYTHON" -m pytest -q tests/cluster || py=$?
+echo "---- tests/webrtc (pytest, private network namespace) ----"
+webrtc=0
+RTC_DEMO_BIN="$PWD/target/debug/rtc-demo" tests/webrtc/netns.sh "$RTC_TEST_PYTHON" -m pytest -q tests/webrtc || webrtc=$?
 
 # The GPU parity tests are #[ignore]d: run them where a GPU is, and say where the run's output
 # shows it that they did not run elsewhere.
@@ -52,5 +56,5 @@ fi
 echo "---- summary ----"
 echo "$gpu_line"
 echo "$full_line"
-echo "rust: exit $rust · tests/cluster: exit $py · gpu: exit $gpu · full rehearsal: exit $full_rc · $(( $(date +%s) - started )) s in all"
-[ "$rust" = 0 ] && [ "$py" = 0 ] && [ "$gpu" = 0 ] && [ "$full_rc" = 0 ]
+echo "rust: exit $rust · tests/cluster: exit $py · tests/webrtc: exit $webrtc · gpu: exit $gpu · full rehearsal: exit $full_rc · $(( $(date +%s) - started )) s in all"
+[ "$rust" = 0 ] && [ "$py" = 0 ] && [ "$webrtc" = 0 ] && [ "$gpu" = 0 ] && [ "$full_rc" = 0 ]

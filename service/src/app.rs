@@ -1,7 +1,7 @@
 //! The HTTP API (SPEC §1): the axum router, `/process` over a `dyn Device` included, served
 //! by [`crate::http_server`].
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
@@ -40,6 +40,8 @@ struct Inner {
     worker_count: usize,
     draining: AtomicBool,
     body_timeout: Duration,
+    /// WebRTC sessions, where `serve` started them (the HTTP API works without).
+    webrtc: OnceLock<crate::webrtc::WebRtc>,
 }
 
 /// How long a body that a request will not use may take to arrive and be thrown away, so the
@@ -69,6 +71,7 @@ impl AppState {
                 worker_count: workers,
                 draining: AtomicBool::new(false),
                 body_timeout: config.body_timeout,
+                webrtc: OnceLock::new(),
             }),
         }
     }
@@ -85,6 +88,32 @@ impl AppState {
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
     }
+
+    pub fn draining(&self) -> bool {
+        self.inner.draining.load(Ordering::SeqCst)
+    }
+
+    /// Give the API its WebRTC side (once, at start-up).
+    pub fn attach_webrtc(&self, webrtc: crate::webrtc::WebRtc) {
+        let _ = self.inner.webrtc.set(webrtc);
+    }
+
+    pub fn webrtc(&self) -> Option<&crate::webrtc::WebRtc> {
+        self.inner.webrtc.get()
+    }
+
+    pub(crate) fn device(&self) -> &Arc<dyn Device> {
+        &self.inner.device
+    }
+
+    pub(crate) fn memory(&self) -> &Arc<MemoryBudget> {
+        &self.inner.memory
+    }
+
+    /// The device's compute slots, shared by `/process` and WebRTC sessions.
+    pub(crate) fn workers(&self) -> Arc<Semaphore> {
+        self.inner.workers.clone()
+    }
 }
 
 pub fn router(state: AppState) -> Router {
@@ -94,6 +123,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/process", any(process))
+        .merge(crate::webrtc::whip::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), count_requests))
         .with_state(state)
@@ -108,6 +138,9 @@ async fn count_requests(State(state): State<AppState>, req: Request, next: Next)
         "/readyz" => "/readyz",
         "/metrics" => "/metrics",
         "/process" => "/process",
+        "/webrtc" => "/webrtc",
+        "/whip" => "/whip",
+        p if p.starts_with("/whip/") => "/whip/{session}",
         _ => "other",
     };
     let response = next.run(req).await;
@@ -158,7 +191,13 @@ async fn index(State(state): State<AppState>) -> Json<serde_json::Value> {
             "cores": s.cores,
         })),
         "memory": inner.memory.to_json(),
-        "endpoints": ["/process", "/healthz", "/readyz", "/metrics"],
+        "endpoints": ["/process", "/healthz", "/readyz", "/metrics", "/whip", "/webrtc"],
+        "webrtc": inner.webrtc.get().map(|w| json!({
+            "udp": w.udp.to_string(),
+            "candidate": w.candidate.to_string(),
+            "sessions": w.active_sessions(),
+            "codec_problem": w.codec_problem,
+        })),
     }))
 }
 

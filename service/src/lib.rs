@@ -12,6 +12,8 @@
 //! - `app`: the API, an axum router (`/process` and the rest); `frame_body`: a `/process`
 //!   body copied once into the pooled frame, within its deadline.
 //! - `http_server`: hyper's HTTP/1.1 server under it, with the per-pod connection bounds.
+//! - `webrtc`: WebRTC sessions (WHIP/WHEP signalling, str0m, VP8 through libvpx), the
+//!   camera's frames through the same device and effects, and the page at `/webrtc`.
 //! - `server`: the `serve` subcommand (flags, signals, shutdown).
 pub mod app;
 pub mod device;
@@ -28,3 +30,4 @@ pub mod metrics;
 pub mod params;
 pub mod quantity;
 pub mod server;
+pub mod webrtc;

@@ -90,6 +90,7 @@ pub struct Metrics {
     device_memory: Family<MemoryLabels, Gauge>,
     host_memory: Family<MemoryLabels, Gauge>,
     device_kind: &'static str,
+    webrtc: crate::webrtc::metrics::WebRtcMetrics,
 }
 
 impl Metrics {
@@ -177,6 +178,7 @@ impl Metrics {
             "The service's memory budget and what requests in flight reserve of it, and idle buffers kept for reuse",
             host_memory.clone(),
         );
+        let webrtc = crate::webrtc::metrics::WebRtcMetrics::register(&mut registry);
         Metrics {
             registry,
             requests,
@@ -197,7 +199,12 @@ impl Metrics {
             device_memory,
             host_memory,
             device_kind: device.kind,
+            webrtc,
         }
+    }
+
+    pub fn webrtc(&self) -> &crate::webrtc::metrics::WebRtcMetrics {
+        &self.webrtc
     }
 
     pub fn count_request(&self, endpoint: &'static str, code: u16) {

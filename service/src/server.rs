@@ -3,7 +3,9 @@
 //! Shutdown (SIGTERM/SIGINT): readiness turns false at once; new requests are still
 //! served for `--drain-delay` so endpoints can drop this pod; then the listener closes
 //! and in-flight work gets `--shutdown-timeout` to finish. Exit 0 when it did, 1 if work
-//! had to be abandoned. A second signal skips the rest of the drain delay.
+//! had to be abandoned. A second signal skips the rest of the drain delay. WebRTC sessions
+//! take no newcomers once draining; running ones continue until they end or the shutdown
+//! timeout, when they are ended (a session is not abandoned work: exit 0).
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -85,6 +87,9 @@ pub struct ServeArgs {
     #[arg(long, env = "RTC_IDLE_TIMEOUT", default_value = "60s", value_parser = duration_arg)]
     pub idle_timeout: Duration,
 
+    #[command(flatten)]
+    pub webrtc: crate::webrtc::WebRtcArgs,
+
     /// Log format: auto = JSON when stdout is not a terminal.
     #[arg(long, env = "RTC_LOG_FORMAT", value_enum, default_value = "auto")]
     pub log_format: LogFormat,
@@ -154,6 +159,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             body_timeout: args.body_timeout,
         },
     );
+    state.attach_webrtc(crate::webrtc::WebRtc::start(&args.webrtc, state.clone()).await?);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {} (--listen): {e}", args.listen))?;
@@ -184,7 +190,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     stop_accepting.notify_one();
     tracing::info!(inflight = state.inflight(), timeout = ?args.shutdown_timeout, "closing the listener; finishing in-flight work");
-    match tokio::time::timeout(args.shutdown_timeout, server).await {
+    let webrtc = state.webrtc().cloned();
+    let sessions = webrtc.as_ref().map_or(0, |w| w.active_sessions());
+    if sessions > 0 {
+        tracing::info!(sessions, timeout = ?args.shutdown_timeout, "WebRTC sessions continue until they end or the shutdown timeout");
+    }
+    let sessions_done = async {
+        if let Some(w) = &webrtc {
+            if tokio::time::timeout(args.shutdown_timeout, w.idle()).await.is_err() {
+                let ended = w.end_all().await;
+                tracing::info!(ended, "shutdown timeout: WebRTC sessions ended");
+            }
+        }
+    };
+    let (http, ()) = tokio::join!(tokio::time::timeout(args.shutdown_timeout, server), sessions_done);
+    match http {
         Ok(Ok(Ok(()))) => {
             tracing::info!("shut down cleanly");
             Ok(ExitCode::SUCCESS)
