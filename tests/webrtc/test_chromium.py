@@ -1,0 +1,123 @@
+"""A real browser as the presenter: Debian's Chromium, headless, opens the page `serve` ships
+(/webrtc), publishes a fake camera that plays a .y4m file this test writes (a flat grey), and
+shows the processed video it gets back. The test reads the page's own state and the mean
+colour of both videos through the DevTools protocol: the `color` grade must show in the
+received picture and not in the sent one."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from websockets.sync.client import connect
+
+WIDTH, HEIGHT, FRAMES = 320, 180, 30
+GREY_YUV = (126, 128, 128)
+
+
+def write_y4m(path: Path):
+    with open(path, "wb") as f:
+        f.write(f"YUV4MPEG2 W{WIDTH} H{HEIGHT} F30:1 Ip A1:1 C420jpeg\n".encode())
+        y, u, v = GREY_YUV
+        frame = bytes([y]) * (WIDTH * HEIGHT) + bytes([u]) * (WIDTH * HEIGHT // 4) + bytes([v]) * (WIDTH * HEIGHT // 4)
+        for _ in range(FRAMES):
+            f.write(b"FRAME\n" + frame)
+
+
+class DevTools:
+    """Runtime.evaluate on the page, over the DevTools websocket."""
+
+    def __init__(self, port: int):
+        deadline = time.time() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/json", timeout=2) as r:
+                    pages = [t for t in json.load(r) if t["type"] == "page"]
+                if pages:
+                    break
+            except OSError:
+                pass
+            assert time.time() < deadline, "Chromium's DevTools did not list the page"
+            time.sleep(0.2)
+        self.ws = connect(pages[0]["webSocketDebuggerUrl"], max_size=None)
+        self.next_id = 0
+
+    def evaluate(self, expression: str):
+        self.next_id += 1
+        self.ws.send(json.dumps({"id": self.next_id, "method": "Runtime.evaluate",
+                                 "params": {"expression": expression, "returnByValue": True}}))
+        while True:
+            msg = json.loads(self.ws.recv(timeout=10))
+            if msg.get("id") == self.next_id:
+                result = msg["result"]
+                assert "exceptionDetails" not in result, result
+                return result["result"].get("value")
+
+
+def test_the_page_publishes_a_camera_and_shows_it_processed(serve_cpu, tmp_path):
+    chromium = os.environ.get("RTC_TEST_CHROMIUM") or shutil.which("chromium")
+    if not chromium:
+        pytest.fail("chromium is missing: scripts/setup/test-deps.sh installs it")
+    camera = tmp_path / "grey.y4m"
+    write_y4m(camera)
+    profile = tmp_path / "profile"
+    url = f"{serve_cpu.base}/webrtc?autostart=1&effects=color&size={WIDTH}x{HEIGHT}"
+    log = open(tmp_path / "chromium.log", "w")
+    browser = subprocess.Popen([
+        chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+        f"--user-data-dir={profile}", "--remote-debugging-port=0",
+        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-video-capture={camera}", "--autoplay-policy=no-user-gesture-required",
+        url,
+    ], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        port_file = profile / "DevToolsActivePort"
+        deadline = time.time() + 30
+        while not port_file.exists() or not port_file.read_text().strip():
+            assert browser.poll() is None, f"chromium exited: {(tmp_path / 'chromium.log').read_text()[-3000:]}"
+            assert time.time() < deadline, "chromium did not open DevTools"
+            time.sleep(0.2)
+        page = DevTools(int(port_file.read_text().split()[0]))
+        state = None
+        deadline = time.time() + 40
+        while time.time() < deadline:
+            # null until the page has loaded
+            state = page.evaluate("""typeof rtcDemo === 'undefined' ? null : JSON.stringify({state: rtcDemo.state, error: rtcDemo.error,
+                local: rtcDemo.meanColour('local'), remote: rtcDemo.meanColour('remote'),
+                server: rtcDemo.server, stats: rtcDemo.stats})""")
+            if state is None:
+                time.sleep(0.2)
+                continue
+            state = json.loads(state)
+            assert state["state"] != "failed", state
+            server = state["server"] or {}
+            if state["remote"] and state["local"] and server.get("frames_out", 0) >= 30:
+                break
+            time.sleep(0.5)
+        assert state and state["state"] == "connected", state
+        (lr, lg, lb), (rr, rg, rb) = state["local"], state["remote"]
+        # Sent: flat grey, R ≈ B. Received: the grade (reds up, blues down).
+        assert abs(lr - lb) < 8, f"the fake camera is not grey: {state}"
+        assert rr - rb > 25, f"the received video is not graded: {state}"
+        server = state["server"]
+        assert server["device"] == "cpu" and server["effects"] == ["color"], server
+        assert server["pixels"] == f"{WIDTH}x{HEIGHT}", server
+        assert page.evaluate("document.getElementById('remote-caption').textContent") == "processed on CPU"
+        assert serve_cpu.metric('app_webrtc_sessions{role="publisher"}') == 1
+    finally:
+        browser.terminate()
+        try:
+            browser.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            browser.kill()
+        log.close()
+    # The browser went away without a DELETE: ICE consent lapses and the session ends.
+    deadline = time.time() + 30
+    while serve_cpu.metric('app_webrtc_sessions{role="publisher"}') != 0:
+        assert time.time() < deadline, "the session outlived its browser by 30 s"
+        time.sleep(0.5)
