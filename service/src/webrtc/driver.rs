@@ -70,7 +70,13 @@ struct Peer {
     mid_in: Option<Mid>,
     mid_out: Option<Mid>,
     last_keyframe_ask: Option<Instant>,
+    opened: Instant,
+    connected: bool,
 }
+
+/// An answered offer whose peer never completes ICE (a client that gave up, a browser that
+/// cannot reach the candidate) gives its session slot back after this.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
 pub struct Driver {
     socket: UdpSocket,
@@ -114,6 +120,10 @@ impl Driver {
             }
             let now = Instant::now();
             for peer in &mut self.peers {
+                if !peer.connected && peer.rtc.is_alive() && now.duration_since(peer.opened) > CONNECT_TIMEOUT {
+                    tracing::info!(session = %peer.session.id, "ICE did not connect within {CONNECT_TIMEOUT:?}; ending the session");
+                    peer.rtc.disconnect();
+                }
                 if peer.rtc.is_alive() {
                     if let Err(e) = peer.rtc.handle_input(Input::Timeout(now)) {
                         tracing::info!(session = %peer.session.id, error = %e, "peer failed");
@@ -182,6 +192,9 @@ impl Driver {
         let peer = &mut self.peers[i];
         match event {
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => peer.rtc.disconnect(),
+            Event::IceConnectionStateChange(IceConnectionState::Connected | IceConnectionState::Completed) => {
+                peer.connected = true
+            }
             Event::MediaAdded(m) if m.kind == MediaKind::Video => {
                 let publisher = matches!(peer.role, Role::Publisher { .. });
                 if publisher && m.direction.is_receiving() && peer.mid_in.is_none() {
@@ -320,7 +333,16 @@ impl Driver {
             };
             return Err(OfferError::NoCodec(format!("{what}; the answer's video lines: {video:?}")));
         }
-        self.peers.push(Peer { rtc, session, role, mid_in: None, mid_out: None, last_keyframe_ask: None });
+        self.peers.push(Peer {
+            rtc,
+            session,
+            role,
+            mid_in: None,
+            mid_out: None,
+            last_keyframe_ask: None,
+            opened: now,
+            connected: false,
+        });
         Ok(answer)
     }
 
