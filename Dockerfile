@@ -11,7 +11,11 @@
 # The binary loads libcuda and libnvrtc at run time, so one build serves both images.
 # CUDA_VERSION must be one the nodes' driver supports (12.6 needs driver >= 560 for
 # kernels built by its NVRTC).
-# CPU: distroless (glibc and libstdc++ only: no shell, no package manager).
+# CPU: distroless (glibc, libssl and libstdc++ only: no shell, no package manager).
+# WebRTC: DTLS links the system's OpenSSL 3 (libssl3 is in both bases); VP8 is libvpx 1.12
+# (libvpx.so.7, Debian 12's libvpx7), loaded at run time: the build stage installs it and
+# both images take that one file, so the binary finds the ABI it was written for (Ubuntu
+# 24.04, under the CUDA image, ships only libvpx.so.9).
 # Both run as the numeric non-root user 10001 and contain no curl, wget or shell tools
 # of ours: probes are HTTP from the kubelet, so no HEALTHCHECK command is needed.
 
@@ -23,6 +27,11 @@ ARG VARIANT=gpu
 # ---- build: the release binary -------------------------------------------------------
 FROM rust:${RUST_VERSION}-bookworm AS build
 WORKDIR /src
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libvpx7 \
+ && install -D -m 0644 /usr/lib/x86_64-linux-gnu/libvpx.so.7.1.0 /out/lib/libvpx.so.7 \
+ && rm -rf /var/lib/apt/lists/*
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
@@ -44,8 +53,11 @@ LABEL org.opencontainers.image.title="rtc-demo" \
       org.opencontainers.image.description="GPU media service (rtc-demo serve) and the autoscaling demo console" \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=build --chown=0:0 --chmod=0755 /out/rtc-demo /usr/local/bin/rtc-demo
-ENV RTC_LISTEN=0.0.0.0:8080
+COPY --from=build --chown=0:0 --chmod=0644 /out/lib/libvpx.so.7 /usr/lib/x86_64-linux-gnu/libvpx.so.7
+ENV RTC_LISTEN=0.0.0.0:8080 \
+    RTC_WEBRTC_UDP=0.0.0.0:8443 \
+    RTC_WEBRTC_TCP=0.0.0.0:8443
 USER 10001:10001
-EXPOSE 8080
+EXPOSE 8080 8443/udp 8443/tcp
 ENTRYPOINT ["/usr/local/bin/rtc-demo"]
 CMD ["serve"]

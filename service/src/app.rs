@@ -195,6 +195,7 @@ async fn index(State(state): State<AppState>) -> Json<serde_json::Value> {
         "webrtc": inner.webrtc.get().map(|w| json!({
             "udp": w.udp.to_string(),
             "candidate": w.candidate.to_string(),
+            "tcp_candidates": w.tcp_candidates.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
             "sessions": w.active_sessions(),
             "codec_problem": w.codec_problem,
         })),

@@ -78,14 +78,35 @@ def test_numeric_non_root_user_and_exec_form_entrypoint():
     entry = [rest for word, rest in final if word == "ENTRYPOINT"]
     assert entry == ['["/usr/local/bin/rtc-demo"]']
     assert [rest for word, rest in final if word == "CMD"] == ['["serve"]']
-    assert ("EXPOSE", "8080") in final
+    assert ("EXPOSE", "8080 8443/udp 8443/tcp") in final
+
+
+def test_both_images_carry_the_vp8_library_the_binary_loads():
+    # service/src/webrtc/vp8.rs loads this file by name, written for libvpx 1.12's ABI.
+    vp8 = (ROOT / "service/src/webrtc/vp8.rs").read_text()
+    assert 'pub const LIBVPX: &str = "libvpx.so.7";' in vp8
+    final = stages()["final"]
+    copies = [rest for word, rest in final if word == "COPY"]
+    assert any(c.endswith(" /usr/lib/x86_64-linux-gnu/libvpx.so.7") for c in copies), copies
+    build = " ".join(rest for word, rest in stages()["build"] if word == "RUN")
+    assert "/out/lib/libvpx.so.7" in build, build
+    env = " ".join(rest for word, rest in final if word == "ENV")
+    assert "RTC_WEBRTC_UDP=0.0.0.0:8443" in env and "RTC_WEBRTC_TCP=0.0.0.0:8443" in env, env
 
 
 def test_no_shell_tools_installed_and_no_unpinned_bases():
-    for word, rest in instructions():
-        if word == "RUN":
-            assert not re.search(r"apt-get install|apk add|yum install|dnf install", rest), rest
+    for stage, instrs in stages().items():
+        for word, rest in instrs:
+            if word != "RUN":
+                continue
+            # Only the build stage runs anything, and it installs only the VP8 library that
+            # the final images copy out of it.
+            assert stage == "build", f"RUN in stage {stage}: {rest}"
+            assert not re.search(r"apk add|yum install|dnf install", rest), rest
+            for packages in re.findall(r"apt-get install((?:\s+-\S+)*)\s+([^&|;]+)", rest):
+                assert packages[1].split() == ["libvpx7"], packages
             assert not any(t in rest for t in SHELL_TOOLS), rest
+    for word, rest in instructions():
         if word == "FROM" and not rest.startswith("runtime-"):
             assert ":" in rest and ":latest" not in rest, rest
         assert word != "ADD", "COPY only: ADD fetches URLs and unpacks archives"

@@ -337,8 +337,8 @@ def test_deployment_operations(rendered, variant):
     pod = tpl["spec"]
     (c,) = pod["containers"]
     assert c["args"] == ["serve"]
-    assert c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
-    env = {e["name"]: e["value"] for e in c["env"]}
+    assert c["ports"][0] == {"name": "http", "containerPort": 8080, "protocol": "TCP"}
+    env = {e["name"]: e.get("value") for e in c["env"]}
     assert env["RTC_DEVICE"] == ("cuda" if variant == "gpu" else "cpu")
     assert env["RTC_LISTEN"].endswith(":8080")
     # Three probes, on the service's own endpoints.
@@ -385,8 +385,18 @@ def test_base_service_networkpolicy_pdb_servicemonitor(rendered):
     assert np["spec"]["podSelector"]["matchLabels"] == POD_LABELS
     assert set(np["spec"]["policyTypes"]) == {"Ingress", "Egress"}
     assert not np["spec"].get("egress"), "the service makes no outbound calls"
-    for rule in np["spec"]["ingress"]:
-        assert rule["ports"] == [{"protocol": "TCP", "port": "http"}]
+    http, media = np["spec"]["ingress"]
+    assert http["ports"] == [{"protocol": "TCP", "port": "http"}]
+    # WebRTC media only from the namespace's own pods (the load pods' publishers).
+    assert media["from"] == [{"podSelector": {}}], media
+    assert media["ports"] == [{"protocol": "UDP", "port": "webrtc-udp"}, {"protocol": "TCP", "port": "webrtc-tcp"}]
+    for d in ("deployment/gpu", "deployment/cpu"):
+        c = one(rendered[d], "Deployment", "gpu-media")["spec"]["template"]["spec"]["containers"][0]
+        assert {(p["name"], p["containerPort"], p["protocol"]) for p in c["ports"]} == {
+            ("http", 8080, "TCP"), ("webrtc-udp", 8443, "UDP"), ("webrtc-tcp", 8443, "TCP")}, c["ports"]
+        env = {e["name"]: e for e in c["env"]}
+        assert env["RTC_WEBRTC_UDP"]["value"] == "0.0.0.0:8443" and env["RTC_WEBRTC_TCP"]["value"] == "0.0.0.0:8443"
+        assert env["POD_IP"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}, "candidates name the pod"
     pdb = one(objs, "PodDisruptionBudget", "gpu-media")
     assert pdb["spec"]["selector"]["matchLabels"] == POD_LABELS
     if "maxUnavailable" in pdb["spec"]:
@@ -502,6 +512,9 @@ def test_load_job_template_and_rbac(rendered):
     assert not np["spec"].get("ingress")
     targets = [t for rule in np["spec"]["egress"] for t in rule.get("to", [])]
     assert {"podSelector": {"matchLabels": POD_LABELS}} in targets
+    to_service = [r for r in np["spec"]["egress"] if r.get("to") == [{"podSelector": {"matchLabels": POD_LABELS}}]]
+    assert {(p["protocol"], p["port"]) for r in to_service for p in r["ports"]} == {
+        ("TCP", 8080), ("UDP", 8443), ("TCP", 8443)}, "HTTP and WebRTC media (UDP, ICE-TCP) to the pods"
     # DNS on port 53, UDP and TCP, to any destination (NodeLocal DNSCache, cloud DNS).
     dns = [r for r in np["spec"]["egress"] if "to" not in r]
     assert len(dns) == 1 and {(p["protocol"], p["port"]) for p in dns[0]["ports"]} == {("UDP", 53), ("TCP", 53)}

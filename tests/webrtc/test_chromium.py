@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from websockets.sync.client import connect
 
+from conftest import Serve
+
 WIDTH, HEIGHT, FRAMES = 320, 180, 30
 GREY_YUV = (126, 128, 128)
 
@@ -44,8 +46,13 @@ class DevTools:
                 pass
             assert time.time() < deadline, "Chromium's DevTools did not list the page"
             time.sleep(0.2)
-        self.ws = connect(pages[0]["webSocketDebuggerUrl"], max_size=None)
+        # Entered as websockets wants its connections used; left in close().
+        self.connection = connect(pages[0]["webSocketDebuggerUrl"], max_size=None)
+        self.ws = self.connection.__enter__()
         self.next_id = 0
+
+    def close(self):
+        self.connection.__exit__(None, None, None)
 
     def evaluate(self, expression: str):
         self.next_id += 1
@@ -59,65 +66,112 @@ class DevTools:
                 return result["result"].get("value")
 
 
-def test_the_page_publishes_a_camera_and_shows_it_processed(serve_cpu, tmp_path):
-    chromium = os.environ.get("RTC_TEST_CHROMIUM") or shutil.which("chromium")
-    if not chromium:
-        pytest.fail("chromium is missing: scripts/setup/test-deps.sh installs it")
-    camera = tmp_path / "grey.y4m"
-    write_y4m(camera)
-    profile = tmp_path / "profile"
-    url = f"{serve_cpu.base}/webrtc?autostart=1&effects=color&size={WIDTH}x{HEIGHT}"
-    log = open(tmp_path / "chromium.log", "w")
-    browser = subprocess.Popen([
-        chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-        f"--user-data-dir={profile}", "--remote-debugging-port=0",
-        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-video-capture={camera}", "--autoplay-policy=no-user-gesture-required",
-        url,
-    ], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    try:
+class Browser:
+    """Headless Chromium on the page, its camera a grey .y4m; closed on exit."""
+
+    def __init__(self, serve, tmp_path: Path, effects: str = "color"):
+        chromium = os.environ.get("RTC_TEST_CHROMIUM") or shutil.which("chromium")
+        if not chromium:
+            pytest.fail("chromium is missing: scripts/setup/test-deps.sh installs it")
+        camera = tmp_path / "grey.y4m"
+        write_y4m(camera)
+        profile = tmp_path / "profile"
+        url = f"{serve.base}/webrtc?autostart=1&effects={effects}&size={WIDTH}x{HEIGHT}"
+        self.log_path = tmp_path / "chromium.log"
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen([
+            chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+            f"--user-data-dir={profile}", "--remote-debugging-port=0",
+            "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-video-capture={camera}", "--autoplay-policy=no-user-gesture-required",
+            url,
+        ], stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         port_file = profile / "DevToolsActivePort"
         deadline = time.time() + 30
         while not port_file.exists() or not port_file.read_text().strip():
-            assert browser.poll() is None, f"chromium exited: {(tmp_path / 'chromium.log').read_text()[-3000:]}"
+            assert self.proc.poll() is None, f"chromium exited: {self.log_path.read_text()[-3000:]}"
             assert time.time() < deadline, "chromium did not open DevTools"
             time.sleep(0.2)
-        page = DevTools(int(port_file.read_text().split()[0]))
+        self.page = DevTools(int(port_file.read_text().split()[0]))
+
+    def wait_for_processed_video(self, frames: int = 30, timeout: float = 40) -> dict:
+        """The page's state once `frames` processed frames have gone out and both videos play."""
         state = None
-        deadline = time.time() + 40
+        deadline = time.time() + timeout
         while time.time() < deadline:
             # null until the page has loaded
-            state = page.evaluate("""typeof rtcDemo === 'undefined' ? null : JSON.stringify({state: rtcDemo.state, error: rtcDemo.error,
-                local: rtcDemo.meanColour('local'), remote: rtcDemo.meanColour('remote'),
-                server: rtcDemo.server, stats: rtcDemo.stats})""")
+            state = self.page.evaluate("""typeof rtcDemo === 'undefined' ? null : JSON.stringify({
+                state: rtcDemo.state, error: rtcDemo.error, local: rtcDemo.meanColour('local'),
+                remote: rtcDemo.meanColour('remote'), server: rtcDemo.server, stats: rtcDemo.stats})""")
             if state is None:
                 time.sleep(0.2)
                 continue
             state = json.loads(state)
             assert state["state"] != "failed", state
             server = state["server"] or {}
-            if state["remote"] and state["local"] and server.get("frames_out", 0) >= 30:
+            if state["remote"] and state["local"] and server.get("frames_out", 0) >= frames:
                 break
             time.sleep(0.5)
         assert state and state["state"] == "connected", state
-        (lr, lg, lb), (rr, rg, rb) = state["local"], state["remote"]
-        # Sent: flat grey, R ≈ B. Received: the grade (reds up, blues down).
-        assert abs(lr - lb) < 8, f"the fake camera is not grey: {state}"
-        assert rr - rb > 25, f"the received video is not graded: {state}"
+        return state
+
+    def close(self):
+        self.page.close()
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+def assert_graded(state: dict):
+    (lr, lg, lb), (rr, rg, rb) = state["local"], state["remote"]
+    # Sent: flat grey, R ≈ B. Received: the grade (reds up, blues down).
+    assert abs(lr - lb) < 8, f"the fake camera is not grey: {state}"
+    assert rr - rb > 25, f"the received video is not graded: {state}"
+
+
+def test_the_page_publishes_a_camera_and_shows_it_processed(serve_cpu, tmp_path):
+    browser = Browser(serve_cpu, tmp_path)
+    try:
+        state = browser.wait_for_processed_video()
+        assert_graded(state)
         server = state["server"]
         assert server["device"] == "cpu" and server["effects"] == ["color"], server
         assert server["pixels"] == f"{WIDTH}x{HEIGHT}", server
-        assert page.evaluate("document.getElementById('remote-caption').textContent") == "processed on CPU"
+        caption = browser.page.evaluate("document.getElementById('remote-caption').textContent")
+        assert caption == "processed on CPU", caption
         assert serve_cpu.metric('app_webrtc_sessions{role="publisher"}') == 1
     finally:
-        browser.terminate()
-        try:
-            browser.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            browser.kill()
-        log.close()
+        browser.close()
     # The browser went away without a DELETE: ICE consent lapses and the session ends.
     deadline = time.time() + 30
     while serve_cpu.metric('app_webrtc_sessions{role="publisher"}') != 0:
         assert time.time() < deadline, "the session outlived its browser by 30 s"
         time.sleep(0.5)
+
+
+def test_ice_tcp_carries_the_session_where_udp_cannot_pass(tmp_path):
+    # The UDP candidate (and the pod-address TCP one) name 10.99.0.3, which nothing answers:
+    # only the loopback ICE-TCP candidate, the one a `kubectl port-forward` carries, works.
+    serve = Serve(tmp_path, "--device", "cpu", "--webrtc-ip", "10.99.0.3", "--webrtc-tcp", "0.0.0.0:0")
+    browser = None
+    try:
+        info = serve.json("/")["webrtc"]
+        assert info["candidate"].startswith("10.99.0.3:"), info
+        assert any(c.startswith("127.0.0.1:") for c in info["tcp_candidates"]), info
+        browser = Browser(serve, tmp_path)
+        state = browser.wait_for_processed_video(frames=20, timeout=45)
+        assert_graded(state)
+        # The page's own getStats(): the selected pair reaches the pod over TCP, on loopback.
+        deadline = time.time() + 10
+        while not (state["stats"] or {}).get("path"):
+            assert time.time() < deadline, state
+            time.sleep(0.5)
+            state = browser.wait_for_processed_video(frames=20)
+        assert state["stats"]["path"].startswith("tcp to 127.0.0.1:"), state["stats"]
+    finally:
+        if browser:
+            browser.close()
+        serve.stop()

@@ -12,7 +12,7 @@ use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::format::Codec;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, MediaTime, Mid};
-use str0m::net::{Protocol, Receive};
+use str0m::net::{Protocol, Receive, TcpType};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
@@ -55,6 +55,19 @@ pub enum PeerCommand {
     NeedKeyframe {
         session: String,
     },
+    /// An ICE-TCP connection ([`super::ice_tcp`]): opened, a packet from it, closed.
+    TcpOpened {
+        remote: SocketAddr,
+        writer: mpsc::Sender<Vec<u8>>,
+    },
+    TcpPacket {
+        local: SocketAddr,
+        remote: SocketAddr,
+        packet: Vec<u8>,
+    },
+    TcpClosed {
+        remote: SocketAddr,
+    },
 }
 
 enum Role {
@@ -78,9 +91,17 @@ struct Peer {
 /// cannot reach the candidate) gives its session slot back after this.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// Where peers reach this pod: the UDP candidate, and the passive ICE-TCP ones (the pod's
+/// address and, for `kubectl port-forward`, loopback).
+pub struct Candidates {
+    pub udp: SocketAddr,
+    pub tcp: Vec<SocketAddr>,
+}
+
 pub struct Driver {
     socket: UdpSocket,
-    candidate: SocketAddr,
+    candidates: Candidates,
+    tcp: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
     commands: mpsc::UnboundedReceiver<PeerCommand>,
     to_self: mpsc::UnboundedSender<PeerCommand>,
     sessions: Arc<Mutex<HashMap<String, Arc<Session>>>>,
@@ -92,14 +113,24 @@ pub struct Driver {
 impl Driver {
     pub fn new(
         socket: UdpSocket,
-        candidate: SocketAddr,
+        candidates: Candidates,
         commands: mpsc::UnboundedReceiver<PeerCommand>,
         to_self: mpsc::UnboundedSender<PeerCommand>,
         sessions: Arc<Mutex<HashMap<String, Arc<Session>>>>,
         app: AppState,
         max_kbps: u32,
     ) -> Self {
-        Driver { socket, candidate, commands, to_self, sessions, app, max_kbps, peers: Vec::new() }
+        Driver {
+            socket,
+            candidates,
+            tcp: HashMap::new(),
+            commands,
+            to_self,
+            sessions,
+            app,
+            max_kbps,
+            peers: Vec::new(),
+        }
     }
 
     pub async fn run(mut self) {
@@ -109,7 +140,10 @@ impl Driver {
             let wait = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
             tokio::select! {
                 got = self.socket.recv_from(&mut buf) => match got {
-                    Ok((n, source)) => self.receive(&buf[..n], source),
+                    Ok((n, source)) => {
+                        let destination = self.candidates.udp;
+                        self.receive(Protocol::Udp, &buf[..n], source, destination)
+                    }
                     Err(e) => tracing::debug!(error = %e, "WebRTC socket read"),
                 },
                 command = self.commands.recv() => match command {
@@ -134,12 +168,9 @@ impl Driver {
         }
     }
 
-    fn receive(&mut self, data: &[u8], source: SocketAddr) {
+    fn receive(&mut self, proto: Protocol, data: &[u8], source: SocketAddr, destination: SocketAddr) {
         let Ok(contents) = data.try_into() else { return };
-        let input = Input::Receive(
-            Instant::now(),
-            Receive { proto: Protocol::Udp, source, destination: self.candidate, contents },
-        );
+        let input = Input::Receive(Instant::now(), Receive { proto, source, destination, contents });
         // One socket for every session: the peer whose ICE credentials or DTLS/SRTP
         // addresses match takes the packet.
         if let Some(peer) = self.peers.iter_mut().find(|p| p.rtc.is_alive() && p.rtc.accepts(&input)) {
@@ -164,6 +195,12 @@ impl Driver {
                     Ok(Output::Timeout(t)) => {
                         next = next.min(t);
                         break;
+                    }
+                    Ok(Output::Transmit(t)) if t.proto == Protocol::Tcp => {
+                        // A full or closed connection loses the packet, as UDP would.
+                        if let Some(writer) = self.tcp.get(&t.destination) {
+                            let _ = writer.try_send(t.contents.to_vec());
+                        }
                     }
                     Ok(Output::Transmit(t)) => {
                         if let Err(e) = self.socket.send_to(&t.contents, t.destination).await {
@@ -286,6 +323,23 @@ impl Driver {
             PeerCommand::Processed { session, frame, rtp_time, arrived } => {
                 self.send_processed(&session, frame, rtp_time, arrived)
             }
+            PeerCommand::TcpOpened { remote, writer } => {
+                self.tcp.insert(remote, writer);
+            }
+            PeerCommand::TcpPacket { local, remote, packet } => {
+                // The candidate the connection arrived at: a port-forward arrives on loopback.
+                let destination = self
+                    .candidates
+                    .tcp
+                    .iter()
+                    .copied()
+                    .find(|c| c.port() == local.port() && c.ip().is_loopback() == local.ip().is_loopback())
+                    .unwrap_or(local);
+                self.receive(Protocol::Tcp, &packet, remote, destination);
+            }
+            PeerCommand::TcpClosed { remote } => {
+                self.tcp.remove(&remote);
+            }
             PeerCommand::NeedKeyframe { session } => {
                 if let Some(peer) =
                     self.peers.iter_mut().find(|p| p.session.id == session && matches!(p.role, Role::Publisher { .. }))
@@ -313,9 +367,19 @@ impl Driver {
             .enable_bwe(Some(Bitrate::kbps(600)))
             .build(now);
         rtc.bwe().set_desired_bitrate(Bitrate::kbps(self.max_kbps as u64));
-        let candidate = Candidate::host(self.candidate, "udp")
-            .map_err(|e| OfferError::Unavailable(format!("host candidate {}: {e}", self.candidate)))?;
+        let udp = self.candidates.udp;
+        let candidate =
+            Candidate::host(udp, "udp").map_err(|e| OfferError::Unavailable(format!("host candidate {udp}: {e}")))?;
         rtc.add_local_candidate(candidate);
+        for &addr in &self.candidates.tcp {
+            let candidate = Candidate::builder()
+                .tcp()
+                .host(addr)
+                .tcptype(TcpType::Passive)
+                .build()
+                .map_err(|e| OfferError::Unavailable(format!("ICE-TCP candidate {addr}: {e}")))?;
+            rtc.add_local_candidate(candidate);
+        }
         let answer = rtc
             .sdp_api()
             .accept_offer(offer)

@@ -7,9 +7,12 @@
 //!   sans-IO, ICE-lite): packets are demultiplexed to the peer that accepts them.
 //! - `pipeline`: per publishing session, decode → the effect chain on the pod's device
 //!   (sharing its workers with `/process`) → encode; the newest frame wins under overload.
+//! - `ice_tcp`: the passive ICE-TCP fallback (RFC 6544 framing), which a `kubectl
+//!   port-forward` to one pod can carry.
 //! - `vp8`: libvpx, loaded at run time.
 //! - `metrics`: sessions, frames in/out/dropped, per-frame latency, media bytes.
 mod driver;
+mod ice_tcp;
 pub mod metrics;
 mod pipeline;
 pub mod vp8;
@@ -36,6 +39,12 @@ pub struct WebRtcArgs {
     /// says which). The manifests set 0.0.0.0:8443.
     #[arg(long, env = "RTC_WEBRTC_UDP", default_value = "0.0.0.0:0", value_name = "ADDR")]
     pub webrtc_udp: SocketAddr,
+
+    /// The pod's ICE-TCP port (passive candidates), the fallback where UDP cannot pass: a
+    /// `kubectl port-forward pod/NAME 8080 8443` carries a browser session to one pod, so
+    /// a loopback candidate is offered beside the pod's. The manifests set 0.0.0.0:8443.
+    #[arg(long, env = "RTC_WEBRTC_TCP", default_value = "0.0.0.0:0", value_name = "ADDR")]
+    pub webrtc_tcp: SocketAddr,
 
     /// The address put in the ICE host candidate: what browsers send media to. Default: the
     /// pod's IP from POD_IP (the downward API), else the --webrtc-udp address, else
@@ -119,7 +128,10 @@ pub struct Session {
 
 impl Session {
     pub fn stats_json(&self, device: &crate::device::DeviceInfo) -> serde_json::Value {
-        let p95 = self.latency.lock().unwrap_or_else(|p| p.into_inner()).quantile(0.95, Instant::now());
+        let (p50, p95) = {
+            let window = self.latency.lock().unwrap_or_else(|p| p.into_inner());
+            (window.quantile(0.5, Instant::now()), window.quantile(0.95, Instant::now()))
+        };
         let size = *self.last_size.lock().unwrap_or_else(|p| p.into_inner());
         serde_json::json!({
             "session": self.id,
@@ -130,6 +142,7 @@ impl Session {
             "frames_out": self.frames_out.load(Ordering::Relaxed),
             "frames_dropped": self.frames_dropped.load(Ordering::Relaxed),
             "decode_errors": self.decode_errors.load(Ordering::Relaxed),
+            "frame_p50_ms": (p50 * 1e4).round() / 10.0,
             "frame_p95_ms": (p95 * 1e4).round() / 10.0,
             "target_kbps": self.target_kbps.load(Ordering::Relaxed),
             "pixels": size.map(|(w, h)| format!("{w}x{h}")),
@@ -150,6 +163,7 @@ pub struct WebRtc {
     pub token: Option<String>,
     pub udp: SocketAddr,
     pub candidate: SocketAddr,
+    pub tcp_candidates: Vec<SocketAddr>,
     /// Why VP8 cannot be used here (libvpx missing), shown by `/` and every offer.
     pub codec_problem: Option<String>,
 }
@@ -170,12 +184,23 @@ impl WebRtc {
         if let Some(why) = &codec_problem {
             tracing::warn!("WebRTC offers will be refused: {why}");
         }
+        let tcp = tokio::net::TcpListener::bind(args.webrtc_tcp).await.map_err(|e| {
+            anyhow::anyhow!("cannot listen on the ICE-TCP port {} (--webrtc-tcp): {e}", args.webrtc_tcp)
+        })?;
+        let tcp_port = tcp.local_addr()?.port();
+        let mut tcp_candidates = vec![SocketAddr::new(ip, tcp_port)];
+        if !ip.is_loopback() {
+            tcp_candidates.push(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), tcp_port));
+        }
         let (tx, rx) = mpsc::unbounded_channel();
         let sessions = Arc::new(Mutex::new(HashMap::new()));
+        let candidates = driver::Candidates { udp: candidate, tcp: tcp_candidates.clone() };
         let driver =
-            driver::Driver::new(socket, candidate, rx, tx.clone(), sessions.clone(), app, args.webrtc_max_kbps);
+            driver::Driver::new(socket, candidates, rx, tx.clone(), sessions.clone(), app, args.webrtc_max_kbps);
         tokio::spawn(driver.run());
-        tracing::info!(%udp, %candidate, max_sessions = args.max_sessions, "WebRTC (WHIP at /whip, page at /webrtc)");
+        let max_connections = 4 * args.max_sessions as usize + 16;
+        tokio::spawn(ice_tcp::accept(tcp, tx.clone(), max_connections));
+        tracing::info!(%udp, %candidate, ?tcp_candidates, max_sessions = args.max_sessions, "WebRTC (WHIP at /whip, page at /webrtc)");
         Ok(WebRtc {
             commands: tx,
             sessions,
@@ -185,6 +210,7 @@ impl WebRtc {
             token: args.webrtc_token.clone(),
             udp,
             candidate,
+            tcp_candidates,
             codec_problem,
         })
     }

@@ -1185,7 +1185,8 @@ mod tests {
         );
         let plain = fitted("manifests/overlays/gpu-keda", &[], &scenario(""), None);
         let np = plain.iter().find(|o| o["kind"] == "NetworkPolicy" && o["metadata"]["name"] == "gpu-media").unwrap();
-        assert_eq!(np["spec"]["ingress"].as_array().unwrap().len(), 1, "nothing added without the setting");
+        // HTTP from the namespace and Prometheus, WebRTC media from the namespace; no more.
+        assert_eq!(np["spec"]["ingress"].as_array().unwrap().len(), 2, "nothing added without the setting");
     }
 
     #[test]
