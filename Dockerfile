@@ -13,9 +13,10 @@
 # kernels built by its NVRTC).
 # CPU: distroless (glibc, libssl and libstdc++ only: no shell, no package manager).
 # WebRTC: DTLS links the system's OpenSSL 3 (libssl3 is in both bases); VP8 is libvpx 1.12
-# (libvpx.so.7, Debian 12's libvpx7), loaded at run time: the build stage installs it and
-# both images take that one file, so the binary finds the ABI it was written for (Ubuntu
-# 24.04, under the CUDA image, ships only libvpx.so.9).
+# (libvpx.so.7, Debian 12's libvpx7) and H.264 decoding OpenH264 2.3 (libopenh264.so.7),
+# both loaded at run time: the build stage installs them and both images take those two
+# files, so the binary finds the ABIs it was written for (Ubuntu 24.04, under the CUDA
+# image, ships only libvpx.so.9). They need only glibc and libstdc++, which both bases have.
 # Both run as the numeric non-root user 10001 and contain no curl, wget or shell tools
 # of ours: probes are HTTP from the kubelet, so no HEALTHCHECK command is needed.
 
@@ -29,8 +30,9 @@ FROM rust:${RUST_VERSION}-bookworm AS build
 WORKDIR /src
 # hadolint ignore=DL3008
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libvpx7 \
+ && apt-get install -y --no-install-recommends libvpx7 libopenh264-7 \
  && install -D -m 0644 /usr/lib/x86_64-linux-gnu/libvpx.so.7.1.0 /out/lib/libvpx.so.7 \
+ && install -D -m 0644 /usr/lib/x86_64-linux-gnu/libopenh264.so.2.3.1 /out/lib/libopenh264.so.7 \
  && rm -rf /var/lib/apt/lists/*
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
@@ -53,7 +55,7 @@ LABEL org.opencontainers.image.title="rtc-demo" \
       org.opencontainers.image.description="GPU media service (rtc-demo serve) and the autoscaling demo console" \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=build --chown=0:0 --chmod=0755 /out/rtc-demo /usr/local/bin/rtc-demo
-COPY --from=build --chown=0:0 --chmod=0644 /out/lib/libvpx.so.7 /usr/lib/x86_64-linux-gnu/libvpx.so.7
+COPY --from=build --chown=0:0 --chmod=0644 /out/lib/ /usr/lib/x86_64-linux-gnu/
 ENV RTC_LISTEN=0.0.0.0:8080 \
     RTC_WEBRTC_UDP=0.0.0.0:8443 \
     RTC_WEBRTC_TCP=0.0.0.0:8443

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a bare machine of this kind, idempotently:
 #   - Debian packages: prometheus (real Prometheus for the query tests), tmux (TUI end-to-end),
-#     libvpx7 (VP8 for WebRTC, loaded at run time), chromium (the browser peer of the WebRTC
+#     libvpx7 and libopenh264-7 (VP8, and H.264 decoding, for WebRTC; loaded at run time), chromium (the browser peer of the WebRTC
 #     end-to-end test)
 #   - kubectl from Debian's kubernetes-client, unpacked into .cache/kubectl (not installed:
 #     /usr/bin/kubectl may already belong to something else)
@@ -17,7 +17,8 @@ log() { echo "[test-deps] $*" >&2; }
 need_apt=()
 command -v prometheus >/dev/null || need_apt+=(prometheus)
 command -v tmux >/dev/null || need_apt+=(tmux)
-[ -e /usr/lib/x86_64-linux-gnu/libvpx.so.7 ] || ldconfig -p | grep -q 'libvpx.so.7 ' || need_apt+=(libvpx7)
+ldconfig -p | grep -q 'libvpx.so.7 ' || need_apt+=(libvpx7)
+ldconfig -p | grep -q 'libopenh264.so.7 ' || need_apt+=(libopenh264-7)
 command -v chromium >/dev/null || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "apt-get install ${need_apt[*]}"

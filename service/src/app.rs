@@ -197,6 +197,7 @@ async fn index(State(state): State<AppState>) -> Json<serde_json::Value> {
             "candidate": w.candidate.to_string(),
             "tcp_candidates": w.tcp_candidates.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
             "sessions": w.active_sessions(),
+            "session_urls": w.session_ids().iter().map(|id| format!("/whip/{id}")).collect::<Vec<_>>(),
             "codec_problem": w.codec_problem,
         })),
     }))

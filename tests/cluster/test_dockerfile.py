@@ -81,15 +81,16 @@ def test_numeric_non_root_user_and_exec_form_entrypoint():
     assert ("EXPOSE", "8080 8443/udp 8443/tcp") in final
 
 
-def test_both_images_carry_the_vp8_library_the_binary_loads():
-    # service/src/webrtc/vp8.rs loads this file by name, written for libvpx 1.12's ABI.
-    vp8 = (ROOT / "service/src/webrtc/vp8.rs").read_text()
-    assert 'pub const LIBVPX: &str = "libvpx.so.7";' in vp8
+def test_both_images_carry_the_codec_libraries_the_binary_loads():
+    # service/src/webrtc/{vp8,h264}.rs load these files by name, written for libvpx 1.12's
+    # and OpenH264 2.3's ABIs; the build stage puts them in /out/lib, the final image copies it.
+    assert 'pub const LIBVPX: &str = "libvpx.so.7";' in (ROOT / "service/src/webrtc/vp8.rs").read_text()
+    assert 'pub const LIBOPENH264: &str = "libopenh264.so.7";' in (ROOT / "service/src/webrtc/h264.rs").read_text()
     final = stages()["final"]
     copies = [rest for word, rest in final if word == "COPY"]
-    assert any(c.endswith(" /usr/lib/x86_64-linux-gnu/libvpx.so.7") for c in copies), copies
+    assert any(c.endswith("/out/lib/ /usr/lib/x86_64-linux-gnu/") for c in copies), copies
     build = " ".join(rest for word, rest in stages()["build"] if word == "RUN")
-    assert "/out/lib/libvpx.so.7" in build, build
+    assert "/out/lib/libvpx.so.7" in build and "/out/lib/libopenh264.so.7" in build, build
     env = " ".join(rest for word, rest in final if word == "ENV")
     assert "RTC_WEBRTC_UDP=0.0.0.0:8443" in env and "RTC_WEBRTC_TCP=0.0.0.0:8443" in env, env
 
@@ -99,12 +100,12 @@ def test_no_shell_tools_installed_and_no_unpinned_bases():
         for word, rest in instrs:
             if word != "RUN":
                 continue
-            # Only the build stage runs anything, and it installs only the VP8 library that
-            # the final images copy out of it.
+            # Only the build stage runs anything, and it installs only the codec libraries
+            # that the final images copy out of it.
             assert stage == "build", f"RUN in stage {stage}: {rest}"
             assert not re.search(r"apk add|yum install|dnf install", rest), rest
             for packages in re.findall(r"apt-get install((?:\s+-\S+)*)\s+([^&|;]+)", rest):
-                assert packages[1].split() == ["libvpx7"], packages
+                assert packages[1].split() == ["libvpx7", "libopenh264-7"], packages
             assert not any(t in rest for t in SHELL_TOOLS), rest
     for word, rest in instructions():
         if word == "FROM" and not rest.startswith("runtime-"):

@@ -9,6 +9,7 @@ import fractions
 import time
 
 import av
+import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
 from aiortc.rtcrtpsender import RTCRtpSender
 
@@ -41,9 +42,13 @@ def mean_rgb(frame: av.VideoFrame) -> tuple[float, float, float]:
     return sums[0] / n, sums[1] / n, sums[2] / n
 
 
-def prefer_vp8(transceiver):
+def prefer(transceiver, codec: str):
     caps = RTCRtpSender.getCapabilities("video").codecs
-    transceiver.setCodecPreferences([c for c in caps if c.mimeType.lower() in ("video/vp8", "video/rtx")])
+    transceiver.setCodecPreferences([c for c in caps if c.mimeType.lower() in (codec, "video/rtx")])
+
+
+def prefer_vp8(transceiver):
+    prefer(transceiver, "video/vp8")
 
 
 async def collect(track, frames: int, timeout: float) -> list[tuple[float, float, float]]:
@@ -105,13 +110,16 @@ def test_sendrecv_gets_the_processed_video_back(serve_cpu):
     asyncio.run(run())
 
 
-def test_whip_sendonly_is_played_with_whep(serve_cpu):
+@pytest.mark.parametrize("codec", ["video/vp8", "video/h264"])
+def test_whip_sendonly_is_played_with_whep(serve_cpu, codec):
+    # H.264 is what OBS's WHIP output sends; the viewer gets the processed video in VP8.
     async def run():
         publisher = RTCPeerConnection()
-        prefer_vp8(publisher.addTransceiver(GreyCamera(), direction="sendonly"))
+        prefer(publisher.addTransceiver(GreyCamera(), direction="sendonly"), codec)
         status, headers, answer = await offer_to(serve_cpu, publisher, "/whip?effects=color")
         assert status == 201, answer
         assert "a=recvonly" in answer, answer
+        assert codec.split("/")[1].upper() in answer.upper(), answer
         location = headers["Location"]
 
         viewer = RTCPeerConnection()

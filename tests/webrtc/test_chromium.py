@@ -69,14 +69,14 @@ class DevTools:
 class Browser:
     """Headless Chromium on the page, its camera a grey .y4m; closed on exit."""
 
-    def __init__(self, serve, tmp_path: Path, effects: str = "color"):
+    def __init__(self, serve, tmp_path: Path, query: str = f"autostart=1&effects=color&size={WIDTH}x{HEIGHT}"):
         chromium = os.environ.get("RTC_TEST_CHROMIUM") or shutil.which("chromium")
         if not chromium:
             pytest.fail("chromium is missing: scripts/setup/test-deps.sh installs it")
         camera = tmp_path / "grey.y4m"
         write_y4m(camera)
         profile = tmp_path / "profile"
-        url = f"{serve.base}/webrtc?autostart=1&effects={effects}&size={WIDTH}x{HEIGHT}"
+        url = f"{serve.base}/webrtc?{query}"
         self.log_path = tmp_path / "chromium.log"
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen([
@@ -94,7 +94,7 @@ class Browser:
             time.sleep(0.2)
         self.page = DevTools(int(port_file.read_text().split()[0]))
 
-    def wait_for_processed_video(self, frames: int = 30, timeout: float = 40) -> dict:
+    def wait_for_processed_video(self, frames: int = 30, timeout: float = 40, local: bool = True) -> dict:
         """The page's state once `frames` processed frames have gone out and both videos play."""
         state = None
         deadline = time.time() + timeout
@@ -109,7 +109,7 @@ class Browser:
             state = json.loads(state)
             assert state["state"] != "failed", state
             server = state["server"] or {}
-            if state["remote"] and state["local"] and server.get("frames_out", 0) >= frames:
+            if state["remote"] and (state["local"] or not local) and server.get("frames_out", 0) >= frames:
                 break
             time.sleep(0.5)
         assert state and state["state"] == "connected", state
@@ -175,3 +175,33 @@ def test_ice_tcp_carries_the_session_where_udp_cannot_pass(tmp_path):
         if browser:
             browser.close()
         serve.stop()
+
+
+def test_the_page_watches_an_obs_style_session_with_whep(serve_cpu, tmp_path):
+    # aiortc publishes H.264 sendonly, as OBS's WHIP output does; the page's watch mode
+    # (WHEP, a recvonly offer to the session's URL) plays the processed video in VP8.
+    import asyncio
+
+    from aiortc import RTCPeerConnection
+
+    from test_aiortc import GreyCamera, offer_to, prefer
+
+    async def publish_then_watch():
+        publisher = RTCPeerConnection()
+        prefer(publisher.addTransceiver(GreyCamera(), direction="sendonly"), "video/h264")
+        status, headers, answer = await offer_to(serve_cpu, publisher, "/whip?effects=color")
+        assert status == 201, answer
+        location = headers["Location"]
+        listed = serve_cpu.json("/")["webrtc"]["session_urls"]
+        assert listed == [location], listed
+        browser = await asyncio.to_thread(Browser, serve_cpu, tmp_path, f"watch={location}")
+        try:
+            state = await asyncio.to_thread(browser.wait_for_processed_video, 30, 40, False)
+            (rr, rg, rb) = state["remote"]
+            assert rr - rb > 25, f"the watched video is not graded: {state}"
+            assert serve_cpu.metric('app_webrtc_sessions{role="viewer"}') == 1
+        finally:
+            await asyncio.to_thread(browser.close)
+            await publisher.close()
+
+    asyncio.run(publish_then_watch())

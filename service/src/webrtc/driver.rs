@@ -249,6 +249,7 @@ impl Driver {
                 peer.session.frames_in.fetch_add(1, Ordering::Relaxed);
                 webrtc.frame_in(data.data.len());
                 let incoming = Incoming {
+                    codec: data.params.spec().codec,
                     data: data.data,
                     rtp_time: data.time,
                     arrived: Instant::now(),
@@ -266,7 +267,8 @@ impl Driver {
                 }
             }
             Event::KeyframeRequest(_) => peer.session.force_keyframe.store(true, Ordering::Relaxed),
-            Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
+            // TWCC (browsers) or the receiver's REMB (aiortc): what the path to it carries.
+            Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. } | BweKind::Remb { estimate, .. }) => {
                 let kbps = (estimate.as_u64() / 1000).clamp(100, self.max_kbps as u64) as u32;
                 peer.session.target_kbps.store(kbps, Ordering::Relaxed);
             }
@@ -364,6 +366,7 @@ impl Driver {
             .set_ice_lite(true)
             .clear_codecs()
             .enable_vp8(true)
+            .enable_h264(true)
             .enable_bwe(Some(Bitrate::kbps(600)))
             .build(now);
         rtc.bwe().set_desired_bitrate(Bitrate::kbps(self.max_kbps as u64));

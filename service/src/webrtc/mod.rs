@@ -9,9 +9,10 @@
 //!   (sharing its workers with `/process`) → encode; the newest frame wins under overload.
 //! - `ice_tcp`: the passive ICE-TCP fallback (RFC 6544 framing), which a `kubectl
 //!   port-forward` to one pod can carry.
-//! - `vp8`: libvpx, loaded at run time.
+//! - `vp8`: libvpx, loaded at run time; `h264`: OpenH264's decoder, for OBS.
 //! - `metrics`: sessions, frames in/out/dropped, per-frame latency, media bytes.
 mod driver;
+pub mod h264;
 mod ice_tcp;
 pub mod metrics;
 mod pipeline;
@@ -217,6 +218,14 @@ impl WebRtc {
 
     pub fn active_sessions(&self) -> usize {
         self.max_sessions - self.slots.available_permits()
+    }
+
+    /// The publishing sessions on this pod, oldest first (the page offers to watch them).
+    pub fn session_ids(&self) -> Vec<String> {
+        let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let mut all: Vec<_> = sessions.values().map(|s| (s.created, s.id.clone())).collect();
+        all.sort();
+        all.into_iter().map(|(_, id)| id).collect()
     }
 
     pub fn session(&self, id: &str) -> Option<Arc<Session>> {

@@ -10,11 +10,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
+use str0m::format::Codec;
 use str0m::media::MediaTime;
 use tokio::sync::mpsc;
 
 use super::driver::PeerCommand;
-use super::vp8::{EncodedFrame, I420Picture, Vp8Decoder, Vp8Encoder};
+use super::h264::H264Decoder;
+use super::vp8::{CodecError, EncodedFrame, I420Picture, Vp8Decoder, Vp8Encoder};
 use super::Session;
 use crate::app::AppState;
 use crate::device::{Job, JobInput, RawFormat};
@@ -24,10 +26,41 @@ use crate::device::{Job, JobInput, RawFormat};
 pub const INGRESS_FRAMES: usize = 60;
 
 pub struct Incoming {
+    pub codec: Codec,
     pub data: Arc<[u8]>,
     pub rtp_time: MediaTime,
     pub arrived: Instant,
     pub contiguous: bool,
+}
+
+/// The decoder for what the publisher sends: VP8 (browsers), H.264 (OBS).
+enum VideoDecoder {
+    Vp8(Vp8Decoder),
+    H264(H264Decoder),
+}
+
+impl VideoDecoder {
+    fn for_codec(codec: Codec) -> Result<Self, CodecError> {
+        match codec {
+            Codec::Vp8 => Ok(VideoDecoder::Vp8(Vp8Decoder::new()?)),
+            Codec::H264 => Ok(VideoDecoder::H264(H264Decoder::new()?)),
+            other => Err(CodecError(format!("no decoder for {other}"))),
+        }
+    }
+
+    fn codec(&self) -> Codec {
+        match self {
+            VideoDecoder::Vp8(_) => Codec::Vp8,
+            VideoDecoder::H264(_) => Codec::H264,
+        }
+    }
+
+    fn decode(&mut self, frame: &[u8], into: &mut I420Picture) -> Result<bool, CodecError> {
+        match self {
+            VideoDecoder::Vp8(d) => d.decode(frame, into),
+            VideoDecoder::H264(d) => d.decode(frame, into),
+        }
+    }
 }
 
 /// The newest decoded picture of a batch, with when its frame arrived.
@@ -43,26 +76,31 @@ pub async fn run(
     app: AppState,
     driver: mpsc::UnboundedSender<PeerCommand>,
 ) {
-    let mut decoder = match Vp8Decoder::new() {
-        Ok(d) => Some(d),
-        Err(e) => {
-            tracing::error!(session = %session.id, error = %e, "no VP8 decoder; the session gets no video back");
-            return;
-        }
-    };
+    let mut decoder: Option<VideoDecoder> = None;
     let mut encoder: Option<Vp8Encoder> = None;
     let mut spare = I420Picture { width: 0, height: 0, data: Vec::new() };
     let mut batch = Vec::with_capacity(INGRESS_FRAMES);
     let webrtc = app.metrics().webrtc();
     while frames.recv_many(&mut batch, INGRESS_FRAMES).await > 0 {
         // Decode, in order, everything that arrived while the last picture was processed.
-        let mut dec = decoder.take().expect("the decoder is put back after every batch");
+        let mut dec = decoder.take();
         let work = std::mem::take(&mut batch);
         let mut picture = std::mem::replace(&mut spare, I420Picture { width: 0, height: 0, data: Vec::new() });
         let Ok((dec, work, newest, shown, errors)) = tokio::task::spawn_blocking(move || {
             let (mut newest, mut shown, mut errors) = (None, 0u64, 0u64);
             for frame in &work {
-                match dec.decode(&frame.data, &mut picture) {
+                if dec.as_ref().is_none_or(|d| d.codec() != frame.codec) {
+                    match VideoDecoder::for_codec(frame.codec) {
+                        Ok(d) => dec = Some(d),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "frame not decoded");
+                            errors += 1;
+                            continue;
+                        }
+                    }
+                }
+                let Some(d) = dec.as_mut() else { continue };
+                match d.decode(&frame.data, &mut picture) {
                     Ok(true) => {
                         shown += 1;
                         newest = Some((frame.rtp_time, frame.arrived));
@@ -79,7 +117,7 @@ pub async fn run(
             tracing::error!(session = %session.id, "the decoder task failed");
             return;
         };
-        decoder = Some(dec);
+        decoder = dec;
         batch = work;
         batch.clear();
         if errors > 0 {

@@ -96,7 +96,7 @@ fn authorised(webrtc: &WebRtc, headers: &HeaderMap) -> Result<(), Response> {
 
 /// The offer: `application/sdp` (415 otherwise), at most [`MAX_SDP_BYTES`] (413), SDP that
 /// parses and offers VP8 video (400 naming what is wrong).
-async fn read_offer(state: &AppState, req: Request) -> Result<SdpOffer, Response> {
+async fn read_offer(state: &AppState, req: Request, who: Offerer) -> Result<SdpOffer, Response> {
     let webrtc_metrics = state.metrics().webrtc();
     let refuse = |r: Response| {
         webrtc_metrics.refused(REFUSED_BAD_OFFER);
@@ -122,35 +122,91 @@ async fn read_offer(state: &AppState, req: Request) -> Result<SdpOffer, Response
     };
     let bad = |detail: String| refuse(error_response(StatusCode::BAD_REQUEST, "bad offer", Some("body"), detail));
     let text = std::str::from_utf8(&body).map_err(|_| bad("the offer is not UTF-8 text".into()))?;
-    check_video_codecs(text).map_err(bad)?;
+    check_video_codecs(text, who, super::h264::available().is_ok()).map_err(bad)?;
     SdpOffer::from_sdp_string(text).map_err(|e| bad(format!("the SDP does not parse: {e}")))
 }
 
-/// An offer must carry a video line that offers VP8; say what it offered otherwise.
-fn check_video_codecs(sdp: &str) -> Result<(), String> {
-    let mut in_video = false;
-    let mut any_video = false;
-    let mut offered = Vec::new();
-    for line in sdp.lines().map(str::trim) {
-        if let Some(m) = line.strip_prefix("m=") {
-            in_video = m.starts_with("video ");
-            any_video |= in_video;
-        } else if let Some(map) = line.strip_prefix("a=rtpmap:").filter(|_| in_video) {
-            let codec = map.split_whitespace().nth(1).and_then(|c| c.split('/').next()).unwrap_or("");
-            if codec.eq_ignore_ascii_case("VP8") {
-                return Ok(());
-            }
-            if !offered.iter().any(|c: &String| c.eq_ignore_ascii_case(codec)) {
-                offered.push(codec.to_string());
+/// Who sends an offer: a publisher (a camera in) or a WHEP viewer (processed video out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Offerer {
+    Publisher,
+    Viewer,
+}
+
+/// What the offer's video lines ask for, read before the SDP goes to str0m so that a
+/// refusal can say what was offered.
+#[derive(Debug, Default)]
+struct OfferedVideo {
+    lines: usize,
+    codecs: Vec<String>,
+    /// `sendrecv`, `sendonly`, `recvonly` or `inactive` of the first video line.
+    direction: String,
+}
+
+impl OfferedVideo {
+    fn read(sdp: &str) -> Self {
+        let mut v = OfferedVideo::default();
+        let mut in_video = false;
+        for line in sdp.lines().map(str::trim) {
+            if let Some(m) = line.strip_prefix("m=") {
+                in_video = m.starts_with("video ");
+                if in_video {
+                    v.lines += 1;
+                    if v.lines == 1 {
+                        v.direction = "sendrecv".into();
+                    }
+                }
+            } else if !in_video {
+            } else if let Some(map) = line.strip_prefix("a=rtpmap:") {
+                let codec = map.split_whitespace().nth(1).and_then(|c| c.split('/').next()).unwrap_or("");
+                if !v.codecs.iter().any(|c| c.eq_ignore_ascii_case(codec)) {
+                    v.codecs.push(codec.to_string());
+                }
+            } else if let Some(d) = ["sendrecv", "sendonly", "recvonly", "inactive"]
+                .into_iter()
+                .find(|d| line.strip_prefix("a=") == Some(d))
+                .filter(|_| v.lines == 1)
+            {
+                v.direction = d.into();
             }
         }
+        v
     }
-    if !any_video {
-        return Err("the offer has no video line (m=video); publish a camera track".into());
+
+    fn offers(&self, codec: &str) -> bool {
+        self.codecs.iter().any(|c| c.eq_ignore_ascii_case(codec))
+    }
+}
+
+/// An offer must carry video the service can use: VP8 from anyone; H.264 (OBS) from a
+/// `sendonly` publisher, whose output is played with WHEP (the processed video goes out in
+/// VP8, so a `sendrecv` offer must take VP8 back). Says what was offered otherwise.
+fn check_video_codecs(sdp: &str, who: Offerer, h264: bool) -> Result<(), String> {
+    let v = OfferedVideo::read(sdp);
+    if v.lines == 0 {
+        return Err(match who {
+            Offerer::Publisher => "the offer has no video line (m=video); publish a camera track".into(),
+            Offerer::Viewer => "the offer has no video line (m=video); a viewer receives video (recvonly)".into(),
+        });
+    }
+    if v.offers("VP8") {
+        return Ok(());
+    }
+    let offered = if v.codecs.is_empty() { "no codec".into() } else { v.codecs.join(", ") };
+    if who == Offerer::Publisher && v.offers("H264") {
+        if !h264 {
+            return Err(format!("the offer's video offers {offered}; H.264 needs libopenh264-7 on this pod, which is missing; offer VP8"));
+        }
+        if v.direction == "sendonly" {
+            return Ok(());
+        }
+        return Err(format!(
+            "a {} offer gets the processed video back in VP8, which it does not offer (it offers {offered}); offer VP8, or publish sendonly and watch with WHEP",
+            v.direction
+        ));
     }
     Err(format!(
-        "no usable codec: the offer's video offers {}; this service takes VP8",
-        if offered.is_empty() { "no codec".into() } else { offered.join(", ") }
+        "no usable codec: the offer's video offers {offered}; this service takes VP8 (and H.264 from sendonly publishers)"
     ))
 }
 
@@ -234,7 +290,7 @@ async fn publish(state: AppState, req: Request) -> Result<Response, Response> {
     authorised(&webrtc, req.headers())?;
     let (plan, iters) = session_plan(req.uri().query())?;
     refuse_if_draining(&state)?;
-    let offer = read_offer(&state, req).await?;
+    let offer = read_offer(&state, req, Offerer::Publisher).await?;
     match webrtc.publish(offer, plan, iters).await {
         Ok((id, answer)) => Ok(created(format!("/whip/{id}"), answer.to_sdp_string())),
         Err(e) => Err(offer_refused(&state, e)),
@@ -254,7 +310,7 @@ async fn session_resource(State(state): State<AppState>, Path(session): Path<Str
             Method::POST => {
                 authorised(&webrtc, req.headers())?;
                 refuse_if_draining(&state)?;
-                let offer = read_offer(&state, req).await?;
+                let offer = read_offer(&state, req, Offerer::Viewer).await?;
                 match webrtc.view(&session, offer).await {
                     Ok((viewer, answer)) => {
                         Ok(created(format!("/whip/{session}/viewers/{viewer}"), answer.to_sdp_string()))
@@ -324,16 +380,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_offer_must_offer_vp8_video() {
+    fn an_offer_must_offer_a_codec_the_service_takes() {
         let vp8 = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\nm=video 9 UDP/TLS/RTP/SAVPF 96 102\r\na=rtpmap:96 VP8/90000\r\n";
-        assert_eq!(check_video_codecs(vp8), Ok(()));
-        let h264 =
-            "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 102 103\r\na=rtpmap:102 H264/90000\r\na=rtpmap:103 rtx/90000\r\n";
+        assert_eq!(check_video_codecs(vp8, Offerer::Publisher, true), Ok(()));
+        assert_eq!(check_video_codecs(vp8, Offerer::Viewer, true), Ok(()));
+        let h264 = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 102 103\r\na=sendrecv\r\na=rtpmap:102 H264/90000\r\na=rtpmap:103 rtx/90000\r\n";
         assert_eq!(
-            check_video_codecs(h264).unwrap_err(),
-            "no usable codec: the offer's video offers H264, rtx; this service takes VP8"
+            check_video_codecs(h264, Offerer::Publisher, true).unwrap_err(),
+            "a sendrecv offer gets the processed video back in VP8, which it does not offer (it offers H264, rtx); offer VP8, or publish sendonly and watch with WHEP"
+        );
+        let obs = h264.replace("a=sendrecv", "a=sendonly");
+        assert_eq!(check_video_codecs(&obs, Offerer::Publisher, true), Ok(()), "OBS: H.264 sendonly");
+        assert!(check_video_codecs(&obs, Offerer::Publisher, false).unwrap_err().contains("libopenh264-7"));
+        assert_eq!(
+            check_video_codecs(&obs, Offerer::Viewer, true).unwrap_err(),
+            "no usable codec: the offer's video offers H264, rtx; this service takes VP8 (and H.264 from sendonly publishers)"
         );
         let audio = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 VP8/90000\r\n";
-        assert!(check_video_codecs(audio).unwrap_err().contains("no video line"));
+        assert!(check_video_codecs(audio, Offerer::Publisher, true).unwrap_err().contains("no video line"));
     }
 }
