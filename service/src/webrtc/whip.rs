@@ -9,6 +9,10 @@
 //! - `DELETE` of a Location ends it; `GET /whip/{session}` is the session's figures (JSON);
 //!   `PATCH` (trickle ICE, ICE restart) is 501: candidates travel in the offer and answer.
 //! - `OPTIONS` answers CORS preflights with `Accept-Post: application/sdp`.
+// A refusal here is the HTTP answer itself (`Result<_, Response>`, axum's idiom), built once
+// per refused request: boxing it would only add an allocation.
+#![allow(clippy::result_large_err)]
+
 use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
