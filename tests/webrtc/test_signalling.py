@@ -127,7 +127,12 @@ def test_sigterm_keeps_running_sessions_until_the_shutdown_timeout(tmp_path):
         await collect(track, 5, 20)
         s.proc.send_signal(signal.SIGTERM)
         signalled = time.monotonic()
-        status, _, _ = await asyncio.to_thread(s.request, "GET", "/readyz")
+        # The signal is handled asynchronously: readiness turns false within moments.
+        for _ in range(40):
+            status, _, _ = await asyncio.to_thread(s.request, "GET", "/readyz")
+            if status == 503:
+                break
+            await asyncio.sleep(0.05)
         assert status == 503
         status, headers, body = await asyncio.to_thread(s.request, "POST", "/whip", (await make_offer()).encode(), SDP)
         assert status == 503 and headers["Retry-After"] == "1" and b"draining" in body, (status, body)

@@ -435,8 +435,7 @@ impl Driver {
             }
         }
         if written {
-            let s = &self.peers.iter().find(|p| p.session.id == session).map(|p| p.session.clone());
-            if let Some(s) = s {
+            if let Some(s) = self.peers.iter().find(|p| p.session.id == session).map(|p| &p.session) {
                 s.frames_out.fetch_add(1, Ordering::Relaxed);
                 let latency = arrived.elapsed();
                 s.latency.lock().unwrap_or_else(|p| p.into_inner()).record(latency, Instant::now());
