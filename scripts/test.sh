@@ -31,6 +31,11 @@ py=0
 RTC_DEMO_BIN="$PWD/target/debug/rtc-demo" "$RTC_TEST_PYTHON" -m pytest -q tests/cluster || py=$?
 echo "---- tests/webrtc (pytest, private network namespace) ----"
 webrtc=0
+# Chromium was installing in the background since test-deps.sh (at most 10 minutes more).
+for _ in $(seq 600); do [ -s "$RTC_TEST_CHROMIUM_INSTALL" ] && break; sleep 1; done
+if [ "$(cat "$RTC_TEST_CHROMIUM_INSTALL" 2>/dev/null)" != 0 ]; then
+  echo "chromium did not install: $(tail -n 5 .cache/chromium-install.log 2>/dev/null)"
+fi
 RTC_DEMO_BIN="$PWD/target/debug/rtc-demo" tests/webrtc/netns.sh "$RTC_TEST_PYTHON" -m pytest -q tests/webrtc || webrtc=$?
 
 # The GPU parity tests are #[ignore]d: run them where a GPU is, and say where the run's output

@@ -19,12 +19,27 @@ command -v prometheus >/dev/null || need_apt+=(prometheus)
 command -v tmux >/dev/null || need_apt+=(tmux)
 ldconfig -p | grep -q 'libvpx.so.7 ' || need_apt+=(libvpx7)
 ldconfig -p | grep -q 'libopenh264.so.7 ' || need_apt+=(libopenh264-7)
-command -v chromium >/dev/null || need_apt+=(chromium)
+export DEBIAN_FRONTEND=noninteractive
+updated=false
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "apt-get install ${need_apt[*]}"
-  export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq >&2
+  updated=true
   apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >&2
+fi
+# Chromium (a minute or more to fetch and unpack) is needed only by tests/webrtc, the last
+# tests scripts/test.sh runs: it installs in the background, beside the build, and
+# RTC_TEST_CHROMIUM_INSTALL names the file its exit status lands in (test.sh waits for it).
+chromium_rc="$cache/chromium-install.rc"
+if ! command -v chromium >/dev/null; then
+  log "installing chromium in the background (tests/webrtc; log: $cache/chromium-install.log)"
+  rm -f "$chromium_rc"
+  (
+    { $updated || apt-get update -qq; } && apt-get install -y -qq --no-install-recommends chromium
+    echo $? > "$chromium_rc"
+  ) < /dev/null > "$cache/chromium-install.log" 2>&1 &
+else
+  echo 0 > "$chromium_rc"
 fi
 
 kubectl="$cache/kubectl/usr/bin/kubectl"
@@ -55,4 +70,4 @@ echo "export RTC_TEST_KUSTOMIZE_KUBECTL=$venv/bin/kubectl"
 echo "export RTC_TEST_PYTHON=$venv/bin/python"
 echo "export RTC_TEST_NVRTC=$nvrtc"
 echo "export RTC_TEST_NVRTC_DIR=$(dirname "$nvrtc")"
-echo "export RTC_TEST_CHROMIUM=$(command -v chromium)"
+echo "export RTC_TEST_CHROMIUM_INSTALL=$chromium_rc"

@@ -72,7 +72,8 @@ class Browser:
     def __init__(self, serve, tmp_path: Path, query: str = f"autostart=1&effects=color&size={WIDTH}x{HEIGHT}"):
         chromium = os.environ.get("RTC_TEST_CHROMIUM") or shutil.which("chromium")
         if not chromium:
-            pytest.fail("chromium is missing: scripts/setup/test-deps.sh installs it")
+            pytest.fail("chromium is missing: scripts/setup/test-deps.sh installs it (in the background: "
+                        ".cache/chromium-install.log)")
         camera = tmp_path / "grey.y4m"
         write_y4m(camera)
         profile = tmp_path / "profile"
