@@ -12,7 +12,8 @@
 # CUDA_VERSION must be one the nodes' driver supports (12.6 needs driver >= 560 for
 # kernels built by its NVRTC).
 # CPU: distroless (glibc, libssl and libstdc++ only: no shell, no package manager).
-# WebRTC: DTLS links the system's OpenSSL 3 (libssl3 is in both bases); VP8 is libvpx 1.12
+# WebRTC: DTLS links OpenSSL 3 (libssl.so.3, libcrypto.so.3: distroless has them, the CUDA
+# image's Ubuntu base may not, so both images take the build stage's); VP8 is libvpx 1.12
 # (libvpx.so.7, Debian 12's libvpx7) and H.264 decoding OpenH264 2.3 (libopenh264.so.7),
 # both loaded at run time: the build stage installs them and both images take those two
 # files, so the binary finds the ABIs it was written for (Ubuntu 24.04, under the CUDA
@@ -33,6 +34,8 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends libvpx7 libopenh264-7 \
  && install -D -m 0644 /usr/lib/x86_64-linux-gnu/libvpx.so.7.1.0 /out/lib/libvpx.so.7 \
  && install -D -m 0644 /usr/lib/x86_64-linux-gnu/libopenh264.so.2.3.1 /out/lib/libopenh264.so.7 \
+ && install -D -m 0644 /usr/lib/x86_64-linux-gnu/libssl.so.3 /out/lib/libssl.so.3 \
+ && install -D -m 0644 /usr/lib/x86_64-linux-gnu/libcrypto.so.3 /out/lib/libcrypto.so.3 \
  && rm -rf /var/lib/apt/lists/*
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \

@@ -1684,7 +1684,7 @@ async fn capacity_is_measured_on_one_ready_pod_through_a_port_forward() {
     assert_eq!((c.device.as_str(), c.workers), ("emulated", 1));
     // One 20 ms stream (a timer that runs late on a busy machine): one frame per compute time.
     let most = 1000.0 / c.compute_ms;
-    assert!(c.compute_ms >= 19.5 && c.pod_rps <= 1.02 * most && c.pod_rps >= 0.7 * most, "one 20 ms stream: {c:?}");
+    assert!(c.compute_ms >= 19.5 && c.pod_rps <= 1.15 * most && c.pod_rps >= 0.7 * most, "one 20 ms stream: {c:?}");
     assert!(lines.iter().any(|l| l.contains("waiting for a ready pod of deployment/gpu-media")), "{lines:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }

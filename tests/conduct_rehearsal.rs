@@ -95,7 +95,7 @@ fn check_the_rehearsal_story(rep: &Report, stdout: &str) {
     // One 20 ms stream (a timer that runs late on a busy machine): one frame per compute time.
     let most = 1000.0 / cap.compute_ms;
     assert!(
-        cap.compute_ms >= 19.5 && cap.pod_rps <= 1.02 * most && cap.pod_rps >= 0.7 * most,
+        cap.compute_ms >= 19.5 && cap.pod_rps <= 1.15 * most && cap.pod_rps >= 0.7 * most,
         "one 20 ms stream: {cap:?}"
     );
     assert!((rate - 3.25 * cap.pod_rps).abs() <= 0.05 * rate, "peak {rate} req/s vs 3.25 × {}", cap.pod_rps);

@@ -91,6 +91,8 @@ def test_both_images_carry_the_codec_libraries_the_binary_loads():
     assert any(c.endswith("/out/lib/ /usr/lib/x86_64-linux-gnu/") for c in copies), copies
     build = " ".join(rest for word, rest in stages()["build"] if word == "RUN")
     assert "/out/lib/libvpx.so.7" in build and "/out/lib/libopenh264.so.7" in build, build
+    # The binary links libssl.so.3 (str0m's DTLS): both images carry it.
+    assert "/out/lib/libssl.so.3" in build and "/out/lib/libcrypto.so.3" in build, build
     env = " ".join(rest for word, rest in final if word == "ENV")
     assert "RTC_WEBRTC_UDP=0.0.0.0:8443" in env and "RTC_WEBRTC_TCP=0.0.0.0:8443" in env, env
 

@@ -85,6 +85,8 @@ struct Peer {
     last_keyframe_ask: Option<Instant>,
     opened: Instant,
     connected: bool,
+    /// When str0m next wants the time (its last `Output::Timeout`).
+    wake: Instant,
 }
 
 /// An answered offer whose peer never completes ICE (a client that gave up, a browser that
@@ -158,7 +160,8 @@ impl Driver {
                     tracing::info!(session = %peer.session.id, "ICE did not connect within {CONNECT_TIMEOUT:?}; ending the session");
                     peer.rtc.disconnect();
                 }
-                if peer.rtc.is_alive() {
+                // Only the peers whose time has come: with many sessions, most are waiting.
+                if peer.rtc.is_alive() && peer.wake <= now {
                     if let Err(e) = peer.rtc.handle_input(Input::Timeout(now)) {
                         tracing::info!(session = %peer.session.id, error = %e, "peer failed");
                         peer.rtc.disconnect();
@@ -193,6 +196,7 @@ impl Driver {
                 }
                 match peer.rtc.poll_output() {
                     Ok(Output::Timeout(t)) => {
+                        peer.wake = t;
                         next = next.min(t);
                         break;
                     }
@@ -409,6 +413,7 @@ impl Driver {
             last_keyframe_ask: None,
             opened: now,
             connected: false,
+            wake: now,
         });
         Ok(answer)
     }

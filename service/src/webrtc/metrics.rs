@@ -34,6 +34,7 @@ struct ReasonLabels {
 pub const REFUSED_FULL: &str = "max_sessions";
 pub const REFUSED_DRAINING: &str = "draining";
 pub const REFUSED_BAD_OFFER: &str = "bad_offer";
+pub const REFUSED_MEMORY: &str = "memory";
 
 #[derive(Clone)]
 pub struct WebRtcMetrics {
@@ -73,7 +74,7 @@ impl WebRtcMetrics {
         let refused = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "app_webrtc_offers_refused",
-            "Offers answered without a session: max_sessions and draining (503), bad_offer (400/415)",
+            "Offers answered without a session: max_sessions, memory and draining (503), bad_offer (400/413/415)",
             refused.clone(),
         );
         for role in ["publisher", "viewer"] {
@@ -85,7 +86,7 @@ impl WebRtcMetrics {
         for direction in ["in", "out"] {
             bytes.get_or_create(&DirectionLabels { direction }).inc_by(0);
         }
-        for reason in [REFUSED_FULL, REFUSED_DRAINING, REFUSED_BAD_OFFER] {
+        for reason in [REFUSED_FULL, REFUSED_MEMORY, REFUSED_DRAINING, REFUSED_BAD_OFFER] {
             refused.get_or_create(&ReasonLabels { reason }).inc_by(0);
         }
         WebRtcMetrics { sessions, frames, frame_latency, bytes, refused }

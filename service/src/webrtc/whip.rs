@@ -20,9 +20,10 @@ use axum::routing::{any, get};
 use axum::Router;
 use str0m::change::SdpOffer;
 
-use super::metrics::{REFUSED_BAD_OFFER, REFUSED_DRAINING, REFUSED_FULL};
+use super::metrics::{REFUSED_BAD_OFFER, REFUSED_DRAINING, REFUSED_FULL, REFUSED_MEMORY};
 use super::{OfferError, WebRtc};
 use crate::app::{error_response, AppState};
+use crate::device::RawFormat;
 use crate::effects::ChainPlan;
 use crate::params;
 
@@ -268,6 +269,21 @@ fn retry_later(error: &str, detail: String) -> Response {
     r
 }
 
+/// A session's frames reserve their memory one at a time; a pod whose budget cannot hold even
+/// one 720p frame now takes no new session (the client goes to another pod).
+fn refuse_if_no_memory(state: &AppState) -> Result<(), Response> {
+    let (w, h) = (1280, 720);
+    let need = crate::i420::i420_len(w, h) + state.device().working_bytes(w, h, Some(RawFormat::I420));
+    if state.memory().try_reserve(need).is_err() {
+        state.metrics().webrtc().refused(REFUSED_MEMORY);
+        return Err(with_cors(retry_later(
+            "memory budget full",
+            format!("the requests and sessions in flight leave less than a 720p frame's {need} bytes of the memory budget; retry shortly, or another pod"),
+        )));
+    }
+    Ok(())
+}
+
 /// A draining pod takes no new sessions: the client goes to another pod.
 fn refuse_if_draining(state: &AppState) -> Result<(), Response> {
     if state.draining() {
@@ -294,6 +310,7 @@ async fn publish(state: AppState, req: Request) -> Result<Response, Response> {
     authorised(&webrtc, req.headers())?;
     let (plan, iters) = session_plan(req.uri().query())?;
     refuse_if_draining(&state)?;
+    refuse_if_no_memory(&state)?;
     let offer = read_offer(&state, req, Offerer::Publisher).await?;
     match webrtc.publish(offer, plan, iters).await {
         Ok((id, answer)) => Ok(created(format!("/whip/{id}"), answer.to_sdp_string())),
