@@ -46,11 +46,10 @@ class Serve:
         self.log_path = tmp / "serve.log"
         self.log = open(self.log_path, "w")
         # A test's last sessions need not outlive it: stop() ends them after 2 s.
-        for flag, value in (("--drain-delay", "0s"), ("--shutdown-timeout", "2s")):
+        for flag, value in (("--drain-delay", "0s"), ("--shutdown-timeout", "2s"), ("--webrtc-udp", f"{SERVER_IP}:0")):
             if flag not in args:
                 args = (flag, value, *args)
-        argv = [str(binary), "serve", "--listen", "127.0.0.1:0", "--webrtc-udp", f"{SERVER_IP}:0",
-                "--log-format", "json", *args]
+        argv = [str(binary), "serve", "--listen", "127.0.0.1:0", "--log-format", "json", *args]
         self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         self.base = None
         deadline = time.time() + 30
