@@ -71,14 +71,21 @@ async def offer_to(serve, pc: RTCPeerConnection, path: str) -> tuple[int, dict, 
     return status, headers, body.decode()
 
 
+async def publish_sendrecv(serve, path: str = "/whip?effects=color"):
+    """A grey camera published sendrecv in VP8: the connection, the future of the track the
+    processed video comes back on, and the answer."""
+    pc = RTCPeerConnection()
+    received = asyncio.get_running_loop().create_future()
+    pc.on("track", lambda track: received.set_result(track) if not received.done() else None)
+    prefer_vp8(pc.addTransceiver(GreyCamera(), direction="sendrecv"))
+    status, headers, answer = await offer_to(serve, pc, path)
+    assert status == 201, answer
+    return pc, received, headers, answer
+
+
 def test_sendrecv_gets_the_processed_video_back(serve_cpu):
     async def run():
-        pc = RTCPeerConnection()
-        received = asyncio.get_running_loop().create_future()
-        pc.on("track", lambda track: received.set_result(track) if not received.done() else None)
-        prefer_vp8(pc.addTransceiver(GreyCamera(), direction="sendrecv"))
-        status, headers, answer = await offer_to(serve_cpu, pc, "/whip?effects=color")
-        assert status == 201, answer
+        pc, received, headers, answer = await publish_sendrecv(serve_cpu)
         location = headers["Location"]
         assert location.startswith("/whip/") and headers["Content-Type"] == "application/sdp", headers
         assert headers["ETag"], headers

@@ -13,7 +13,7 @@ from aiortc import RTCPeerConnection
 from aiortc.rtcrtpsender import RTCRtpSender
 
 from conftest import Serve
-from test_aiortc import GreyCamera, collect, offer_to, prefer_vp8
+from test_aiortc import GreyCamera, collect, publish_sendrecv
 
 SDP = {"Content-Type": "application/sdp"}
 
@@ -117,12 +117,7 @@ def test_sigterm_keeps_running_sessions_until_the_shutdown_timeout(tmp_path):
     s = Serve(tmp_path, "--device", "cpu", "--drain-delay", "2s", "--shutdown-timeout", "3s")
 
     async def run():
-        pc = RTCPeerConnection()
-        received = asyncio.get_running_loop().create_future()
-        pc.on("track", lambda track: received.set_result(track) if not received.done() else None)
-        prefer_vp8(pc.addTransceiver(GreyCamera(), direction="sendrecv"))
-        status, _, answer = await offer_to(s, pc, "/whip?effects=color")
-        assert status == 201, answer
+        pc, received, _, _ = await publish_sendrecv(s)
         track = await asyncio.wait_for(received, 10)
         await collect(track, 5, 20)
         s.proc.send_signal(signal.SIGTERM)

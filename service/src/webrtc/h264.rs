@@ -155,22 +155,11 @@ impl H264Decoder {
         if info.format != FORMAT_I420 {
             return Err(CodecError(format!("OpenH264 produced format {}, not I420", info.format)));
         }
-        let (w, h) = (info.width as usize, info.height as usize);
-        let (cw, ch) = crate::i420::chroma_dims(w, h);
-        into.width = w;
-        into.height = h;
-        into.data.clear();
-        into.data.reserve(crate::i420::i420_len(w, h));
-        for (plane, pw, ph, stride) in
-            [(0, w, h, info.stride[0]), (1, cw, ch, info.stride[1]), (2, cw, ch, info.stride[1])]
-        {
-            for row in 0..ph {
-                // SAFETY: OpenH264's plane `plane` holds `ph` rows of `stride ≥ pw` bytes,
-                // valid until the next decode call.
-                let line = unsafe { std::slice::from_raw_parts(info.dst[plane].add(row * stride as usize), pw) };
-                into.data.extend_from_slice(line);
-            }
-        }
+        let planes = [info.dst[0].cast_const(), info.dst[1].cast_const(), info.dst[2].cast_const()];
+        let strides = [info.stride[0] as usize, info.stride[1] as usize, info.stride[1] as usize];
+        // SAFETY: OpenH264's I420 output holds width × height luma and the chroma planes at
+        // the second stride, valid until the next decode call.
+        unsafe { into.copy_from_planes(info.width as usize, info.height as usize, planes, strides) };
         Ok(true)
     }
 }

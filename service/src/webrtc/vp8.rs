@@ -215,6 +215,36 @@ pub struct I420Picture {
     pub data: Vec<u8>,
 }
 
+impl I420Picture {
+    /// Copy a decoder's picture (Y, U, V planes, each row `stride` bytes apart) into this
+    /// packed buffer, reusing its allocation.
+    ///
+    /// # Safety
+    /// `planes[i]` must point to `rows` rows of at least the plane's width, `strides[i]`
+    /// bytes apart, valid for the call: Y is `width` × `height`, U and V are
+    /// [`crate::i420::chroma_dims`].
+    pub(super) unsafe fn copy_from_planes(
+        &mut self,
+        width: usize,
+        height: usize,
+        planes: [*const u8; 3],
+        strides: [usize; 3],
+    ) {
+        let (cw, ch) = crate::i420::chroma_dims(width, height);
+        self.width = width;
+        self.height = height;
+        self.data.clear();
+        self.data.reserve(crate::i420::i420_len(width, height));
+        for ((plane, stride), (pw, ph)) in planes.into_iter().zip(strides).zip([(width, height), (cw, ch), (cw, ch)]) {
+            for row in 0..ph {
+                // SAFETY: the caller's promise: `ph` rows of `pw` bytes, `stride` apart.
+                let line = unsafe { std::slice::from_raw_parts(plane.add(row * stride), pw) };
+                self.data.extend_from_slice(line);
+            }
+        }
+    }
+}
+
 /// A VP8 decoder for one incoming track.
 pub struct Vp8Decoder {
     ctx: Box<CodecCtx>,
@@ -269,20 +299,11 @@ fn copy_planes(img: &Image, into: &mut I420Picture) -> Result<(), CodecError> {
     if img.fmt != IMG_FMT_I420 {
         return Err(CodecError(format!("VP8 decoder produced image format {:#x}, not I420", img.fmt)));
     }
-    let (w, h) = (img.d_w as usize, img.d_h as usize);
-    let (cw, ch) = crate::i420::chroma_dims(w, h);
-    into.width = w;
-    into.height = h;
-    into.data.clear();
-    into.data.reserve(crate::i420::i420_len(w, h));
-    for (plane, pw, ph) in [(0, w, h), (1, cw, ch), (2, cw, ch)] {
-        let stride = img.stride[plane] as usize;
-        for row in 0..ph {
-            // SAFETY: libvpx's plane `plane` holds `ph` rows of `stride ≥ pw` bytes.
-            let line = unsafe { std::slice::from_raw_parts(img.planes[plane].add(row * stride), pw) };
-            into.data.extend_from_slice(line);
-        }
-    }
+    let planes = [img.planes[0].cast_const(), img.planes[1].cast_const(), img.planes[2].cast_const()];
+    let strides = [img.stride[0] as usize, img.stride[1] as usize, img.stride[2] as usize];
+    // SAFETY: an I420 vpx_image_t's planes hold d_w × d_h luma and the chroma dimensions
+    // below it, each row `stride` bytes apart, owned by the decoder until its next call.
+    unsafe { into.copy_from_planes(img.d_w as usize, img.d_h as usize, planes, strides) };
     Ok(())
 }
 
