@@ -19,6 +19,7 @@ command -v prometheus >/dev/null || need_apt+=(prometheus)
 command -v tmux >/dev/null || need_apt+=(tmux)
 ldconfig -p | grep -q 'libvpx.so.7 ' || need_apt+=(libvpx7)
 ldconfig -p | grep -q 'libopenh264.so.7 ' || need_apt+=(libopenh264-7)
+command -v ip >/dev/null || need_apt+=(iproute2)  # tests/webrtc/netns.sh's veth pair
 export DEBIAN_FRONTEND=noninteractive
 updated=false
 if [ ${#need_apt[@]} -gt 0 ]; then
