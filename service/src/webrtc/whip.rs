@@ -161,8 +161,12 @@ impl OfferedVideo {
                         v.direction = "sendrecv".into();
                     }
                 }
-            } else if !in_video {
-            } else if let Some(map) = line.strip_prefix("a=rtpmap:") {
+                continue;
+            }
+            if !in_video {
+                continue;
+            }
+            if let Some(map) = line.strip_prefix("a=rtpmap:") {
                 let codec = map.split_whitespace().nth(1).and_then(|c| c.split('/').next()).unwrap_or("");
                 if !v.codecs.iter().any(|c| c.eq_ignore_ascii_case(codec)) {
                     v.codecs.push(codec.to_string());
