@@ -186,7 +186,10 @@ impl Driver {
 
     /// Carry out what every peer has to say; returns when the next peer needs waking.
     async fn drive(&mut self) -> Instant {
-        let mut next = Instant::now() + Duration::from_millis(100);
+        // With no peer there is nothing to time: wait for a packet or a command (a pod
+        // without sessions, a rehearsal replica, never wakes for WebRTC).
+        let idle = if self.peers.is_empty() { Duration::from_secs(3600) } else { Duration::from_millis(100) };
+        let mut next = Instant::now() + idle;
         let mut i = 0;
         while i < self.peers.len() {
             loop {
