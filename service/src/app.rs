@@ -377,7 +377,7 @@ fn mib(bytes: usize) -> String {
 }
 
 /// A 503 with `Retry-After`: the request was fine, the service is busy.
-fn retry_later(error: &str, detail: String) -> Response {
+pub(crate) fn retry_later(error: &str, detail: String) -> Response {
     let mut r = error_response(StatusCode::SERVICE_UNAVAILABLE, error, None, detail);
     r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     r

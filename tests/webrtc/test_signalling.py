@@ -41,6 +41,7 @@ def test_each_wrong_request_gets_its_own_answer(serve_cpu):
     offer = asyncio.run(make_offer()).encode()
     status, headers, body = s.request("POST", "/whip", offer, {"Content-Type": "text/plain"})
     assert status == 415 and "application/sdp" in error(body)["detail"], body
+    assert headers["Access-Control-Allow-Origin"] == "*", "a refusal reaches a browser client too"
     status, headers, body = s.request("GET", "/whip")
     assert status == 405 and headers["Allow"] == "POST, OPTIONS", (status, body)
     status, headers, body = s.request("OPTIONS", "/whip")

@@ -50,9 +50,11 @@ async fn connection(
         return;
     }
     let writer = tokio::spawn(async move {
+        // One buffer for every packet of the connection: the frame is written in one call.
+        let mut framed = Vec::with_capacity(2 + 1500);
         while let Some(packet) = rx.recv().await {
             let Ok(len) = u16::try_from(packet.len()) else { continue };
-            let mut framed = Vec::with_capacity(2 + packet.len());
+            framed.clear();
             framed.extend_from_slice(&len.to_be_bytes());
             framed.extend_from_slice(&packet);
             if write.write_all(&framed).await.is_err() {

@@ -170,7 +170,8 @@ async fn process(
     *session.last_size.lock().unwrap_or_else(|p| p.into_inner()) = Some((w, h));
     let keyframe = session.force_keyframe.swap(false, Ordering::Relaxed);
     let kbps = session.target_kbps.load(Ordering::Relaxed);
-    let (plan, iters) = (session.plan.clone(), session.iters);
+    // The session's own plan (its blur weights made once), not a copy per frame.
+    let session = session.clone();
     let busy = app.clone();
     tokio::task::spawn_blocking(move || {
         let _worker = worker;
@@ -180,8 +181,8 @@ async fn process(
             let job = Job {
                 width: w,
                 height: h,
-                iters,
-                plan: &plan,
+                iters: session.iters,
+                plan: &session.plan,
                 input: JobInput::Raw { format: RawFormat::I420, frame: &mut picture.data },
             };
             device.process(job).map_err(|e| e.to_string())?;

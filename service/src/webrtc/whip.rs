@@ -22,7 +22,7 @@ use str0m::change::SdpOffer;
 
 use super::metrics::{REFUSED_BAD_OFFER, REFUSED_DRAINING, REFUSED_FULL, REFUSED_MEMORY};
 use super::{OfferError, WebRtc};
-use crate::app::{error_response, AppState};
+use crate::app::{error_response, retry_later, AppState};
 use crate::device::RawFormat;
 use crate::effects::ChainPlan;
 use crate::params;
@@ -37,13 +37,16 @@ pub fn routes() -> Router<AppState> {
         .route("/whip", any(endpoint))
         .route("/whip/{session}", any(session_resource))
         .route("/whip/{session}/viewers/{viewer}", any(viewer_resource))
+        .layer(axum::middleware::map_response(cors))
 }
 
 async fn page() -> Html<&'static str> {
     Html(include_str!("page.html"))
 }
 
-fn with_cors(mut r: Response) -> Response {
+/// WHIP clients run in browsers on other origins: every answer of these routes carries CORS
+/// headers (one layer, so no refusal can miss them).
+async fn cors(mut r: Response) -> Response {
     let h = r.headers_mut();
     h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
     h.insert(
@@ -60,24 +63,24 @@ fn preflight(methods: &'static str) -> Response {
     h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("Authorization, Content-Type, If-Match"));
     h.insert(header::ALLOW, HeaderValue::from_static(methods));
     h.insert("accept-post", HeaderValue::from_static(SDP));
-    with_cors(r)
+    r
 }
 
 fn not_allowed(method: &Method, allow: &'static str, what: &str) -> Response {
     let detail = format!("{method} {what}; allowed: {allow}");
     let mut r = error_response(StatusCode::METHOD_NOT_ALLOWED, "method not allowed", None, detail);
     r.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
-    with_cors(r)
+    r
 }
 
 fn webrtc_of(state: &AppState) -> Result<&WebRtc, Response> {
     state.webrtc().ok_or_else(|| {
-        with_cors(error_response(
+        error_response(
             StatusCode::SERVICE_UNAVAILABLE,
             "WebRTC is off",
             None,
             "this service was started without WebRTC",
-        ))
+        )
     })
 }
 
@@ -96,7 +99,7 @@ fn authorised(webrtc: &WebRtc, headers: &HeaderMap) -> Result<(), Response> {
         "this endpoint needs `Authorization: Bearer TOKEN` with the service's --webrtc-token",
     );
     r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    Err(with_cors(r))
+    Err(r)
 }
 
 /// The offer: `application/sdp` (415 otherwise), at most [`MAX_SDP_BYTES`] (413), SDP that
@@ -105,7 +108,7 @@ async fn read_offer(state: &AppState, req: Request, who: Offerer) -> Result<SdpO
     let webrtc_metrics = state.metrics().webrtc();
     let refuse = |r: Response| {
         webrtc_metrics.refused(REFUSED_BAD_OFFER);
-        with_cors(r)
+        r
     };
     let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let essence = content_type.split(';').next().unwrap_or("").trim();
@@ -226,12 +229,12 @@ fn session_plan(query: Option<&str>) -> Result<(ChainPlan, u32), Response> {
     for (key, _) in form_urlencoded::parse(query.as_bytes()) {
         if matches!(&*key, "pixels" | "format" | "seed") {
             let detail = format!("`{key}` is set by the video itself; a session takes effects, sigma, dx, dy, iters");
-            return Err(with_cors(error_response(StatusCode::BAD_REQUEST, "invalid parameter", Some(&key), detail)));
+            return Err(error_response(StatusCode::BAD_REQUEST, "invalid parameter", Some(&key), detail));
         }
     }
     let req = params::parse_query(query).map_err(|e| {
         let error = format!("invalid parameter `{}`", e.param);
-        with_cors(error_response(StatusCode::BAD_REQUEST, &error, Some(&e.param), e.detail))
+        error_response(StatusCode::BAD_REQUEST, &error, Some(&e.param), e.detail)
     })?;
     Ok((ChainPlan::new(req.effects, req.params), req.iters))
 }
@@ -245,32 +248,23 @@ fn created(location: String, answer: String) -> Response {
         HeaderValue::from_str(&format!("\"{}\"", location.rsplit('/').next().unwrap_or(""))).expect("hex"),
     );
     h.insert(header::LOCATION, HeaderValue::from_str(&location).expect("an ASCII path"));
-    with_cors(r)
+    r
 }
 
 fn offer_refused(state: &AppState, e: OfferError) -> Response {
     let webrtc_metrics = state.metrics().webrtc();
-    let r = match &e {
+    match e {
         OfferError::BadSdp(d) | OfferError::NoCodec(d) => {
             webrtc_metrics.refused(REFUSED_BAD_OFFER);
-            error_response(StatusCode::BAD_REQUEST, "bad offer", Some("body"), d.clone())
+            error_response(StatusCode::BAD_REQUEST, "bad offer", Some("body"), d)
         }
         OfferError::Full(d) => {
             webrtc_metrics.refused(REFUSED_FULL);
-            retry_later("too many sessions", d.clone())
+            retry_later("too many sessions", d)
         }
-        OfferError::NotFound(d) => error_response(StatusCode::NOT_FOUND, "no such session", None, d.clone()),
-        OfferError::Unavailable(d) => {
-            error_response(StatusCode::SERVICE_UNAVAILABLE, "WebRTC unavailable", None, d.clone())
-        }
-    };
-    with_cors(r)
-}
-
-fn retry_later(error: &str, detail: String) -> Response {
-    let mut r = error_response(StatusCode::SERVICE_UNAVAILABLE, error, None, detail);
-    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    r
+        OfferError::NotFound(d) => error_response(StatusCode::NOT_FOUND, "no such session", None, d),
+        OfferError::Unavailable(d) => error_response(StatusCode::SERVICE_UNAVAILABLE, "WebRTC unavailable", None, d),
+    }
 }
 
 /// A session's frames reserve their memory one at a time; a pod whose budget cannot hold even
@@ -280,10 +274,10 @@ fn refuse_if_no_memory(state: &AppState) -> Result<(), Response> {
     let need = crate::i420::i420_len(w, h) + state.device().working_bytes(w, h, Some(RawFormat::I420));
     if state.memory().try_reserve(need).is_err() {
         state.metrics().webrtc().refused(REFUSED_MEMORY);
-        return Err(with_cors(retry_later(
+        return Err(retry_later(
             "memory budget full",
             format!("the requests and sessions in flight leave less than a 720p frame's {need} bytes of the memory budget; retry shortly, or another pod"),
-        )));
+        ));
     }
     Ok(())
 }
@@ -292,10 +286,10 @@ fn refuse_if_no_memory(state: &AppState) -> Result<(), Response> {
 fn refuse_if_draining(state: &AppState) -> Result<(), Response> {
     if state.draining() {
         state.metrics().webrtc().refused(REFUSED_DRAINING);
-        return Err(with_cors(retry_later(
+        return Err(retry_later(
             "draining",
             "this pod is shutting down and takes no new sessions; retry to reach another pod".into(),
-        )));
+        ));
     }
     Ok(())
 }
@@ -329,7 +323,7 @@ async fn session_resource(State(state): State<AppState>, Path(session): Path<Str
         match *req.method() {
             Method::OPTIONS => Ok(preflight(ALLOW)),
             Method::GET => match webrtc.session(&session) {
-                Some(s) => Ok(with_cors(axum::Json(s.stats_json(state.device().info())).into_response())),
+                Some(s) => Ok(axum::Json(s.stats_json(state.device().info())).into_response()),
                 None => Err(no_session(&session)),
             },
             Method::POST => {
@@ -346,7 +340,7 @@ async fn session_resource(State(state): State<AppState>, Path(session): Path<Str
             Method::DELETE => {
                 authorised(&webrtc, req.headers())?;
                 if webrtc.end(&session, None).await {
-                    Ok(with_cors(StatusCode::OK.into_response()))
+                    Ok(StatusCode::OK.into_response())
                 } else {
                     Err(no_session(&session))
                 }
@@ -374,7 +368,7 @@ async fn viewer_resource(
             Method::DELETE => {
                 authorised(&webrtc, &head.headers)?;
                 if webrtc.end(&session, Some(&viewer)).await {
-                    Ok(with_cors(StatusCode::OK.into_response()))
+                    Ok(StatusCode::OK.into_response())
                 } else {
                     Err(no_session(&format!("{session}/viewers/{viewer}")))
                 }
@@ -388,16 +382,16 @@ async fn viewer_resource(
 }
 
 fn no_session(what: &str) -> Response {
-    with_cors(error_response(StatusCode::NOT_FOUND, "no such session", None, format!("no session {what} on this pod")))
+    error_response(StatusCode::NOT_FOUND, "no such session", None, format!("no session {what} on this pod"))
 }
 
 fn trickle_unsupported() -> Response {
-    with_cors(error_response(
+    error_response(
         StatusCode::NOT_IMPLEMENTED,
         "trickle ICE not supported",
         None,
         "send every candidate in the offer (wait for ICE gathering to complete); the answer carries the pod's",
-    ))
+    )
 }
 
 #[cfg(test)]
