@@ -6,7 +6,7 @@ use std::process::Command;
 use rtc_demo::scenario::{Advance, Rate, Scenario, StageLoad};
 
 const BIN: &str = env!("CARGO_BIN_EXE_rtc-demo");
-const SHIPPED: &[&str] = &["baseline", "moderate", "heavy", "keynote", "keynote-local", "rehearsal"];
+const SHIPPED: &[&str] = &["baseline", "moderate", "heavy", "keynote", "keynote-local", "rehearsal", "webrtc"];
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -86,6 +86,11 @@ const MALFORMED: &[(&str, usize, usize, &str)] = &[
     ("ramp_mixed_units", 10, 8, "different units"),
     ("iters_and_service_time", 3, 1, "both `iters` and `service_time`"),
     ("service_time_over_slo", 8, 1, "service_time = 150ms is not below the SLO's p95 of 100ms"),
+    ("webrtc_h264", 3, 1, "codec = \"h264\""),
+    ("sessions_in_http", 10, 1, "ramps WebRTC sessions in a scenario of HTTP requests"),
+    ("rate_in_webrtc", 9, 1, "offers `rate` in a WebRTC scenario"),
+    ("webrtc_http_threshold", 2, 1, "threshold `error_rate<1%` does not judge"),
+    ("sessions_ramp_without_to", 9, 12, "a sessions ramp needs `from` and `to`"),
 ];
 
 #[test]
@@ -161,6 +166,27 @@ expect = { replicas_at_least = 4 }
     assert_eq!(s.stages[1].plan(), Ok(rtc_demo::load::RatePlan::Concurrency { workers: 4 }));
     assert_eq!(s.stages[1].expect.replicas_at_least, Some(4));
     assert!(s.prometheus.p95.contains(">= 0") && s.prometheus.p95.contains("or vector(0)"));
+}
+
+#[test]
+fn a_webrtc_scenario_parses_to_session_plans() {
+    use rtc_demo::load::webrtc::SessionPlan;
+    let s = Scenario::load(root().join("scenarios/webrtc.toml")).unwrap();
+    assert_eq!(s.request.kind, rtc_demo::scenario::RequestKind::Webrtc);
+    assert_eq!((s.request.pixels, s.request.fps, s.request.kbps), ((640, 360), 15, 600));
+    assert_eq!(
+        s.request.url_for("http://10.0.0.7:8080"),
+        "http://10.0.0.7:8080/whip?iters=1&effects=blur,translate,color"
+    );
+    assert_eq!(s.stages[0].session_plan(), Some(SessionPlan::Constant { sessions: 2 }));
+    assert_eq!(
+        s.stages[1].session_plan(),
+        Some(SessionPlan::Ramp { from: 2, to: 8, over: std::time::Duration::from_secs(60) })
+    );
+    // The console's request-rate stages refuse it by name instead of guessing a rate.
+    let e = s.stages[0].plan().unwrap_err().to_string();
+    assert!(e.contains("ramps WebRTC sessions") && e.contains("expected `rtc-demo load --scenario`"), "{e}");
+    assert!(s.thresholds.iter().all(|t| t.metric.is_webrtc()));
 }
 
 /// `check --hpa` reads a HorizontalPodAutoscaler as the local rehearsal does; `conduct` reads

@@ -23,7 +23,9 @@ use rtc_service::duration::{duration_arg, format_duration};
 as fast as the server answers (as oha does). With -q it is open-loop: every request has an intended send time, \
 latency is reported both from it (corrected for coordinated omission) and from the actual send (uncorrected), \
 and requests the client could not send in time are counted as dropped. \
-Per-second lines go to stderr; the summary (or --json) to stdout. Exit 1 when a --threshold fails, 2 on bad input.")]
+Per-second lines go to stderr; the summary (or --json) to stdout. Exit 1 when a --threshold fails, 2 on bad input. \
+With --webrtc (or a scenario whose [request] kind is \"webrtc\") the load is WebRTC sessions: \
+`rtc-demo load --webrtc http://127.0.0.1:8080/whip?effects=blur,color --sessions 2..8 -z 60s --threshold frame_p95<100ms`.")]
 pub struct LoadArgs {
     /// Target URL(s), used in round robin. With --scenario only http://HOST:PORT is taken from
     /// each; the scenario's [request] gives path and query (default: the scenario's load.url).
@@ -85,7 +87,34 @@ pub struct LoadArgs {
     /// onto pods added mid-run. `kubectl port-forward` sends everything to one pod whatever this is.
     #[arg(long, default_value = "1s", value_parser = duration_arg, value_name = "DUR")]
     pub connection_max_age: Duration,
+    /// WebRTC sessions instead of HTTP requests: synthetic WHIP publishers (sendrecv, VP8, a
+    /// clip encoded once) against each URL (http://HOST:PORT, `/whip` added; a URL's query
+    /// gives the effects: http://HOST:PORT/whip?effects=blur,color). Each processed frame is
+    /// timed back to its frame; a frame that never comes back is lost.
+    #[arg(long, conflicts_with_all = ["rate", "concurrency", "requests", "hgrm", "method"])]
+    pub webrtc: bool,
+    /// WebRTC sessions to keep up: N, or FROM..TO ramped over --duration (default 1). A
+    /// refused offer (503) is retried after its Retry-After, a failed session re-dialled.
+    #[arg(long, value_name = "N|FROM..TO", value_parser = webrtc::sessions_arg)]
+    pub sessions: Option<crate::load::webrtc::SessionPlan>,
+    /// WebRTC: the video's size (default 640x360, or the scenario's pixels).
+    #[arg(long, value_name = "WxH", value_parser = webrtc::size_arg)]
+    pub size: Option<(usize, usize)>,
+    /// WebRTC: frames per second each publisher sends (default 15).
+    #[arg(long, value_name = "FPS", value_parser = clap::value_parser!(u32).range(1..=60))]
+    pub fps: Option<u32>,
+    /// WebRTC: the clip's bitrate in kbit/s (default 600).
+    #[arg(long, value_name = "KBPS", value_parser = clap::value_parser!(u32).range(50..=20000))]
+    pub kbps: Option<u32>,
+    /// WebRTC: a frame whose processed frame is not back within this is lost (default 1s).
+    #[arg(long, value_name = "DUR", value_parser = duration_arg)]
+    pub frame_timeout: Option<Duration>,
+    /// WebRTC: the bearer token the service's WHIP endpoint asks for (its --webrtc-token).
+    #[arg(long, env = "RTC_WEBRTC_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
+
+mod webrtc;
 
 /// A flag value that is not what the flag takes.
 #[derive(Debug, thiserror::Error)]
@@ -225,6 +254,14 @@ struct LatencyLabels {
 }
 
 pub fn main(args: LoadArgs) -> ExitCode {
+    match webrtc::wanted(&args) {
+        Ok(true) => return webrtc::main(args),
+        Ok(false) => {}
+        Err(e) => {
+            eprintln!("rtc-demo load: {}", crate::errors::chain(e.as_ref()));
+            return ExitCode::from(2);
+        }
+    }
     let setup = match setup(&args) {
         Ok(s) => s,
         Err(e) => {
@@ -334,36 +371,40 @@ async fn run(args: LoadArgs, setup: Setup) -> ExitCode {
         }
     }
     let human = human_summary(&label, connections, targets.len(), &summary, &results);
-    if args.json {
-        let report = JsonReport {
-            run: &label,
-            targets: targets.iter().map(|t| t.to_string()).collect(),
-            connections,
-            latency_labels: LatencyLabels { corrected: CORRECTED_LABEL, uncorrected: UNCORRECTED_LABEL },
-            summary: &summary,
-            seconds: series.iter().map(|s| s.as_ref()).collect(),
-            thresholds: &results,
-            passed,
-        };
-        eprint!("{human}");
-        match serde_json::to_string_pretty(&report) {
-            Ok(j) => println!("{j}"),
-            Err(e) => {
-                eprintln!("rtc-demo load: cannot write JSON: {e}");
-                return ExitCode::from(2);
+    let report = JsonReport {
+        run: &label,
+        targets: targets.iter().map(|t| t.to_string()).collect(),
+        connections,
+        latency_labels: LatencyLabels { corrected: CORRECTED_LABEL, uncorrected: UNCORRECTED_LABEL },
+        summary: &summary,
+        seconds: series.iter().map(|s| s.as_ref()).collect(),
+        thresholds: &results,
+        passed,
+    };
+    print_outcome(&human, args.json.then_some(&report), interrupted, passed)
+}
+
+/// The summary on stdout, or with `--json` the report there and the summary on stderr; the
+/// exit code: the signal's (128 + n) when interrupted, else 1 when a threshold failed.
+fn print_outcome(human: &str, json: Option<&impl Serialize>, interrupted: Option<u8>, passed: bool) -> ExitCode {
+    match json {
+        Some(report) => {
+            eprint!("{human}");
+            match serde_json::to_string_pretty(report) {
+                Ok(j) => println!("{j}"),
+                Err(e) => {
+                    eprintln!("rtc-demo load: cannot write JSON: {e}");
+                    return ExitCode::from(2);
+                }
             }
         }
-    } else {
-        print!("{human}");
+        None => print!("{human}"),
     }
     let _ = std::io::stdout().flush();
-    if let Some(code) = interrupted {
-        return ExitCode::from(code);
-    }
-    if passed {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
+    match interrupted {
+        Some(code) => ExitCode::from(code),
+        None if passed => ExitCode::SUCCESS,
+        None => ExitCode::from(1),
     }
 }
 

@@ -6,7 +6,7 @@ use super::keymap::Action;
 use super::model::Verdict;
 use super::model::{describe_plan, BackendCommand, ClusterSnapshot, RatePlan, StageView};
 use super::story::{judged_p95, TalkFigures, RESTORED_HOLD_S};
-use crate::scenario::{Advance, Expect, NeedsCapacity, Scenario};
+use crate::scenario::{Advance, Expect, NoRatePlan, Scenario};
 
 #[derive(Debug, Clone)]
 pub struct StageDef {
@@ -22,7 +22,7 @@ pub struct StageDef {
 
 impl StageDef {
     /// The stages of a scenario in measured units ([`Scenario::in_measured_units`]).
-    pub fn from_scenario(s: &Scenario) -> Result<Vec<StageDef>, NeedsCapacity> {
+    pub fn from_scenario(s: &Scenario) -> Result<Vec<StageDef>, NoRatePlan> {
         s.stages
             .iter()
             .map(|st| {

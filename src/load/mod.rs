@@ -37,6 +37,7 @@ pub mod engine;
 pub mod stats;
 pub mod testserver;
 pub mod threshold;
+pub mod webrtc;
 
 pub use engine::{LoadConfig, LoadEngine, LoadError, LoadHandle, RatePlan, WorkerRuntimes, DEFAULT_CONNECTION_MAX_AGE};
 pub use stats::{
@@ -106,28 +107,14 @@ pub fn human_summary(
         let codes: Vec<String> = s.status_codes.iter().map(|(c, n)| format!("{c}: {n}")).collect();
         let _ = writeln!(o, "  status     {}", codes.join(", "));
     }
-    let _ = writeln!(
-        o,
-        "  latency          {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
-        "p50", "p90", "p95", "p99", "p99.9", "max", "mean"
-    );
+    let _ = writeln!(o, "  latency         {}", Percentiles::HEADER);
     for (name, p) in [
         ("2xx corrected", &s.corrected),
         ("2xx uncorrected", &s.uncorrected),
         ("all corrected", &s.all_corrected),
         ("all uncorrected", &s.all_uncorrected),
     ] {
-        let _ = writeln!(
-            o,
-            "  {name:<15} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
-            fmt_ms(p.p50_ms),
-            fmt_ms(p.p90_ms),
-            fmt_ms(p.p95_ms),
-            fmt_ms(p.p99_ms),
-            fmt_ms(p.p999_ms),
-            fmt_ms(p.max_ms),
-            fmt_ms(p.mean_ms)
-        );
+        let _ = writeln!(o, "  {name:<15} {}", p.row());
     }
     let _ = writeln!(o, "  (corrected: {CORRECTED_LABEL}; uncorrected: {UNCORRECTED_LABEL};");
     let _ = writeln!(

@@ -125,6 +125,16 @@ pub struct Percentiles {
 }
 
 impl Percentiles {
+    /// The column heads of [`Percentiles::row`].
+    pub const HEADER: &'static str = "      p50       p90       p95       p99     p99.9       max      mean";
+
+    /// p50 p90 p95 p99 p99.9 max mean, each right-aligned in 9 characters.
+    pub fn row(&self) -> String {
+        [self.p50_ms, self.p90_ms, self.p95_ms, self.p99_ms, self.p999_ms, self.max_ms, self.mean_ms]
+            .map(|v| format!("{:>9}", fmt_ms(v)))
+            .join(" ")
+    }
+
     pub(crate) fn of(h: &LatencyHistogram) -> Self {
         if h.is_empty() {
             return Self::default();

@@ -6,13 +6,15 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use super::stats::{fmt_ms, LoadSummary, Percentiles};
+use super::webrtc::WebRtcSummary;
 
 /// The forms a threshold may take, quoted in every parse error.
 pub const THRESHOLD_FORMS: &str = "METRIC OP VALUE, e.g. `p95<100ms`, `p99.9<=1s`, `uncorrected_p95<50ms`, \
 `all_p95<200ms`, `error_rate<1%`, `shed_rate<5%`, `timeout_rate<1%`, `drop_rate<1%`, `rps>=400` (latency metrics: \
 p50 p90 p95 p99 p99.9 max mean of successful requests, corrected unless prefixed `uncorrected_`, of every request \
 when prefixed `all_`; error_rate counts every request without a 2xx answer; ops: < <= > >=; latency units us ms s, \
-a bare number is ms; rates as % or a fraction)";
+a bare number is ms; rates as % or a fraction); a --webrtc run: `frame_p95<100ms` (any stat with `frame_`), \
+`frame_loss<1%`, `session_fail<1%`, `offer_fail<5%`";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -42,6 +44,22 @@ pub enum Metric {
     DropRate,
     /// Completed requests per second over the run.
     Rps,
+    /// A `--webrtc` run's processed-frame round trip in milliseconds, from each frame's
+    /// intended send time.
+    Frame { stat: LatencyStat },
+    /// Frames whose processed frame never came back / frames.
+    FrameLoss,
+    /// Answered sessions that failed before they were ended / answered sessions.
+    SessionFail,
+    /// Offers without a 201 answer (refused 503 included) / offers.
+    OfferFail,
+}
+
+impl Metric {
+    /// Whether this judges a `--webrtc` run (else an HTTP run).
+    pub fn is_webrtc(&self) -> bool {
+        matches!(self, Metric::Frame { .. } | Metric::FrameLoss | Metric::SessionFail | Metric::OfferFail)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -133,6 +151,10 @@ impl Threshold {
         if value.is_empty() {
             return Err(fail("no value after the operator"));
         }
+        if let Some(stat) = name.strip_prefix("frame_").and_then(latency_stat) {
+            let limit = parse_latency_ms(value).ok_or_else(|| fail("the value is not a latency"))?;
+            return Ok(Threshold { source: s.to_string(), metric: Metric::Frame { stat }, op, limit });
+        }
         let (all_requests, scoped) = match name.strip_prefix("all_") {
             Some(rest) => (true, rest),
             None => (false, name.as_str()),
@@ -141,16 +163,7 @@ impl Threshold {
             Some(rest) => (false, rest),
             None => (true, scoped.strip_prefix("corrected_").unwrap_or(scoped)),
         };
-        let stat = match stat_name {
-            "p50" | "p(50)" | "med" | "median" => Some(LatencyStat::P50),
-            "p90" | "p(90)" => Some(LatencyStat::P90),
-            "p95" | "p(95)" => Some(LatencyStat::P95),
-            "p99" | "p(99)" => Some(LatencyStat::P99),
-            "p99.9" | "p999" | "p(99.9)" => Some(LatencyStat::P999),
-            "max" => Some(LatencyStat::Max),
-            "mean" | "avg" => Some(LatencyStat::Mean),
-            _ => None,
-        };
+        let stat = latency_stat(stat_name);
         let (metric, limit) = if let Some(stat) = stat {
             (
                 Metric::Latency { stat, corrected, all_requests },
@@ -163,6 +176,9 @@ impl Threshold {
                 "timeout_rate" | "timeouts" => Metric::TimeoutRate,
                 "drop_rate" | "dropped_rate" => Metric::DropRate,
                 "rps" | "throughput" => Metric::Rps,
+                "frame_loss" => Metric::FrameLoss,
+                "session_fail" | "session_fail_rate" => Metric::SessionFail,
+                "offer_fail" | "offer_fail_rate" => Metric::OfferFail,
                 _ => return Err(fail(&format!("unknown metric `{name}`"))),
             };
             let limit = if metric == Metric::Rps {
@@ -182,6 +198,8 @@ impl Threshold {
     }
 
     /// The observed value of this threshold's metric in `summary`.
+    /// What an HTTP run shows for this metric; NaN (never passing) for a WebRTC metric,
+    /// which `rtc-demo load` refuses before the run.
     pub fn observe(&self, summary: &LoadSummary) -> f64 {
         match self.metric {
             Metric::Latency { stat, corrected, all_requests } => {
@@ -191,28 +209,39 @@ impl Threshold {
                     (true, true) => &summary.all_corrected,
                     (true, false) => &summary.all_uncorrected,
                 };
-                match stat {
-                    LatencyStat::P50 => p.p50_ms,
-                    LatencyStat::P90 => p.p90_ms,
-                    LatencyStat::P95 => p.p95_ms,
-                    LatencyStat::P99 => p.p99_ms,
-                    LatencyStat::P999 => p.p999_ms,
-                    LatencyStat::Max => p.max_ms,
-                    LatencyStat::Mean => p.mean_ms,
-                }
+                stat.of(p)
             }
             Metric::ErrorRate => summary.error_rate(),
             Metric::ShedRate => summary.shed_rate(),
             Metric::TimeoutRate => summary.timeout_rate(),
             Metric::DropRate => summary.drop_rate(),
             Metric::Rps => summary.achieved_rps,
+            Metric::Frame { .. } | Metric::FrameLoss | Metric::SessionFail | Metric::OfferFail => f64::NAN,
+        }
+    }
+
+    /// What a WebRTC run shows for this metric; NaN for an HTTP metric.
+    pub fn observe_webrtc(&self, summary: &WebRtcSummary) -> f64 {
+        match self.metric {
+            Metric::Frame { stat } => stat.of(&summary.frame),
+            Metric::FrameLoss => summary.frame_loss,
+            Metric::SessionFail => summary.session_fail,
+            Metric::OfferFail => summary.offer_fail,
+            _ => f64::NAN,
         }
     }
 
     pub fn evaluate(&self, summary: &LoadSummary) -> ThresholdResult {
-        let observed = self.observe(summary);
+        self.result(self.observe(summary))
+    }
+
+    pub fn evaluate_webrtc(&self, summary: &WebRtcSummary) -> ThresholdResult {
+        self.result(self.observe_webrtc(summary))
+    }
+
+    fn result(&self, observed: f64) -> ThresholdResult {
         let observed_display = match self.metric {
-            Metric::Latency { .. } => fmt_ms(observed),
+            Metric::Latency { .. } | Metric::Frame { .. } => fmt_ms(observed),
             Metric::Rps => format!("{observed:.1}/s"),
             _ => format!("{:.2}%", observed * 100.0),
         };
@@ -230,6 +259,33 @@ impl Threshold {
 }
 
 /// `250us`, `250µs`, `100ms`, `1.5s`, `2m`, or a bare number of milliseconds.
+fn latency_stat(name: &str) -> Option<LatencyStat> {
+    Some(match name {
+        "p50" | "p(50)" | "med" | "median" => LatencyStat::P50,
+        "p90" | "p(90)" => LatencyStat::P90,
+        "p95" | "p(95)" => LatencyStat::P95,
+        "p99" | "p(99)" => LatencyStat::P99,
+        "p99.9" | "p999" | "p(99.9)" => LatencyStat::P999,
+        "max" => LatencyStat::Max,
+        "mean" | "avg" => LatencyStat::Mean,
+        _ => return None,
+    })
+}
+
+impl LatencyStat {
+    fn of(self, p: &Percentiles) -> f64 {
+        match self {
+            LatencyStat::P50 => p.p50_ms,
+            LatencyStat::P90 => p.p90_ms,
+            LatencyStat::P95 => p.p95_ms,
+            LatencyStat::P99 => p.p99_ms,
+            LatencyStat::P999 => p.p999_ms,
+            LatencyStat::Max => p.max_ms,
+            LatencyStat::Mean => p.mean_ms,
+        }
+    }
+}
+
 fn parse_latency_ms(v: &str) -> Option<f64> {
     let v = v.trim();
     let num_end = v.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(v.len());
@@ -294,6 +350,20 @@ mod tests {
         assert_eq!(Threshold::parse("shed_rate<=0.05").unwrap().limit, 0.05);
         let t = Threshold::parse("rps>=400").unwrap();
         assert_eq!((t.metric, t.op, t.limit), (Metric::Rps, Op::Ge, 400.0));
+    }
+
+    #[test]
+    fn webrtc_metrics_judge_only_a_webrtc_run() {
+        let t = Threshold::parse("frame_p95<100ms").unwrap();
+        assert_eq!((t.metric, t.limit), (Metric::Frame { stat: LatencyStat::P95 }, 100.0));
+        assert!(t.metric.is_webrtc());
+        assert_eq!(Threshold::parse("frame_loss<1%").unwrap().metric, Metric::FrameLoss);
+        assert_eq!(Threshold::parse("session_fail<1%").unwrap().limit, 0.01);
+        assert_eq!(Threshold::parse("offer_fail<=5%").unwrap().metric, Metric::OfferFail);
+        assert!(!Threshold::parse("p95<1s").unwrap().metric.is_webrtc());
+        // What an HTTP run shows for it (nothing) fails rather than passing on nothing.
+        assert!(!t.result(f64::NAN).passed);
+        assert!(Threshold::parse("frame_rps<1").is_err());
     }
 
     #[test]

@@ -30,6 +30,7 @@ use std::time::Duration;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
+use crate::load::webrtc::SessionPlan;
 use crate::load::{RatePlan, Threshold};
 use rtc_service::duration::{parse_duration, DURATION_FORMS};
 
@@ -164,10 +165,22 @@ impl HttpMethod {
     }
 }
 
-/// The request each load request sends (SPEC §1's `/process` API).
+/// What the load sends: HTTP requests to `/process`, or WebRTC sessions (`kind = "webrtc"`:
+/// synthetic WHIP publishers whose stages ramp `sessions`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RequestKind {
+    #[default]
+    Http,
+    Webrtc,
+}
+
+/// The request each load request sends (SPEC §1's `/process` API), or with `kind = "webrtc"`
+/// what each session publishes.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(try_from = "TargetRequestRaw")]
 pub struct TargetRequest {
+    pub kind: RequestKind,
     pub method: HttpMethod,
     pub path: String,
     /// Frame size, `WxH`.
@@ -178,11 +191,15 @@ pub struct TargetRequest {
     /// `service_time = "20ms"` instead of `iters`: the console picks the iterations that
     /// take about this long on the pod's own device, measured before the stages.
     pub service_time: Option<Duration>,
+    /// WebRTC: the publishers' frame rate and their clip's bitrate (`pixels` is the video size).
+    pub fps: u32,
+    pub kbps: u32,
 }
 
 impl Default for TargetRequest {
     fn default() -> Self {
         TargetRequest {
+            kind: RequestKind::Http,
             method: HttpMethod::Post,
             path: "/process".into(),
             pixels: (1280, 720),
@@ -190,9 +207,15 @@ impl Default for TargetRequest {
             effects: vec!["blur".into(), "translate".into(), "color".into()],
             timeout: Duration::from_secs(5),
             service_time: None,
+            fps: 15,
+            kbps: 600,
         }
     }
 }
+
+/// The codecs synthetic publishers can send, quoted in errors.
+const WEBRTC_CODECS: &str =
+    "\"vp8\" (the service answers a sendrecv offer in VP8; it has no H.264 encoder for the way back)";
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -208,12 +231,49 @@ struct TargetRequestRaw {
     timeout: Option<Duration>,
     #[serde(default, deserialize_with = "de_opt_duration")]
     service_time: Option<Duration>,
+    kind: Option<RequestKind>,
+    fps: Option<i64>,
+    kbps: Option<i64>,
+    codec: Option<String>,
 }
 
 impl TryFrom<TargetRequestRaw> for TargetRequest {
     type Error = String;
     fn try_from(r: TargetRequestRaw) -> Result<Self, String> {
         let d = TargetRequest::default();
+        let kind = r.kind.unwrap_or_default();
+        if kind == RequestKind::Http {
+            for (key, given) in [("fps", r.fps.is_some()), ("kbps", r.kbps.is_some()), ("codec", r.codec.is_some())] {
+                if given {
+                    return Err(format!("`{key}` is for WebRTC sessions (expected `kind = \"webrtc\"` with it, or no `{key}` for HTTP requests)"));
+                }
+            }
+        } else {
+            if r.service_time.is_some() {
+                return Err("service_time with kind = \"webrtc\" (expected `iters`: sessions are not sized to a measured service time)".into());
+            }
+            if r.method.is_some() {
+                return Err(
+                    "`method` with kind = \"webrtc\" (expected no method: a session's offer is always a WHIP POST)"
+                        .into(),
+                );
+            }
+            if let Some(c) = &r.codec {
+                if !c.eq_ignore_ascii_case("vp8") {
+                    return Err(format!("codec = \"{c}\" (expected {WEBRTC_CODECS})"));
+                }
+            }
+        }
+        let fps = match r.fps {
+            Some(f) if (1..=60).contains(&f) => f as u32,
+            Some(f) => return Err(format!("fps = {f} (expected an integer in 1..=60)")),
+            None => d.fps,
+        };
+        let kbps = match r.kbps {
+            Some(k) if (50..=20_000).contains(&k) => k as u32,
+            Some(k) => return Err(format!("kbps = {k} (expected an integer in 50..=20000 kbit/s)")),
+            None => d.kbps,
+        };
         let max = rtc_service::params::MAX_ITERS;
         let iters = match r.iters {
             Some(_) if r.service_time.is_some() => {
@@ -221,6 +281,7 @@ impl TryFrom<TargetRequestRaw> for TargetRequest {
             }
             Some(n) if (1..=max as i64).contains(&n) => n as u32,
             Some(n) => return Err(format!("iters = {n} (expected an integer in 1..={max}, as /process accepts)")),
+            None if kind == RequestKind::Webrtc => 1,
             None => d.iters,
         };
         if r.service_time.is_some_and(|t| t < Duration::from_millis(1)) {
@@ -230,22 +291,38 @@ impl TryFrom<TargetRequestRaw> for TargetRequest {
         if timeout.is_zero() {
             return Err("timeout = \"0s\" (expected a positive duration such as \"5s\")".into());
         }
+        let (path, pixels) = match kind {
+            RequestKind::Http => (d.path, d.pixels),
+            RequestKind::Webrtc => ("/whip".to_string(), (640, 360)),
+        };
         Ok(TargetRequest {
+            kind,
             method: r.method.unwrap_or(d.method),
-            path: r.path.unwrap_or(d.path),
-            pixels: r.pixels.unwrap_or(d.pixels),
+            path: r.path.unwrap_or(path),
+            pixels: r.pixels.unwrap_or(pixels),
             iters,
             effects: r.effects.unwrap_or(d.effects),
             timeout,
             service_time: r.service_time,
+            fps,
+            kbps,
         })
     }
 }
 
 impl TargetRequest {
-    /// `/process?pixels=1280x720&iters=5&effects=blur,translate,color`.
+    /// `/process?pixels=1280x720&iters=5&effects=blur,translate,color`; for WebRTC the WHIP
+    /// URL `/whip?iters=1&effects=…` (the size is the video's, not a parameter).
     pub fn path_and_query(&self) -> String {
-        let mut s = format!("{}?pixels={}x{}&iters={}", self.path, self.pixels.0, self.pixels.1, self.iters);
+        format!("{}?{}", self.path, self.query())
+    }
+
+    /// The query alone (`pixels=…&iters=…&effects=…`, no pixels for WebRTC).
+    pub fn query(&self) -> String {
+        let mut s = match self.kind {
+            RequestKind::Http => format!("pixels={}x{}&iters={}", self.pixels.0, self.pixels.1, self.iters),
+            RequestKind::Webrtc => format!("iters={}", self.iters),
+        };
         if !self.effects.is_empty() {
             s.push_str("&effects=");
             s.push_str(&self.effects.join(","));
@@ -522,6 +599,67 @@ pub enum StageLoad {
     PodRate(Rate),
     /// Closed loop with this many workers (the old script's behaviour).
     Concurrency(usize),
+    /// WebRTC sessions kept up (`sessions = 4` or `sessions = { from = 2, to = 24 }`).
+    Sessions(SessionCount),
+}
+
+/// A stage's WebRTC sessions: constant, or a ramp over the stage's duration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionCount {
+    Constant(usize),
+    Ramp { from: usize, to: usize },
+}
+
+const SESSIONS_FORMS: &str =
+    "`sessions = 4`, or a ramp over the stage, `sessions = { from = 2, to = 24 }`, with 0..=1000 sessions";
+
+impl<'de> Deserialize<'de> for SessionCount {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        fn count<E: de::Error>(v: i64) -> Result<usize, E> {
+            if (0..=SessionPlan::MAX_SESSIONS as i64).contains(&v) {
+                Ok(v as usize)
+            } else {
+                Err(E::custom(format!("{v} sessions is out of range (expected {SESSIONS_FORMS})")))
+            }
+        }
+        impl<'de> Visitor<'de> for V {
+            type Value = SessionCount;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(SESSIONS_FORMS)
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<SessionCount, E> {
+                count(v).map(SessionCount::Constant)
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<SessionCount, E> {
+                count(i64::try_from(v).unwrap_or(i64::MAX)).map(SessionCount::Constant)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SessionCount, A::Error> {
+                let (mut from, mut to) = (None, None);
+                while let Some(key) = map.next_key::<String>()? {
+                    let v: i64 = map.next_value().map_err(|_| {
+                        de::Error::custom(format!("`{key}` is not a whole number (expected {SESSIONS_FORMS})"))
+                    })?;
+                    match key.as_str() {
+                        "from" => from = Some(count(v)?),
+                        "to" => to = Some(count(v)?),
+                        other => {
+                            return Err(de::Error::custom(format!(
+                                "unknown key `{other}` in a sessions ramp (expected `from` and `to`)"
+                            )))
+                        }
+                    }
+                }
+                match (from, to) {
+                    (Some(from), Some(to)) => Ok(SessionCount::Ramp { from, to }),
+                    _ => Err(de::Error::custom(format!(
+                        "a sessions ramp needs `from` and `to` (expected {SESSIONS_FORMS})"
+                    ))),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// How a stage ends.
@@ -573,23 +711,39 @@ pub struct Stage {
     pub expect: Expect,
 }
 
-/// A stage's rate is in pods of capacity and no capacity has been measured yet.
+/// Why a stage has no request-rate plan (yet).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("stage `{stage}` offers a rate in pods of capacity: it needs one pod's measured capacity (rtc-demo conduct measures it before the stages; `rtc-demo load --pod-rps N` states it)")]
-pub struct NeedsCapacity {
-    pub stage: String,
+pub enum NoRatePlan {
+    /// Its rate is in pods of capacity and no capacity has been measured yet.
+    #[error("stage `{stage}` offers a rate in pods of capacity: it needs one pod's measured capacity (rtc-demo conduct measures it before the stages; `rtc-demo load --pod-rps N` states it)")]
+    NeedsCapacity { stage: String },
+    /// It ramps WebRTC sessions, not requests.
+    #[error("stage `{stage}` ramps WebRTC sessions, not requests (expected `rtc-demo load --scenario` for a kind = \"webrtc\" scenario; the console does not drive WebRTC sessions yet)")]
+    Sessions { stage: String },
 }
 
 impl Stage {
     /// The engine plan for this stage (a ramp spans the stage's duration); a rate in pods
     /// needs [`Scenario::in_measured_units`] first.
-    pub fn plan(&self) -> Result<RatePlan, NeedsCapacity> {
+    pub fn plan(&self) -> Result<RatePlan, NoRatePlan> {
         Ok(match self.load {
             StageLoad::Rate(Rate::Constant(rps)) => RatePlan::Constant { rps },
             StageLoad::Rate(Rate::Ramp { from, to }) => RatePlan::Ramp { from, to, over: self.duration },
             StageLoad::Concurrency(workers) => RatePlan::Concurrency { workers },
-            StageLoad::PodRate(_) => return Err(NeedsCapacity { stage: self.name.clone() }),
+            StageLoad::PodRate(_) => return Err(NoRatePlan::NeedsCapacity { stage: self.name.clone() }),
+            StageLoad::Sessions(_) => return Err(NoRatePlan::Sessions { stage: self.name.clone() }),
         })
+    }
+
+    /// The WebRTC engine's plan for a sessions stage (a ramp spans the stage's duration).
+    pub fn session_plan(&self) -> Option<SessionPlan> {
+        match self.load {
+            StageLoad::Sessions(SessionCount::Constant(sessions)) => Some(SessionPlan::Constant { sessions }),
+            StageLoad::Sessions(SessionCount::Ramp { from, to }) => {
+                Some(SessionPlan::Ramp { from, to, over: self.duration })
+            }
+            _ => None,
+        }
     }
 
     /// `2.5 pods` or `from 1 to 3 pods` when the scenario wrote the rate in pods.
@@ -609,6 +763,7 @@ struct StageRaw {
     duration: Duration,
     rate: Option<RateSpec>,
     concurrency: Option<u32>,
+    sessions: Option<SessionCount>,
     #[serde(default)]
     notes: String,
     #[serde(default)]
@@ -620,17 +775,22 @@ struct StageRaw {
 impl TryFrom<StageRaw> for Stage {
     type Error = String;
     fn try_from(r: StageRaw) -> Result<Self, String> {
-        let load = match (r.rate, r.concurrency) {
-            (Some(RateSpec { rate, unit: RateUnit::PerSecond }), None) => StageLoad::Rate(rate),
-            (Some(RateSpec { rate, unit: RateUnit::Pods }), None) => StageLoad::PodRate(rate),
-            (None, Some(c)) if (1..=100_000).contains(&c) => StageLoad::Concurrency(c as usize),
-            (None, Some(c)) => return Err(format!("stage `{}`: concurrency = {c} (expected 1..=100000)", r.name)),
-            (Some(_), Some(_)) => {
-                return Err(format!("stage `{}` has both `rate` and `concurrency` (expected exactly one of them)", r.name))
-            }
-            (None, None) => {
+        let given = r.rate.is_some() as u8 + r.concurrency.is_some() as u8 + r.sessions.is_some() as u8;
+        if given > 1 {
+            return Err(format!(
+                "stage `{}` has more than one of `rate`, `concurrency` and `sessions` (expected exactly one of them)",
+                r.name
+            ));
+        }
+        let load = match (r.rate, r.concurrency, r.sessions) {
+            (Some(RateSpec { rate, unit: RateUnit::PerSecond }), _, _) => StageLoad::Rate(rate),
+            (Some(RateSpec { rate, unit: RateUnit::Pods }), _, _) => StageLoad::PodRate(rate),
+            (_, Some(c), _) if (1..=100_000).contains(&c) => StageLoad::Concurrency(c as usize),
+            (_, Some(c), _) => return Err(format!("stage `{}`: concurrency = {c} (expected 1..=100000)", r.name)),
+            (_, _, Some(n)) => StageLoad::Sessions(n),
+            (None, None, None) => {
                 return Err(format!(
-                    "stage `{}` has neither `rate` nor `concurrency` (expected `rate = 40`, `rate = {{ from = 10, to = 120 }}` or `concurrency = 8`; `rate = 0` for idle)",
+                    "stage `{}` has neither `rate` nor `concurrency` nor `sessions` (expected `rate = 40`, `rate = {{ from = 10, to = 120 }}` or `concurrency = 8`; `rate = 0` for idle; `sessions = 4` with `[request] kind = \"webrtc\"`)",
                     r.name
                 ))
             }
@@ -981,6 +1141,38 @@ impl Scenario {
             ScenarioError { file: file.clone(), line, column, message }
         })?;
         // Checks across tables, located at the key they are about.
+        let at = |key: &str, message: String| {
+            let (line, column) = key_position(text, key);
+            ScenarioError { file: file.clone(), line, column, message }
+        };
+        let webrtc = scenario.request.kind == RequestKind::Webrtc;
+        for st in &scenario.stages {
+            let (sessions, key) = match st.load {
+                StageLoad::Sessions(_) => (true, "sessions"),
+                StageLoad::Concurrency(_) => (false, "concurrency"),
+                _ => (false, "rate"),
+            };
+            if sessions && !webrtc {
+                return Err(at(key, format!("stage `{}` ramps WebRTC sessions in a scenario of HTTP requests (expected `[request] kind = \"webrtc\"`, or `rate = …` for requests)", st.name)));
+            }
+            if webrtc && !sessions {
+                return Err(at(
+                    key,
+                    format!("stage `{}` offers `{key}` in a WebRTC scenario (expected {SESSIONS_FORMS})", st.name),
+                ));
+            }
+        }
+        if let Some(t) = scenario.thresholds.iter().find(|t| t.metric.is_webrtc() != webrtc) {
+            let expected = if webrtc {
+                "frame_p95<100ms, frame_loss<1%, session_fail<1%, offer_fail<5% for WebRTC sessions"
+            } else {
+                "p95<100ms, error_rate<1%, … for HTTP requests; frame_… thresholds need `[request] kind = \"webrtc\"`"
+            };
+            return Err(at(
+                "thresholds",
+                format!("threshold `{t}` does not judge this scenario's load (expected {expected})"),
+            ));
+        }
         if let Some(t) = scenario.request.service_time {
             if t >= scenario.slo.p95 {
                 let (line, column) = key_position(text, "service_time");
