@@ -139,3 +139,32 @@ fn thresholds_set_the_exit_code_and_bad_flags_say_what_is_allowed() {
     assert_eq!(http.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&http.stderr).contains("--sessions applies to WebRTC sessions"));
 }
+
+/// The lesson of scaling WebRTC: a session stays on the pod that answered its offer. Pod A is
+/// full with two sessions; pod B is added (both are targets now, as behind a Service); the two
+/// new sessions land on B (an offer that reaches A is refused and retried), A keeps its own.
+#[test]
+fn sessions_stay_on_their_pod_and_new_ones_land_where_there_is_room() {
+    let a = serve(&["--max-sessions", "2"]);
+    let b = serve(&[]);
+    let whip = |s: &Server| -> hyper::Uri { format!("http://{}/whip?effects=color", s.addr).parse().unwrap() };
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let s = rt.block_on(async {
+        let handle = WebRtcLoad::start(config(&a, 2)).await.expect("libvpx7");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        handle.set_targets(&[whip(&a), whip(&b)]);
+        handle.set_plan(SessionPlan::Constant { sessions: 4 });
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        handle.stop().await
+    });
+    let pod = |srv: &Server| {
+        let name = srv.addr.to_string();
+        s.pods.iter().find(|p| p.pod == name).cloned().unwrap_or_else(|| panic!("no pod {name} in {:#?}", s.pods))
+    };
+    let (pa, pb) = (pod(&a), pod(&b));
+    assert_eq!((pa.connected, pa.failed), (2, 0), "A keeps its first two sessions: {s:#?}");
+    assert_eq!((pb.connected, pb.failed), (2, 0), "the new sessions are on B: {s:#?}");
+    assert!(pa.frames_back > 0 && pb.frames_back > 0, "{s:#?}");
+    assert_eq!(s.counts.offers, s.counts.answered + s.counts.refused + s.counts.offer_failed, "{s:#?}");
+    assert_eq!(s.peak_sessions, 4, "{s:#?}");
+}

@@ -57,6 +57,10 @@ pub struct PodInfo {
     /// Why the pod does not start (None: nothing wrong, or the local backend).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub problem: Option<PodProblem>,
+    /// WebRTC sessions pinned to the pod (None: not known, e.g. the kube backend, which
+    /// does not read per-pod metrics).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sessions: Option<u32>,
 }
 
 /// Why a pod does not start: the reason kubectl's STATUS column shows (`ErrImagePull`,

@@ -77,6 +77,7 @@ pub fn frame(report: &Report, i: usize, paused: bool) -> ClusterSnapshot {
             age_s: 0,
             restarts: 0,
             problem: None,
+            sessions: None,
         })
         .collect();
     let h = &report.summary.hpa;

@@ -66,6 +66,7 @@ pub fn pod_info(p: &Pod, now: f64) -> PodInfo {
         age_s: (now - created).max(0.0) as u64,
         restarts,
         problem: if terminating { None } else { st.and_then(pod_problem) },
+        sessions: None,
     }
 }
 

@@ -19,6 +19,8 @@ pub struct ReplicaMetrics {
     pub busy_seconds: Option<f64>,
     /// `app_workers`.
     pub workers: Option<f64>,
+    /// `app_webrtc_sessions{role="publisher"}`: WebRTC sessions pinned to this replica.
+    pub webrtc_sessions: Option<f64>,
 }
 
 /// What the rehearsal computes for a metric of the HPA manifest, by its name: the adapter
@@ -130,6 +132,7 @@ pub fn parse(text: &str) -> ReplicaMetrics {
             "app_inflight_requests" => m.inflight = Some(value),
             "app_busy_worker_seconds_total" => m.busy_seconds = Some(value),
             "app_workers" => m.workers = Some(value),
+            "app_webrtc_sessions" if label(labels, "role") == Some("publisher") => m.webrtc_sessions = Some(value),
             _ => {}
         }
     }
@@ -181,6 +184,8 @@ app_request_latency_p95_seconds 0.142
 app_inflight_requests 3
 app_busy_worker_seconds_total 12.5
 app_workers 2
+app_webrtc_sessions{role="publisher"} 3
+app_webrtc_sessions{role="viewer"} 1
 app_request_latency_seconds_bucket{le="0.1"} 90
 garbage line
 app_requests_total{endpoint="/process",code="500"} notanumber
@@ -192,6 +197,7 @@ app_requests_total{endpoint="/process",code="500"} notanumber
         assert_eq!(m.p95_s, Some(0.142));
         assert_eq!(m.inflight, Some(3.0));
         assert_eq!((m.busy_seconds, m.workers), (Some(12.5), Some(2.0)));
+        assert_eq!(m.webrtc_sessions, Some(3.0), "publishers only: a viewer costs no processing");
         assert_eq!(parse(""), ReplicaMetrics::default());
     }
 

@@ -311,6 +311,7 @@ impl Controller {
                     };
                     r.last_requests = Some(m.process_requests);
                     r.p95_s = m.p95_s;
+                    r.sessions = m.webrtc_sessions.map(|n| n as u32);
                     r.utilization.record(Instant::now(), &m, self.signal_window);
                     r.scrape_error = None;
                 }
@@ -532,6 +533,7 @@ impl Controller {
                 age_s: r.created.elapsed().as_secs(),
                 restarts: r.restarts,
                 problem: None,
+                sessions: r.sessions,
             })
             .collect();
         let ns = &self.cfg.namespace;

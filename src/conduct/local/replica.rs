@@ -86,6 +86,8 @@ pub struct Replica {
     pub scrape_error: Option<String>,
     /// Worker utilisation over the autoscaler's window.
     pub utilization: super::metrics::UtilizationWindow,
+    /// WebRTC sessions pinned to it, at the last scrape.
+    pub sessions: Option<u32>,
 }
 
 impl Replica {
@@ -185,6 +187,7 @@ impl SpawnSpec {
             weight: 0.0,
             scrape_error: None,
             utilization: Default::default(),
+            sessions: None,
         })
     }
 }

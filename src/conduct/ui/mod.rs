@@ -277,6 +277,7 @@ pub(crate) mod fixtures {
                     age_s: 130 - i * 10,
                     restarts: (i == 2) as u32,
                     problem: None,
+                    sessions: None,
                 })
                 .collect(),
             autoscaler: Some(AutoscalerState {

@@ -1,6 +1,8 @@
-//! Pods: name, status (phase, or why it does not start), ready, node, age, restarts; under
-//! them, for a pod that does not start, the kubelet's reason and message, what to do, and
-//! the kubectl command that shows the same.
+//! Pods: name, status (phase, or why it does not start), ready, node, age, restarts, and
+//! while any pod carries WebRTC sessions, how many each holds (a session stays on the pod
+//! that answered its offer, so a new pod fills with new sessions while the old stay loaded);
+//! under them, for a pod that does not start, the kubelet's reason and message, what to do,
+//! and the kubectl command that shows the same.
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
@@ -63,27 +65,32 @@ pub fn render(app: &App, f: &mut Frame, area: Rect) {
     let inner = block.inner(area);
     f.render_widget(block, area);
     let wide = inner.width >= 42;
+    let sessions = pods.iter().any(|p| p.sessions.is_some_and(|n| n > 0));
     let status_w = pods.iter().map(|p| status(p).chars().count()).max().unwrap_or(0).max(10) as u16;
     let rows: Vec<Row> = pods
         .iter()
         .map(|p| {
             let st = if p.ready { Style::default().fg(Color::White) } else { Style::default().fg(Color::Yellow) };
             // ✓/✗ is readiness (no colour needed), then the phase or why it is stuck
-            let mut cells = vec![
-                Cell::from(p.name.clone()),
-                Cell::from(status(p)),
-                Cell::from(p.restarts.to_string()),
-                Cell::from(age(p.age_s)),
-            ];
+            let mut cells = vec![Cell::from(p.name.clone()), Cell::from(status(p))];
+            if sessions {
+                cells.push(Cell::from(p.sessions.map_or("?".to_string(), |n| n.to_string())));
+            }
+            cells.extend([Cell::from(p.restarts.to_string()), Cell::from(age(p.age_s))]);
             if wide {
                 cells.push(Cell::from(p.node.clone()));
             }
             Row::new(cells).style(st)
         })
         .collect();
-    let mut widths =
-        vec![Constraint::Min(8), Constraint::Length(status_w), Constraint::Length(3), Constraint::Length(4)];
-    let mut header = vec!["NAME", "STATUS", "RST", "AGE"];
+    let mut widths = vec![Constraint::Min(8), Constraint::Length(status_w)];
+    let mut header = vec!["NAME", "STATUS"];
+    if sessions {
+        widths.push(Constraint::Length(4));
+        header.push("SESS");
+    }
+    widths.extend([Constraint::Length(3), Constraint::Length(4)]);
+    header.extend(["RST", "AGE"]);
     if wide {
         widths.push(Constraint::Min(6));
         header.push("NODE");
@@ -120,6 +127,32 @@ mod tests {
         // narrow: no node column, still readable
         let s = draw(30, 8, |f| render(&app, f, f.area()));
         assert!(s.contains("serve-1") && s.contains("✓ Running") && !s.contains("NODE"), "{s}");
+    }
+
+    #[test]
+    fn sessions_per_pod_show_while_any_pod_holds_one() {
+        let mut app = app();
+        let s = draw(50, 8, |f| render(&app, f, f.area()));
+        assert!(!s.contains("SESS"), "no WebRTC sessions, no column: {s}");
+        let mut snap = (*app.snap).clone();
+        // Two old pods full of sessions, a new one taking the new sessions, one not scraped.
+        for (pod, n) in snap.pods.iter_mut().zip([Some(4), Some(4), Some(1), Some(0), None]) {
+            pod.sessions = n;
+        }
+        app.snap = std::sync::Arc::new(snap);
+        let s = draw(50, 8, |f| render(&app, f, f.area()));
+        assert!(s.contains("SESS"), "{s}");
+        let row = |name: &str| s.lines().find(|l| l.contains(name)).unwrap_or_default().to_string();
+        // The cell after the STATUS column's phase.
+        let sess = |name: &str| {
+            let r = row(name);
+            let cells: Vec<&str> = r.split_whitespace().collect();
+            cells.iter().position(|c| *c == "Running").map(|i| cells[i + 1].to_string()).unwrap_or_default()
+        };
+        assert_eq!(sess("serve-1"), "4", "{s}");
+        assert_eq!(sess("serve-3"), "1", "{s}");
+        assert_eq!(sess("serve-4"), "0", "{s}");
+        assert!(row("serve-5").contains('?'), "unknown is not zero: {s}");
     }
 
     #[test]

@@ -30,7 +30,7 @@ use tokio::task::JoinHandle;
 
 pub use clip::Clip;
 pub use report::{human_summary, second_line, FRAME_LABEL};
-pub use stats::{SessionCounts, WebRtcSecond, WebRtcSummary};
+pub use stats::{PodSecond, PodTotals, SessionCounts, WebRtcSecond, WebRtcSummary};
 
 use session::Shared;
 use stats::{Aggregator, Report};
@@ -244,7 +244,7 @@ async fn control(
     mut plan: watch::Receiver<(SessionPlan, Instant)>,
     mut stop: oneshot::Receiver<()>,
     done: oneshot::Sender<WebRtcSummary>,
-    mut reports: mpsc::UnboundedReceiver<Report>,
+    mut reports: mpsc::UnboundedReceiver<(Option<Arc<str>>, Report)>,
     seconds: broadcast::Sender<Arc<WebRtcSecond>>,
 ) {
     let started = Instant::now();
@@ -274,8 +274,8 @@ async fn control(
                 ending.retain(|t| !t.is_finished());
                 let now = Instant::now();
                 if now >= next_second {
-                    while let Ok(r) = reports.try_recv() {
-                        agg.add(r);
+                    while let Ok((pod, r)) = reports.try_recv() {
+                        agg.add(pod, r);
                     }
                     let s = agg.second(want, now.duration_since(second_start).as_secs_f64());
                     let _ = seconds.send(Arc::new(s));
@@ -283,7 +283,7 @@ async fn control(
                     next_second += Duration::from_secs(1);
                 }
             }
-            Some(r) = reports.recv() => agg.add(r),
+            Some((pod, r)) = reports.recv() => agg.add(pod, r),
             _ = &mut stop => break,
         }
     }
@@ -294,8 +294,8 @@ async fn control(
     // Each session sends its DELETE (at most 2 s each, all at once).
     let all = futures_util::future::join_all(ending);
     let _ = tokio::time::timeout(Duration::from_secs(5), all).await;
-    while let Ok(r) = reports.try_recv() {
-        agg.add(r);
+    while let Ok((pod, r)) = reports.try_recv() {
+        agg.add(pod, r);
     }
     let _ = done.send(agg.summary(started.elapsed()));
 }

@@ -9,10 +9,10 @@ pub const FRAME_LABEL: &str =
     "frame round trip: from the frame's slot on the publisher's frame clock to its processed \
 frame's arrival; a frame that never comes back is lost, not timed";
 
-/// One line a second (stderr).
+/// One line a second (stderr); with more than one pod, each pod's sessions and frame p95.
 pub fn second_line(s: &WebRtcSecond) -> String {
     let c = &s.counts;
-    format!(
+    let mut line = format!(
         "[{:>4}s] sessions {:>3}/{:<3} (+{} refused {} failed {} ended {})  frames sent {:>5} back {:>5} ({:>5.1}/s) lost {:>4} late {}  frame p50 {:>8} p95 {:>8} max {:>8}  freezes {}  kbit/s out {:.0} in {:.0}",
         s.second + 1,
         s.active_sessions,
@@ -32,7 +32,16 @@ pub fn second_line(s: &WebRtcSecond) -> String {
         c.freezes,
         s.kbps_out,
         s.kbps_in,
-    )
+    );
+    if s.pods.len() > 1 {
+        let pods: Vec<String> = s
+            .pods
+            .iter()
+            .map(|p| format!("{} {} sess p95 {}", p.pod, p.active_sessions, fmt_ms(p.frame.p95_ms)))
+            .collect();
+        line.push_str(&format!("  | {}", pods.join(", ")));
+    }
+    line
 }
 
 /// The final summary, thresholds included.
@@ -79,6 +88,21 @@ pub fn human_summary(label: &str, targets: usize, s: &WebRtcSummary, results: &[
     let _ = writeln!(o, "  frame     {}", Percentiles::HEADER);
     let _ = writeln!(o, "  round trip {}", s.frame.row());
     let _ = writeln!(o, "  ({FRAME_LABEL})");
+    if s.pods.len() > 1 {
+        let _ = writeln!(o, "  per pod (a session stays on the pod that answered its offer)");
+        for p in &s.pods {
+            let _ = writeln!(
+                o,
+                "    {:<22} sessions {:>4} (failed {}), frames back {:>7}, lost {:>6}, frame p95 {:>9}",
+                p.pod,
+                p.connected,
+                p.failed,
+                p.frames_back,
+                p.frames_lost,
+                fmt_ms(p.frame.p95_ms)
+            );
+        }
+    }
     if !s.failures.is_empty() {
         let mut reasons: Vec<(&String, &u64)> = s.failures.iter().collect();
         reasons.sort_by(|a, b| b.1.cmp(a.1));

@@ -35,13 +35,14 @@ pub(super) struct Shared {
     pub connect_timeout: Duration,
     pub stall: Duration,
     pub targets: Targets,
-    pub reports: mpsc::UnboundedSender<Report>,
+    /// Reports, with the pod (the target's host:port) they are about where there is one.
+    pub reports: mpsc::UnboundedSender<(Option<Arc<str>>, Report)>,
     pub http: Client<HttpConnector, Full<Bytes>>,
 }
 
 impl Shared {
-    fn report(&self, r: Report) {
-        let _ = self.reports.send(r);
+    fn report(&self, pod: Option<&Arc<str>>, r: Report) {
+        let _ = self.reports.send((pod.cloned(), r));
     }
 }
 
@@ -75,16 +76,18 @@ pub(super) async fn run_slot(shared: Arc<Shared>, mut stop: watch::Receiver<bool
 
 async fn attempt(shared: &Shared, stop: &mut watch::Receiver<bool>) -> Attempt {
     let Some(target) = shared.targets.next() else {
-        shared.report(Report::Offer);
-        shared.report(Report::OfferFailed("no target to send the offer to".into()));
+        shared.report(None, Report::Offer);
+        shared.report(None, Report::OfferFailed("no target to send the offer to".into()));
         return Attempt::Retry(REDIAL);
     };
     let whip = whip_url(&target, &shared.query);
+    let pod: Arc<str> = Arc::from(target.authority().map_or("?", |a| a.as_str()));
+    let pod = Some(&pod);
     let socket = match bind_towards(&target).await {
         Ok(s) => s,
         Err(e) => {
-            shared.report(Report::Offer);
-            shared.report(Report::OfferFailed(format!("no local UDP socket towards {target}: {e}")));
+            shared.report(pod, Report::Offer);
+            shared.report(pod, Report::OfferFailed(format!("no local UDP socket towards {target}: {e}")));
             return Attempt::Retry(REDIAL);
         }
     };
@@ -96,8 +99,8 @@ async fn attempt(shared: &Shared, stop: &mut watch::Receiver<bool>) -> Attempt {
             rtc.add_local_candidate(c);
         }
         Err(e) => {
-            shared.report(Report::Offer);
-            shared.report(Report::OfferFailed(format!("host candidate {local}: {e}")));
+            shared.report(pod, Report::Offer);
+            shared.report(pod, Report::OfferFailed(format!("host candidate {local}: {e}")));
             return Attempt::Retry(REDIAL);
         }
     }
@@ -105,26 +108,26 @@ async fn attempt(shared: &Shared, stop: &mut watch::Receiver<bool>) -> Attempt {
     let mid = api.add_media(MediaKind::Video, Direction::SendRecv, None, None, None);
     let Some((offer, pending)) = api.apply() else { return Attempt::Retry(REDIAL) };
 
-    shared.report(Report::Offer);
+    shared.report(pod, Report::Offer);
     let (location, answer) = match post_offer(shared, &whip, offer.to_sdp_string()).await {
         Ok(a) => a,
         Err(Refusal::Busy(retry_after)) => {
-            shared.report(Report::Refused);
+            shared.report(pod, Report::Refused);
             return Attempt::Retry(retry_after);
         }
         Err(Refusal::Failed(why)) => {
-            shared.report(Report::OfferFailed(why));
+            shared.report(pod, Report::OfferFailed(why));
             return Attempt::Retry(REDIAL);
         }
     };
     if let Err(e) = rtc.sdp_api().accept_answer(pending, answer) {
-        shared.report(Report::OfferFailed(format!("the answer could not be applied: {e}")));
+        shared.report(pod, Report::OfferFailed(format!("the answer could not be applied: {e}")));
         return Attempt::Retry(REDIAL);
     }
-    shared.report(Report::Answered);
+    shared.report(pod, Report::Answered);
     let session_url = location.map(|l| resolve(&target, &l));
 
-    let mut media = Media::new(shared, rtc, mid, socket, local);
+    let mut media = Media::new(shared, pod.cloned(), rtc, mid, socket, local);
     let end = media.run(stop).await;
     let connected = media.connected_at.is_some();
     if let Some(url) = &session_url {
@@ -133,11 +136,11 @@ async fn attempt(shared: &Shared, stop: &mut watch::Receiver<bool>) -> Attempt {
     }
     match end {
         MediaEnd::Stopped => {
-            shared.report(Report::Ended { connected });
+            shared.report(pod, Report::Ended { connected });
             Attempt::Stopped
         }
         MediaEnd::Failed(reason) => {
-            shared.report(Report::Failed { reason, connected });
+            shared.report(pod, Report::Failed { reason, connected });
             Attempt::Retry(REDIAL)
         }
     }
@@ -246,6 +249,7 @@ enum MediaEnd {
 /// its frame clock once DTLS is up; processed frames matched as they come back.
 struct Media<'a> {
     shared: &'a Shared,
+    pod: Option<Arc<str>>,
     rtc: Rtc,
     mid: Mid,
     socket: UdpSocket,
@@ -264,10 +268,18 @@ struct Media<'a> {
 }
 
 impl<'a> Media<'a> {
-    fn new(shared: &'a Shared, rtc: Rtc, mid: Mid, socket: UdpSocket, local: SocketAddr) -> Self {
+    fn new(
+        shared: &'a Shared,
+        pod: Option<Arc<str>>,
+        rtc: Rtc,
+        mid: Mid,
+        socket: UdpSocket,
+        local: SocketAddr,
+    ) -> Self {
         let now = Instant::now();
         Media {
             shared,
+            pod,
             rtc,
             mid,
             socket,
@@ -327,11 +339,15 @@ impl<'a> Media<'a> {
         }
     }
 
+    fn report(&self, r: Report) {
+        self.shared.report(self.pod.as_ref(), r);
+    }
+
     /// A failed session's frames still on the way never come back.
     fn fail(&mut self, reason: String) -> MediaEnd {
         let lost = self.in_flight.len() as u64;
         if lost > 0 {
-            self.shared.report(Report::Lost(lost));
+            self.report(Report::Lost(lost));
         }
         self.in_flight.clear();
         self.rtc.disconnect();
@@ -348,7 +364,7 @@ impl<'a> Media<'a> {
             lost += 1;
         }
         if lost > 0 {
-            self.shared.report(Report::Lost(lost));
+            self.report(Report::Lost(lost));
         }
         match self.connected_at {
             None if now.duration_since(self.opened) > self.shared.connect_timeout => {
@@ -384,7 +400,7 @@ impl<'a> Media<'a> {
                 let now = Instant::now();
                 self.connected_at = Some(now);
                 self.next_frame = now;
-                self.shared.report(Report::Connected);
+                self.report(Report::Connected);
             }
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                 return Err("ICE disconnected".into());
@@ -415,17 +431,17 @@ impl<'a> Media<'a> {
                 if let Some(last) = self.last_back {
                     let gap = now.duration_since(last);
                     if gap > (self.interval * 3).max(self.interval + Duration::from_millis(150)) {
-                        self.shared.report(Report::Freeze);
+                        self.report(Report::Freeze);
                     }
                 }
                 self.last_back = Some(now);
-                self.shared.report(Report::Back { round_trip: now.duration_since(intended), bytes });
+                self.report(Report::Back { round_trip: now.duration_since(intended), bytes });
                 break;
             }
             lost += 1;
         }
         if lost > 0 {
-            self.shared.report(Report::Lost(lost));
+            self.report(Report::Lost(lost));
         }
     }
 
@@ -435,7 +451,7 @@ impl<'a> Media<'a> {
         let now = Instant::now();
         let missed = (now.duration_since(self.next_frame).as_secs_f64() / self.interval.as_secs_f64()) as u64;
         if missed > 0 {
-            self.shared.report(Report::Late(missed));
+            self.report(Report::Late(missed));
             self.frame_no += missed;
             self.next_frame += self.interval * missed as u32;
             // The clip position does not skip: the pod decodes every frame, and a gap in
@@ -453,7 +469,7 @@ impl<'a> Media<'a> {
             .ok_or("the answer has no VP8")?;
         let bytes = frame.len();
         writer.write(pt, now, MediaTime::from_90khz(ts), frame).map_err(|e| format!("writing a frame: {e}"))?;
-        self.shared.report(Report::Sent(bytes));
+        self.report(Report::Sent(bytes));
         self.in_flight.push_back((ts as u32, intended));
         self.frame_no += 1;
         self.next_frame += self.interval;

@@ -3,6 +3,7 @@
 //! microseconds in HdrHistograms, from each frame's intended send time (its slot in the
 //! clip's frame clock), so a publisher that fell behind does not hide the delay.
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -101,6 +102,29 @@ pub struct WebRtcSecond {
     pub frame: Percentiles,
     /// Since the start of the run.
     pub all_frame: Percentiles,
+    /// Per pod (the target's host:port): a session stays on the pod that answered its offer.
+    pub pods: Vec<PodSecond>,
+}
+
+/// One pod's second.
+#[derive(Debug, Clone, Serialize)]
+pub struct PodSecond {
+    pub pod: String,
+    pub active_sessions: u64,
+    pub frames_back: u64,
+    pub frames_lost: u64,
+    pub frame: Percentiles,
+}
+
+/// One pod's run.
+#[derive(Debug, Clone, Serialize)]
+pub struct PodTotals {
+    pub pod: String,
+    pub connected: u64,
+    pub failed: u64,
+    pub frames_back: u64,
+    pub frames_lost: u64,
+    pub frame: Percentiles,
 }
 
 /// The whole run.
@@ -115,6 +139,7 @@ pub struct WebRtcSummary {
     pub frame: Percentiles,
     /// Why sessions and offers failed, by reason, most frequent first in the human summary.
     pub failures: BTreeMap<String, u64>,
+    pub pods: Vec<PodTotals>,
     #[serde(skip)]
     pub histogram: LatencyHistogram,
 }
@@ -129,6 +154,32 @@ pub(super) struct Aggregator {
     this_hist: LatencyHistogram,
     total_hist: LatencyHistogram,
     failures: BTreeMap<String, u64>,
+    pods: BTreeMap<Arc<str>, PodState>,
+}
+
+/// What the aggregator keeps per pod.
+struct PodState {
+    active: u64,
+    connected: u64,
+    failed: u64,
+    back: (u64, u64),
+    lost: (u64, u64),
+    this_hist: LatencyHistogram,
+    total_hist: LatencyHistogram,
+}
+
+impl PodState {
+    fn new() -> Self {
+        PodState {
+            active: 0,
+            connected: 0,
+            failed: 0,
+            back: (0, 0),
+            lost: (0, 0),
+            this_hist: new_histogram(),
+            total_hist: new_histogram(),
+        }
+    }
 }
 
 impl Aggregator {
@@ -142,10 +193,33 @@ impl Aggregator {
             this_hist: new_histogram(),
             total_hist: new_histogram(),
             failures: BTreeMap::new(),
+            pods: BTreeMap::new(),
         }
     }
 
-    pub fn add(&mut self, report: Report) {
+    pub fn add(&mut self, pod: Option<Arc<str>>, report: Report) {
+        if let Some(pod) = pod {
+            let p = self.pods.entry(pod).or_insert_with(PodState::new);
+            match &report {
+                Report::Connected => {
+                    p.active += 1;
+                    p.connected += 1;
+                }
+                Report::Failed { connected, .. } => {
+                    p.active -= *connected as u64;
+                    p.failed += 1;
+                }
+                Report::Ended { connected } => p.active -= *connected as u64,
+                Report::Back { round_trip, .. } => {
+                    p.back.0 += 1;
+                    let us = round_trip.as_micros() as u64;
+                    record_latency(&mut p.this_hist, us);
+                    record_latency(&mut p.total_hist, us);
+                }
+                Report::Lost(n) => p.lost.0 += n,
+                _ => {}
+            }
+        }
         let c = &mut self.this;
         match report {
             Report::Offer => c.offers += 1,
@@ -201,6 +275,23 @@ impl Aggregator {
             kbps_in: c.bytes_in as f64 * 8.0 / 1000.0 / secs,
             frame: Percentiles::of(&self.this_hist),
             all_frame: Percentiles::of(&self.total_hist),
+            pods: self
+                .pods
+                .iter_mut()
+                .map(|(pod, p)| {
+                    let second = PodSecond {
+                        pod: pod.to_string(),
+                        active_sessions: p.active,
+                        frames_back: p.back.0,
+                        frames_lost: p.lost.0,
+                        frame: Percentiles::of(&p.this_hist),
+                    };
+                    p.back = (0, p.back.1 + p.back.0);
+                    p.lost = (0, p.lost.1 + p.lost.0);
+                    p.this_hist.reset();
+                    second
+                })
+                .collect(),
         };
         self.this_hist.reset();
         self.second += 1;
@@ -220,6 +311,18 @@ impl Aggregator {
             offer_fail: t.offer_fail(),
             frame: Percentiles::of(&self.total_hist),
             failures: self.failures,
+            pods: self
+                .pods
+                .iter()
+                .map(|(pod, p)| PodTotals {
+                    pod: pod.to_string(),
+                    connected: p.connected,
+                    failed: p.failed,
+                    frames_back: p.back.0 + p.back.1,
+                    frames_lost: p.lost.0 + p.lost.1,
+                    frame: Percentiles::of(&p.total_hist),
+                })
+                .collect(),
             histogram: self.total_hist,
         }
     }
@@ -249,21 +352,28 @@ mod tests {
     #[test]
     fn rates_count_every_outcome() {
         let mut a = Aggregator::new();
+        let pod: Option<Arc<str>> = Some(Arc::from("10.0.0.7:8080"));
         for r in [Report::Offer, Report::Refused, Report::Offer, Report::Answered, Report::Connected] {
-            a.add(r);
+            a.add(pod.clone(), r);
         }
-        a.add(Report::Back { round_trip: Duration::from_millis(40), bytes: 1000 });
-        a.add(Report::Lost(3));
+        a.add(pod.clone(), Report::Back { round_trip: Duration::from_millis(40), bytes: 1000 });
+        a.add(pod.clone(), Report::Lost(3));
         let s = a.second(1, 1.0);
         assert_eq!(s.active_sessions, 1);
         assert_eq!(s.counts.frames_back, 1);
         assert!((s.frame.p95_ms - 40.0).abs() < 0.1, "{}", s.frame.p95_ms);
-        a.add(Report::Failed { reason: "ICE disconnected".into(), connected: true });
+        assert_eq!((s.pods.len(), s.pods[0].active_sessions, s.pods[0].frames_lost), (1, 1, 3));
+        a.add(pod.clone(), Report::Failed { reason: "ICE disconnected".into(), connected: true });
+        assert_eq!(a.second(1, 1.0).pods[0].active_sessions, 0);
         let sum = a.summary(Duration::from_secs(2));
         assert_eq!(sum.frame_loss, 0.75, "3 of 4 frames never came back");
         assert_eq!(sum.offer_fail, 0.5, "a refused offer is an offer without a 201");
         assert_eq!(sum.session_fail, 1.0);
         assert_eq!(sum.failures.get("session: ICE disconnected"), Some(&1));
         assert_eq!(sum.peak_sessions, 1);
+        assert_eq!(
+            (sum.pods[0].connected, sum.pods[0].failed, sum.pods[0].frames_back, sum.pods[0].frames_lost),
+            (1, 1, 1, 3)
+        );
     }
 }
