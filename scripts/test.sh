@@ -5,7 +5,8 @@
 # first and alone), then the Python cluster-asset tests, then WebRTC against independent peers
 # (aiortc, headless Chromium) inside a private network namespace (tests/webrtc/netns.sh).
 #   scripts/test.sh          what CI runs (the rehearsal compressed)
-#   scripts/test.sh --full   also the shipped rehearsal in real time (about 6½ more minutes)
+#   scripts/test.sh --full   also the shipped rehearsals (HTTP and WebRTC) in real time, side by
+#                            side (about 6½ more minutes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 full=false
@@ -53,9 +54,9 @@ fi
 full_rc=0
 if $full; then
   cargo nextest run --workspace --run-ignored only -E 'binary(conduct_rehearsal)' --profile ci || full_rc=$?
-  full_line="tests/conduct_rehearsal.rs: the full real-time rehearsal ran"
+  full_line="tests/conduct_rehearsal.rs: the full real-time rehearsals (HTTP and WebRTC) ran"
 else
-  full_line="tests/conduct_rehearsal.rs: the full real-time rehearsal skipped: CI runs it compressed; scripts/test.sh --full runs it"
+  full_line="tests/conduct_rehearsal.rs: the full real-time rehearsals (HTTP and WebRTC) skipped: CI runs them compressed; scripts/test.sh --full runs them"
 fi
 
 echo "---- summary ----"

@@ -1546,7 +1546,11 @@ async fn in_cluster_load_applies_configmap_and_job_and_reads_the_pods_log() {
     });
     let mut be = kb::start_backend(kube_config(client, true)).unwrap();
     let mut rx = be.subscribe();
-    be.command(BackendCommand::StartStage { index: 0, plan: RatePlan::Constant { rps: 5.0 } }).unwrap();
+    be.command(BackendCommand::StartStage {
+        index: 0,
+        plan: rtc_demo::conduct::model::StagePlan::Requests(RatePlan::Constant { rps: 5.0 }),
+    })
+    .unwrap();
     wait_for(&mut rx, "the status line says what the load pod waits for", |s| {
         s.status.as_deref().is_some_and(|t| t.contains("pod rtc-demo-load-x7k2p: ContainerCreating"))
     })

@@ -72,6 +72,81 @@ fn the_compressed_rehearsal_tells_the_same_story() {
     check_the_rehearsal_story(&r.report, &r.stdout);
 }
 
+/// scenarios/webrtc-local.toml in real time (about 5 minutes): `scripts/test.sh --full`.
+#[test]
+#[ignore = "the full WebRTC rehearsal in real time (5 min): scripts/test.sh --full runs it"]
+fn the_webrtc_rehearsal_pins_sessions_to_their_pods() {
+    let scenario = std::fs::read_to_string(root().join("scenarios/webrtc-local.toml")).unwrap();
+    let scenario = scenario.replace("port_base = 18280", "port_base = 0");
+    let r = run_with_hpa("webrtc-full", "manifests/autoscaling/load-adapter/hpa.yaml", &scenario, false);
+    check_the_webrtc_story(&r);
+}
+
+/// scenarios/webrtc-local.toml with its stages, the replicas' p95 window and the HPA's windows
+/// scaled down (calls 8 s, join 15 s, wait 22 s, more 12 s, hold 10 s, leave 45 s): synthetic
+/// WebRTC publishers from the real load engine on real emulated-GPU `serve` replicas, the
+/// codecs real. Replaces the full run in CI, with its assertions.
+#[test]
+fn the_compressed_webrtc_rehearsal_pins_sessions_to_their_pods() {
+    let mut scenario = std::fs::read_to_string(root().join("scenarios/webrtc-local.toml")).unwrap();
+    for (from, to) in [
+        ("name = \"calls\"\nduration = \"20s\"", "name = \"calls\"\nduration = \"8s\""),
+        ("name = \"join\"\nduration = \"30s\"", "name = \"join\"\nduration = \"15s\""),
+        ("name = \"wait\"\nduration = \"45s\"", "name = \"wait\"\nduration = \"22s\""),
+        ("name = \"more\"\nduration = \"20s\"", "name = \"more\"\nduration = \"12s\""),
+        ("name = \"hold\"\nduration = \"30s\"", "name = \"hold\"\nduration = \"10s\""),
+        ("name = \"leave\"\nduration = \"160s\"", "name = \"leave\"\nduration = \"45s\""),
+        ("port_base = 18280", "port_base = 0"),
+        ("\"--webrtc-tcp\", \"127.0.0.1:0\"]", "\"--webrtc-tcp\", \"127.0.0.1:0\", \"--p95-window\", \"5s\"]"),
+    ] {
+        assert!(
+            scenario.contains(from),
+            "scenarios/webrtc-local.toml no longer has `{from}`: update this test's scaling"
+        );
+        scenario = scenario.replace(from, to);
+    }
+    let r = run("webrtc", "manifests/autoscaling/load-adapter/hpa.yaml", &scenario);
+    check_the_webrtc_story(&r);
+}
+
+/// The WebRTC lesson on a report: sessions ramp; the first replicas saturate (frame p95 over
+/// the SLO); scale-out; the later sessions land on the new replicas, whose frames come back
+/// within the SLO while the first replicas stay over it; the cool-down scales in with no
+/// session cut.
+fn check_the_webrtc_story(r: &Run) {
+    assert!(r.exited_ok, "the verdict must pass:\n{}", r.stdout);
+    let load = r.report.summary.load.as_ref().unwrap_or_else(|| panic!("no load totals:\n{}", r.stdout));
+    let counts = &load["counts"];
+    let n = |v: &serde_json::Value| v.as_u64().unwrap_or_else(|| panic!("not a count: {v} in {load}"));
+    assert!(n(&counts["connected"]) >= 16, "sessions ramp to 16: {counts}");
+    assert_eq!(n(&counts["failed"]), 0, "no session cut, not even by the scale-in: {load}");
+    assert!(n(&counts["refused"]) >= 1, "the full replicas refused offers, retried elsewhere: {counts}");
+    let wait = stage(&r.report, "wait");
+    assert!(
+        wait.iter().any(|row| row.sample.p95_server_s.is_some_and(|p| p > 0.1)),
+        "frame p95 over the SLO on the saturated replicas:\n{}",
+        r.stdout
+    );
+    assert!(
+        stage(&r.report, "more").first().is_some_and(|row| row.sample.pods_ready >= 3),
+        "scale-out before `more`:\n{}",
+        r.stdout
+    );
+    // Per replica (the engine's view): the first two hold the early sessions, over the SLO;
+    // the later ones went to new replicas, within it.
+    let pods = load["pods"].as_array().unwrap_or_else(|| panic!("no per-pod figures: {load}"));
+    let p95 = |p: &serde_json::Value| p["frame"]["p95_ms"].as_f64().unwrap_or(f64::NAN);
+    let (first, later): (Vec<&serde_json::Value>, Vec<&serde_json::Value>) =
+        pods.iter().partition(|p| n(&p["connected"]) >= 6);
+    assert_eq!(first.len(), 2, "two first replicas with their six sessions each: {pods:?}");
+    assert!(first.iter().all(|p| p95(p) > 100.0), "the first replicas stay over the SLO: {pods:?}");
+    let new: Vec<_> = later.iter().filter(|p| n(&p["connected"]) > 0).collect();
+    assert!(!new.is_empty(), "later sessions on the new replicas: {pods:?}");
+    assert!(new.iter().all(|p| p95(p) < 100.0), "the new replicas' frames within the SLO: {pods:?}");
+    let last = r.report.rows.last().unwrap();
+    assert_eq!((last.sample.pods_ready, last.sample.desired), (2, 2), "scaled back in:\n{}", r.stdout);
+}
+
 /// The talk's story, in order, on a rehearsal's report.
 fn check_the_rehearsal_story(rep: &Report, stdout: &str) {
     let (rows, summary) = (&rep.rows, &rep.summary);
@@ -169,10 +244,15 @@ struct Run {
 
 /// `conduct --headless` on `scenario` (a TOML text) with `hpa_manifest` compressed.
 fn run(name: &str, hpa_manifest: &str, scenario: &str) -> Run {
+    run_with_hpa(name, hpa_manifest, scenario, true)
+}
+
+/// As [`run`], the HPA's windows compressed or as shipped.
+fn run_with_hpa(name: &str, hpa_manifest: &str, scenario: &str, compress: bool) -> Run {
     let dir = std::env::temp_dir().join(format!("rtc-autoscaling-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let hpa = compressed_hpa(hpa_manifest, &dir);
+    let hpa = if compress { compressed_hpa(hpa_manifest, &dir) } else { root().join(hpa_manifest) };
     let scenario_path = dir.join("scenario.toml");
     std::fs::write(&scenario_path, scenario).unwrap();
     let report_dir = dir.join("report");

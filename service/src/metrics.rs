@@ -55,7 +55,7 @@ struct MemoryLabels {
 pub const REJECT_OVERLOAD: &str = "overload";
 pub const REJECT_MEMORY: &str = "memory";
 
-type FloatGauge = Gauge<f64, AtomicU64>;
+pub(crate) type FloatGauge = Gauge<f64, AtomicU64>;
 type FloatCounter = Counter<f64, AtomicU64>;
 
 /// Lowers `app_open_connections` when the connection's task ends.
@@ -178,7 +178,7 @@ impl Metrics {
             "The service's memory budget and what requests in flight reserve of it, and idle buffers kept for reuse",
             host_memory.clone(),
         );
-        let webrtc = crate::webrtc::metrics::WebRtcMetrics::register(&mut registry);
+        let webrtc = crate::webrtc::metrics::WebRtcMetrics::register(&mut registry, p95_window);
         Metrics {
             registry,
             requests,
@@ -261,6 +261,7 @@ impl Metrics {
     /// Prometheus text exposition; the windowed p95 and device memory are read now.
     pub fn render(&self, device_memory: Option<(u64, u64)>, host: &MemoryBudget) -> String {
         self.p95.set(self.current_p95());
+        self.webrtc.refresh();
         self.inflight.set(self.inflight_integral.level() as i64);
         {
             let _one = self.signal_copy.lock().unwrap_or_else(|p| p.into_inner());

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use super::keymap::Action;
 use super::model::Verdict;
-use super::model::{describe_plan, BackendCommand, ClusterSnapshot, RatePlan, StageView};
+use super::model::{describe_plan, BackendCommand, ClusterSnapshot, StagePlan, StageView};
 use super::story::{judged_p95, TalkFigures, RESTORED_HOLD_S};
 use crate::scenario::{Advance, Expect, NoRatePlan, Scenario};
 
@@ -14,7 +14,7 @@ pub struct StageDef {
     pub duration: Duration,
     pub manual: bool,
     pub notes: String,
-    pub plan: RatePlan,
+    pub plan: StagePlan,
     /// The rate as the scenario wrote it in pods of capacity (`2.5 pods`), if it did.
     pub pods: Option<String>,
     pub expect: Expect,
@@ -31,7 +31,10 @@ impl StageDef {
                     duration: st.duration,
                     manual: st.advance == Advance::Manual,
                     notes: st.notes.trim().to_string(),
-                    plan: st.plan()?,
+                    plan: match st.session_plan() {
+                        Some(sessions) => StagePlan::Sessions(sessions),
+                        None => StagePlan::Requests(st.plan()?),
+                    },
                     pods: st.pods_text(),
                     expect: st.expect,
                 })
@@ -190,7 +193,7 @@ impl Director {
         self.judge(snap);
         if self.idx + 1 >= self.stages.len() {
             self.finished = true;
-            return vec![BackendCommand::StartStage { index: self.idx, plan: RatePlan::Constant { rps: 0.0 } }];
+            return vec![BackendCommand::StartStage { index: self.idx, plan: StagePlan::Idle }];
         }
         self.enter(self.idx + 1, now, snap)
     }
@@ -282,7 +285,7 @@ mod tests {
             duration: Duration::from_secs(secs),
             manual,
             notes: format!("notes {name}"),
-            plan: RatePlan::Constant { rps },
+            plan: StagePlan::Requests(crate::load::RatePlan::Constant { rps }),
             pods: None,
             expect: Expect::default(),
         };
@@ -296,7 +299,10 @@ mod tests {
         let mut d = Director::new(stages(), false);
         assert_eq!(
             d.begin(t0, &snap),
-            vec![BackendCommand::StartStage { index: 0, plan: RatePlan::Constant { rps: 5.0 } }]
+            vec![BackendCommand::StartStage {
+                index: 0,
+                plan: StagePlan::Requests(crate::load::RatePlan::Constant { rps: 5.0 })
+            }]
         );
         assert!(d.tick(t0 + Duration::from_secs(5), &snap).is_empty());
         assert_eq!(d.tick(t0 + Duration::from_secs(10), &snap).len(), 1);

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 
+pub use crate::load::webrtc::SessionPlan;
 pub use crate::load::RatePlan;
 
 /// How many seconds of series a snapshot carries (the charts show "the last minutes").
@@ -61,6 +62,9 @@ pub struct PodInfo {
     /// does not read per-pod metrics).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sessions: Option<u32>,
+    /// The pod's own windowed p95 (its frames' with WebRTC sessions), where it is read per pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p95_s: Option<f64>,
 }
 
 /// Why a pod does not start: the reason kubectl's STATUS column shows (`ErrImagePull`,
@@ -213,14 +217,61 @@ impl ClusterSnapshot {
     }
 }
 
-/// A human description of a load plan ("ramp 5→150 rps/30s ×1.10").
-pub fn describe_plan(plan: &RatePlan, scale: f64) -> String {
+/// What the load's rate and latency count, wherever a figure of them is shown: requests
+/// (their latency), or WebRTC frames (sent and processed back, their round trip).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoadUnit {
+    #[default]
+    Requests,
+    Frames,
+}
+
+impl LoadUnit {
+    pub fn of(scenario: &crate::scenario::Scenario) -> Self {
+        match scenario.request.kind {
+            crate::scenario::RequestKind::Http => LoadUnit::Requests,
+            crate::scenario::RequestKind::Webrtc => LoadUnit::Frames,
+        }
+    }
+    /// The rate's unit, short (`rps`, `frames/s`).
+    pub fn rate(self) -> &'static str {
+        match self {
+            LoadUnit::Requests => "rps",
+            LoadUnit::Frames => "frames/s",
+        }
+    }
+    /// What the rate counts, long (a chart's caption).
+    pub fn what(self) -> &'static str {
+        match self {
+            LoadUnit::Requests => "requests/s",
+            LoadUnit::Frames => "WebRTC frames/s (sent; processed back)",
+        }
+    }
+}
+
+/// What a stage asks of the load: nothing, requests at a rate, or WebRTC sessions.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum StagePlan {
+    Idle,
+    Requests(RatePlan),
+    Sessions(SessionPlan),
+}
+
+/// A human description of a load plan ("ramp 5→150 rps/30s ×1.10", "sessions 2→8/60s").
+pub fn describe_plan(plan: &StagePlan, scale: f64) -> String {
     let sc = if (scale - 1.0).abs() > 1e-9 { format!(" ×{scale:.2}") } else { String::new() };
     match plan {
-        RatePlan::Constant { rps } if *rps == 0.0 => "idle (0 rps)".into(),
-        RatePlan::Constant { rps } => format!("{rps:.0} rps{sc}"),
-        RatePlan::Ramp { from, to, over } => format!("ramp {from:.0}→{to:.0} rps/{:.0}s{sc}", over.as_secs_f64()),
-        RatePlan::Concurrency { workers } => format!("{workers} closed-loop workers{sc}"),
+        StagePlan::Idle | StagePlan::Requests(RatePlan::Constant { rps: 0.0 }) => "idle (0 rps)".into(),
+        StagePlan::Requests(RatePlan::Constant { rps }) => format!("{rps:.0} rps{sc}"),
+        StagePlan::Requests(RatePlan::Ramp { from, to, over }) => {
+            format!("ramp {from:.0}→{to:.0} rps/{:.0}s{sc}", over.as_secs_f64())
+        }
+        StagePlan::Requests(RatePlan::Concurrency { workers }) => format!("{workers} closed-loop workers{sc}"),
+        StagePlan::Sessions(SessionPlan::Constant { sessions }) => format!("{sessions} WebRTC sessions{sc}"),
+        StagePlan::Sessions(SessionPlan::Ramp { from, to, over }) => {
+            format!("sessions {from}→{to}/{:.0}s{sc}", over.as_secs_f64())
+        }
     }
 }
 
@@ -238,7 +289,7 @@ pub enum BackendCommand {
     /// A new stage starts with this plan (load restarts from the plan's beginning).
     StartStage {
         index: usize,
-        plan: RatePlan,
+        plan: StagePlan,
     },
     Pause,
     Resume,
@@ -257,9 +308,17 @@ pub struct Verdict {
     pub ok: bool,
 }
 
+/// A load engine's cumulative summary: of requests or of WebRTC sessions.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum LoadTotals {
+    Requests(Box<crate::load::LoadSummary>),
+    Sessions(Box<crate::load::webrtc::WebRtcSummary>),
+}
+
 /// What a backend hands back when it shuts down: the load engine's cumulative summary
 /// (None when there was no load, or for a replay).
-pub type Totals = Option<crate::load::LoadSummary>;
+pub type Totals = Option<LoadTotals>;
 
 /// A source of cluster snapshots that takes commands. The UI never knows which one it has.
 pub trait Backend: Send {

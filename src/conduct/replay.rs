@@ -78,6 +78,7 @@ pub fn frame(report: &Report, i: usize, paused: bool) -> ClusterSnapshot {
             restarts: 0,
             problem: None,
             sessions: None,
+            p95_s: None,
         })
         .collect();
     let h = &report.summary.hpa;

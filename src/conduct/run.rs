@@ -48,6 +48,8 @@ struct Session {
     teardown: bool,
     /// One pod's capacity as measured before the stages.
     capacity: Option<Capacity>,
+    /// What the load's rate counts.
+    unit: LoadUnit,
 }
 
 /// What a session runs: a scenario's stages under the director, or a recorded run.
@@ -85,6 +87,7 @@ impl Session {
             last_printed: -1.0,
             teardown: settings.teardown,
             capacity: None,
+            unit: LoadUnit::Requests,
         };
         match plan {
             Plan::Scenario { scenario: sc, hpa, begin_within, capacity } => {
@@ -93,6 +96,7 @@ impl Session {
                 director.slo_s = sc.slo.p95.as_secs_f64();
                 s.director = Some(director);
                 s.scenario = sc.name.clone();
+                s.unit = LoadUnit::of(sc);
                 s.slo_s = sc.slo.p95.as_secs_f64();
                 s.thresholds = sc.thresholds.clone();
                 s.stages = sc
@@ -124,6 +128,7 @@ impl Session {
                 s.stages = summary.stages.clone();
                 s.hpa = summary.hpa.clone();
                 s.capacity = summary.capacity.clone();
+                s.unit = summary.load_unit;
             }
         }
         Ok(s)
@@ -178,19 +183,12 @@ impl Session {
                 let paused = self.snap.stage.as_ref().is_some_and(|s| s.paused);
                 let cmd = match a {
                     Action::TogglePause => Some(if paused { BackendCommand::Resume } else { BackendCommand::Pause }),
-                    Action::NextStage => {
-                        Some(BackendCommand::StartStage { index: cur + 1, plan: RatePlan::Constant { rps: 0.0 } })
+                    Action::NextStage => Some(BackendCommand::StartStage { index: cur + 1, plan: StagePlan::Idle }),
+                    Action::PrevStage => {
+                        Some(BackendCommand::StartStage { index: cur.saturating_sub(1), plan: StagePlan::Idle })
                     }
-                    Action::PrevStage => Some(BackendCommand::StartStage {
-                        index: cur.saturating_sub(1),
-                        plan: RatePlan::Constant { rps: 0.0 },
-                    }),
-                    Action::RestartStage => {
-                        Some(BackendCommand::StartStage { index: cur, plan: RatePlan::Constant { rps: 0.0 } })
-                    }
-                    Action::Baseline => {
-                        Some(BackendCommand::StartStage { index: 0, plan: RatePlan::Constant { rps: 0.0 } })
-                    }
+                    Action::RestartStage => Some(BackendCommand::StartStage { index: cur, plan: StagePlan::Idle }),
+                    Action::Baseline => Some(BackendCommand::StartStage { index: 0, plan: StagePlan::Idle }),
                     _ => None,
                 };
                 if let Some(c) = cmd {
@@ -245,13 +243,14 @@ impl Session {
         let stale = if self.snap.staleness.metrics_stale { " STALE" } else { "" };
         let label = self.snap.backend.text();
         format!(
-            "[{label} {:>4.0}s] stage {}/{} {:<10} {timing} | offered {:>6.1} achieved {:>6.1} rps | p95 server {}{stale} client {} | pods ready {}/{} desired {} | err {} shed {} dropped {}",
+            "[{label} {:>4.0}s] stage {}/{} {:<10} {timing} | offered {:>6.1} achieved {:>6.1} {} | p95 server {}{stale} client {} | pods ready {}/{} desired {} | err {} shed {} dropped {}",
             s.t_s,
             idx + 1,
             count.max(1),
             name,
             s.offered_rps,
             s.achieved_rps,
+            self.unit.rate(),
             ms(s.p95_server_s),
             ms(s.p95_client_s),
             s.pods_ready,
@@ -275,6 +274,7 @@ impl Session {
             capacity: self.capacity.clone(),
             stages: self.stages.clone(),
             load: totals.as_ref().and_then(|t| serde_json::to_value(t).ok()),
+            load_unit: self.unit,
             thresholds: thresholds.iter().map(Into::into).collect(),
             expectations: expectations.iter().map(Into::into).collect(),
             talk: self.talk(),
@@ -296,12 +296,13 @@ impl Session {
     fn verdicts(&self, totals: &Totals) -> Vec<Verdict> {
         self.thresholds
             .iter()
-            .map(|t| match totals {
-                Some(s) => {
-                    let r = t.evaluate(s);
-                    Verdict { text: r.to_string(), ok: r.passed }
-                }
-                None => Verdict { text: format!("✗ {} (no load was measured)", t.source), ok: false },
+            .map(|t| {
+                let r = match totals {
+                    Some(LoadTotals::Requests(s)) => t.evaluate(s),
+                    Some(LoadTotals::Sessions(s)) => t.evaluate_webrtc(s),
+                    None => return Verdict { text: format!("✗ {} (no load was measured)", t.source), ok: false },
+                };
+                Verdict { text: r.to_string(), ok: r.passed }
             })
             .collect()
     }
@@ -314,8 +315,29 @@ impl Session {
     }
 }
 
-/// Requests, failures and both latency views, as the summary prints them.
-fn load_figures(t: &crate::load::LoadSummary) -> String {
+/// Requests, failures and both latency views (or sessions, frames and the frame round trip),
+/// as the summary prints them.
+fn load_figures(t: &LoadTotals) -> String {
+    let t = match t {
+        LoadTotals::Requests(t) => t,
+        LoadTotals::Sessions(s) => {
+            let c = &s.counts;
+            return format!(
+                "WebRTC offers {}: refused {}, failed {} · sessions {} connected, {} failed ({:.2}%) · frames sent {}, back {}, lost {} ({:.2}%) · frame round trip p95 {:.1} ms",
+                c.offers,
+                c.refused,
+                c.offer_failed,
+                c.connected,
+                c.failed,
+                s.session_fail * 100.0,
+                c.frames_sent,
+                c.frames_back,
+                c.frames_lost,
+                s.frame_loss * 100.0,
+                s.frame.p95_ms
+            );
+        }
+    };
     let st = &t.status;
     format!(
         "requests {}: failed {} ({:.2}%, every request without a 2xx answer), shed {}, timeouts {} · p95 of 2xx {:.1} ms, of all {:.1} ms",
@@ -571,6 +593,7 @@ async fn tui(mut s: Session, fps: u32) -> anyhow::Result<ExitCode> {
     let mut keys = crossterm::event::EventStream::new();
     let mut app = App::new(s.scenario.clone(), s.slo_s);
     app.capacity = s.capacity.as_ref().map(Capacity::short);
+    app.load_unit = s.unit;
     let mut rx = s.backend.subscribe();
     let mut sig = Signals::new()?;
     let mut frame = tokio::time::interval(Duration::from_secs_f64(1.0 / fps as f64));

@@ -281,6 +281,20 @@ fn local_config(
         namespace: sc.manifests.namespace.clone(),
         deployment: sc.manifests.deployment.clone(),
         overlay: sc.manifests.overlay.clone(),
+        webrtc: webrtc_config(sc),
+    })
+}
+
+/// The WebRTC publishers a scenario of sessions asks for (targets and plan come later).
+pub fn webrtc_config(sc: &Scenario) -> Option<crate::load::webrtc::WebRtcConfig> {
+    let r = &sc.request;
+    (r.kind == crate::scenario::RequestKind::Webrtc).then(|| crate::load::webrtc::WebRtcConfig {
+        query: r.query(),
+        width: r.pixels.0 as usize,
+        height: r.pixels.1 as usize,
+        fps: r.fps,
+        kbps: r.kbps,
+        ..Default::default()
     })
 }
 

@@ -12,6 +12,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::model::{Sample, SERIES_SECONDS};
+use crate::load::webrtc::WebRtcSecond;
 use crate::load::{LoadSecond, Percentiles};
 
 /// A source that has not answered for this long is stale: its figures are not charted and
@@ -55,6 +56,25 @@ impl From<&LoadSecond> for ClientSecond {
             errors: s.status.errors(),
             shed: s.status.shed_503,
             dropped: s.dropped,
+        }
+    }
+}
+
+/// A WebRTC second in the console's terms: frames offered (sent) and achieved (processed
+/// frames back) per second, the frame round trip as the latency (no uncorrected view: it is
+/// measured from each frame's slot on the frame clock), sessions and offers that failed as
+/// errors, refused offers (503) as shed, frames that never came back as dropped.
+impl From<&WebRtcSecond> for ClientSecond {
+    fn from(s: &WebRtcSecond) -> Self {
+        let c = &s.counts;
+        ClientSecond {
+            offered_rps: c.frames_sent as f64,
+            achieved_rps: s.fps_back,
+            p95_corrected_s: p95_s(&s.frame),
+            p95_uncorrected_s: None,
+            errors: c.failed + c.offer_failed,
+            shed: c.refused,
+            dropped: c.frames_lost,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The WebRTC series (registered with the service's other metrics).
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -8,7 +9,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::metrics::LATENCY_BUCKETS;
+use crate::latency_window::LatencyWindow;
+use crate::metrics::{FloatGauge, LATENCY_BUCKETS};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RoleLabels {
@@ -41,12 +43,16 @@ pub struct WebRtcMetrics {
     sessions: Family<RoleLabels, Gauge>,
     frames: Family<StageLabels, Counter>,
     frame_latency: Histogram,
+    /// The frame latency's p95 over the same sliding window as the requests' (the rehearsal's
+    /// autoscaler and the console read it as the pod's p95 when the load is WebRTC sessions).
+    window: Arc<Mutex<LatencyWindow>>,
+    p95: FloatGauge,
     bytes: Family<DirectionLabels, Counter>,
     refused: Family<ReasonLabels, Counter>,
 }
 
 impl WebRtcMetrics {
-    pub fn register(registry: &mut Registry) -> Self {
+    pub fn register(registry: &mut Registry, p95_window: Duration) -> Self {
         let sessions = Family::<RoleLabels, Gauge>::default();
         registry.register(
             "app_webrtc_sessions",
@@ -64,6 +70,15 @@ impl WebRtcMetrics {
             "app_webrtc_frame_latency_seconds",
             "Per processed frame: from the frame received whole to the encoded frame written to the peer",
             frame_latency.clone(),
+        );
+        let p95 = FloatGauge::default();
+        registry.register(
+            "app_webrtc_frame_latency_p95_seconds",
+            format!(
+                "p95 of the processed frames' latency over the last {}s; 0 when no frame in that window",
+                p95_window.as_secs()
+            ),
+            p95.clone(),
         );
         let bytes = Family::<DirectionLabels, Counter>::default();
         registry.register(
@@ -89,7 +104,8 @@ impl WebRtcMetrics {
         for reason in [REFUSED_FULL, REFUSED_MEMORY, REFUSED_DRAINING, REFUSED_BAD_OFFER] {
             refused.get_or_create(&ReasonLabels { reason }).inc_by(0);
         }
-        WebRtcMetrics { sessions, frames, frame_latency, bytes, refused }
+        let window = Arc::new(Mutex::new(LatencyWindow::new(p95_window)));
+        WebRtcMetrics { sessions, frames, frame_latency, window, p95, bytes, refused }
     }
 
     pub fn session_started(&self, role: &'static str) {
@@ -108,6 +124,13 @@ impl WebRtcMetrics {
     pub fn frame_out(&self, latency: Duration) {
         self.frames.get_or_create(&StageLabels { stage: "out" }).inc();
         self.frame_latency.observe(latency.as_secs_f64());
+        self.window.lock().unwrap_or_else(|p| p.into_inner()).record(latency, Instant::now());
+    }
+
+    /// Sets the windowed p95 gauge (at each scrape).
+    pub fn refresh(&self) {
+        let p95 = self.window.lock().unwrap_or_else(|p| p.into_inner()).quantile(0.95, Instant::now());
+        self.p95.set(p95);
     }
 
     pub fn bytes_out(&self, bytes: usize) {

@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use super::load_job::{self, LoadJobSpec, LoadLine};
 use super::{apply, KubeError, KubeEvent, Tell};
 use crate::conduct::load_driver::{BoxFuture, DriverError, DriverResult, LoadDriver};
-use crate::conduct::model::{RatePlan, Totals};
+use crate::conduct::model::{RatePlan, StagePlan, Totals};
 use crate::conduct::timeline::ClientSecond;
 
 pub struct JobDriver {
@@ -103,11 +103,15 @@ impl JobDriver {
 }
 
 impl LoadDriver for JobDriver {
-    fn start_stage(&mut self, index: usize, plan: RatePlan) -> DriverResult {
+    fn start_stage(&mut self, index: usize, plan: StagePlan) -> DriverResult {
         self.stage = self.stage_names.get(index).cloned();
         self.paused = false;
         // Past the last stage (the director's "finished" plan) or a 0 rps stage: no Job.
-        let idle = matches!(plan, RatePlan::Constant { rps } if rps <= 0.0);
+        let idle = match plan {
+            StagePlan::Idle => true,
+            StagePlan::Requests(RatePlan::Constant { rps }) => rps <= 0.0,
+            _ => false,
+        };
         if self.stage.is_none() || idle {
             self.stop_job("idle");
         } else {

@@ -30,7 +30,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::load_driver::{EngineDriver, LoadDriver, Unconfigured, STOP_DEADLINE};
+use super::load_driver::{EngineDriver, LoadDriver, Unconfigured, WebRtcDriver, STOP_DEADLINE};
 use super::model::*;
 use super::timeline::{PodCounts, Timeline};
 use crate::image_ref::{ImageRef, PLACEHOLDER_NAME};
@@ -348,6 +348,25 @@ pub fn kubectl_panel(k: &kubectl::Kubectl, phase: &Phase, overlay: &str, n: &Nam
 /// How the load reaches the service: an in-cluster Job, the engine from this machine, or
 /// nothing (with why). Built again when the capacity probe has sized the request.
 fn load_driver(cfg: &KubeConfig, tell: &Tell) -> Result<Box<dyn LoadDriver>, KubeError> {
+    if let Some(webrtc) = crate::conduct::settings::webrtc_config(&cfg.scenario) {
+        return Ok(match &cfg.load_url {
+            _ if cfg.in_cluster_load => Box::new(Unconfigured(
+                "in-cluster WebRTC load is not built yet: set [load] from = \"this-machine\" with a url that reaches the pods' WHIP endpoint and media port",
+            )),
+            Some(base) => {
+                let url = cfg.scenario.request.url_for(base);
+                let uri: hyper::Uri = url.parse().map_err(|e: hyper::http::uri::InvalidUri| KubeError::LoadUrl {
+                    url: url.clone(),
+                    reason: e.to_string(),
+                })?;
+                match WebRtcDriver::new(crate::load::webrtc::WebRtcConfig { targets: vec![uri], ..webrtc }) {
+                    Ok(d) => Box::new(d),
+                    Err(_) => Box::new(Unconfigured("the WebRTC load could not encode its clip: libvpx (Debian's libvpx7) is missing on this machine")),
+                }
+            }
+            None => Box::new(Unconfigured("no load URL: set [load] url in the scenario")),
+        });
+    }
     Ok(if cfg.in_cluster_load {
         Box::new(job_driver::JobDriver::new(
             cfg.connected.client.clone(),

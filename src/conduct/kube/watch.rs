@@ -67,6 +67,7 @@ pub fn pod_info(p: &Pod, now: f64) -> PodInfo {
         restarts,
         problem: if terminating { None } else { st.and_then(pod_problem) },
         sessions: None,
+        p95_s: None,
     }
 }
 

@@ -21,6 +21,22 @@ pub struct ReplicaMetrics {
     pub workers: Option<f64>,
     /// `app_webrtc_sessions{role="publisher"}`: WebRTC sessions pinned to this replica.
     pub webrtc_sessions: Option<f64>,
+    /// `app_webrtc_frame_latency_p95_seconds` (sliding window, as `p95_s`).
+    pub webrtc_p95_s: Option<f64>,
+    /// `app_webrtc_frames_total{stage="out"}`: processed frames sent.
+    pub webrtc_frames_out: f64,
+}
+
+impl ReplicaMetrics {
+    /// The pod's p95 and its count of answers (requests, or processed frames when the load
+    /// is WebRTC sessions): what the console weighs the replicas' p95 by.
+    pub fn p95_and_count(&self, webrtc: bool) -> (Option<f64>, f64) {
+        if webrtc {
+            (self.webrtc_p95_s, self.webrtc_frames_out)
+        } else {
+            (self.p95_s, self.process_requests)
+        }
+    }
 }
 
 /// What the rehearsal computes for a metric of the HPA manifest, by its name: the adapter
@@ -133,6 +149,8 @@ pub fn parse(text: &str) -> ReplicaMetrics {
             "app_busy_worker_seconds_total" => m.busy_seconds = Some(value),
             "app_workers" => m.workers = Some(value),
             "app_webrtc_sessions" if label(labels, "role") == Some("publisher") => m.webrtc_sessions = Some(value),
+            "app_webrtc_frame_latency_p95_seconds" => m.webrtc_p95_s = Some(value),
+            "app_webrtc_frames_total" if label(labels, "stage") == Some("out") => m.webrtc_frames_out = value,
             _ => {}
         }
     }
@@ -186,6 +204,9 @@ app_busy_worker_seconds_total 12.5
 app_workers 2
 app_webrtc_sessions{role="publisher"} 3
 app_webrtc_sessions{role="viewer"} 1
+app_webrtc_frame_latency_p95_seconds 0.21
+app_webrtc_frames_total{stage="out"} 900
+app_webrtc_frames_total{stage="in"} 1000
 app_request_latency_seconds_bucket{le="0.1"} 90
 garbage line
 app_requests_total{endpoint="/process",code="500"} notanumber
@@ -198,6 +219,8 @@ app_requests_total{endpoint="/process",code="500"} notanumber
         assert_eq!(m.inflight, Some(3.0));
         assert_eq!((m.busy_seconds, m.workers), (Some(12.5), Some(2.0)));
         assert_eq!(m.webrtc_sessions, Some(3.0), "publishers only: a viewer costs no processing");
+        assert_eq!(m.p95_and_count(true), (Some(0.21), 900.0));
+        assert_eq!(m.p95_and_count(false), (Some(0.142), 127.0));
         assert_eq!(parse(""), ReplicaMetrics::default());
     }
 

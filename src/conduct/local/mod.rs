@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 
 use super::hpa::{dead_band_p95, HpaController, HpaDecision, HpaInput, HpaSpec, MetricInput, MetricKind, PodSample};
 use super::http::{HttpClient, HttpError};
-use super::load_driver::{DriverResult, EngineDriver, LoadDriver, STOP_DEADLINE};
+use super::load_driver::{DriverResult, EngineDriver, LoadDriver, Unconfigured, WebRtcDriver, STOP_DEADLINE};
 use super::model::*;
 use super::prom::{self, Polled};
 use super::timeline::{self, PodCounts, ServerReading, Timeline};
@@ -45,6 +45,9 @@ pub struct LocalConfig {
     pub namespace: String,
     pub deployment: String,
     pub overlay: String,
+    /// WebRTC sessions instead of requests (a scenario whose `[request] kind = "webrtc"`):
+    /// the publishers' video; targets and plan come from the replicas and the stages.
+    pub webrtc: Option<crate::load::webrtc::WebRtcConfig>,
 }
 
 impl LocalConfig {
@@ -119,7 +122,7 @@ struct Controller {
     hpa: HpaController,
     decision: Option<HpaDecision>,
     last_sync: Option<Instant>,
-    load: EngineDriver,
+    load: Box<dyn LoadDriver>,
     summary: Totals,
     targets: Vec<String>,
     timeline: Timeline,
@@ -139,17 +142,27 @@ impl Controller {
     fn new(cfg: LocalConfig, snap_tx: watch::Sender<Arc<ClusterSnapshot>>) -> Self {
         let hpa = HpaController::new(cfg.hpa.clone());
         let signal_window = cfg.spawn.p95_window();
-        let load = EngineDriver::new(LoadConfig {
-            targets: Vec::new(),
-            method: cfg.method.clone(),
-            connections: cfg.connections,
-            timeout: cfg.timeout,
-            max_inflight: cfg.max_inflight,
-            // Each replica is its own target (round robin here), so new replicas get their
-            // share at once: no balancer to re-balance, no connection age budget needed.
-            connection_max_age: None,
-            ..Default::default()
-        });
+        let mut status = None;
+        let load: Box<dyn LoadDriver> = match &cfg.webrtc {
+            Some(w) => match WebRtcDriver::new(w.clone()) {
+                Ok(d) => Box::new(d),
+                Err(e) => {
+                    status = Some(e.to_string());
+                    Box::new(Unconfigured("the WebRTC load could not start (the status line says why)"))
+                }
+            },
+            None => Box::new(EngineDriver::new(LoadConfig {
+                targets: Vec::new(),
+                method: cfg.method.clone(),
+                connections: cfg.connections,
+                timeout: cfg.timeout,
+                max_inflight: cfg.max_inflight,
+                // Each replica is its own target (round robin here), so new replicas get their
+                // share at once: no balancer to re-balance, no connection age budget needed.
+                connection_max_age: None,
+                ..Default::default()
+            })),
+        };
         Controller {
             cfg,
             start: Instant::now(),
@@ -166,7 +179,7 @@ impl Controller {
             plan_line: String::new(),
             prom: None,
             http: HttpClient::new(),
-            status: None,
+            status,
             applied: false,
             metrics_ok_at: None,
             metrics_error: None,
@@ -250,8 +263,8 @@ impl Controller {
         self.replicas.iter().filter(|r| r.phase != Phase::Terminating)
     }
 
-    fn load_result(&mut self, f: impl FnOnce(&mut EngineDriver) -> DriverResult) {
-        if let Err(e) = f(&mut self.load) {
+    fn load_result(&mut self, f: impl FnOnce(&mut dyn LoadDriver) -> DriverResult) {
+        if let Err(e) = f(self.load.as_mut()) {
             self.status = Some(e.to_string());
         }
     }
@@ -305,12 +318,14 @@ impl Controller {
             match s.metrics {
                 Ok(m) => {
                     any_ok = true;
+                    // With WebRTC sessions the pod's p95 is its frames', weighed by frames.
+                    let (p95, count) = m.p95_and_count(self.cfg.webrtc.is_some());
                     r.weight = match r.last_requests {
-                        Some(prev) => (m.process_requests - prev).max(0.0),
+                        Some(prev) => (count - prev).max(0.0),
                         None => 0.0,
                     };
-                    r.last_requests = Some(m.process_requests);
-                    r.p95_s = m.p95_s;
+                    r.last_requests = Some(count);
+                    r.p95_s = p95;
                     r.sessions = m.webrtc_sessions.map(|n| n as u32);
                     r.utilization.record(Instant::now(), &m, self.signal_window);
                     r.scrape_error = None;
@@ -534,6 +549,7 @@ impl Controller {
                 restarts: r.restarts,
                 problem: None,
                 sessions: r.sessions,
+                p95_s: r.p95_s,
             })
             .collect();
         let ns = &self.cfg.namespace;
@@ -563,14 +579,23 @@ impl Controller {
 }
 
 /// The `rtc-demo load` command equivalent to a stage's plan (shown in the kubectl panel).
-pub fn load_line(plan: &RatePlan, path_and_query: &str) -> String {
+pub fn load_line(plan: &StagePlan, path_and_query: &str) -> String {
     let url = format!("http://$SERVICE{path_and_query}");
     match plan {
-        RatePlan::Constant { rps } => format!("rtc-demo load -q {rps:.0} '{url}'"),
-        RatePlan::Ramp { from, to, over } => {
+        StagePlan::Idle => "(idle: no load)".into(),
+        StagePlan::Requests(RatePlan::Constant { rps }) => format!("rtc-demo load -q {rps:.0} '{url}'"),
+        StagePlan::Requests(RatePlan::Ramp { from, to, over }) => {
             format!("rtc-demo load -q {from:.0}..{to:.0} --ramp {}s '{url}'", over.as_secs())
         }
-        RatePlan::Concurrency { workers } => format!("rtc-demo load --concurrency {workers} '{url}'"),
+        StagePlan::Requests(RatePlan::Concurrency { workers }) => {
+            format!("rtc-demo load --concurrency {workers} '{url}'")
+        }
+        StagePlan::Sessions(SessionPlan::Constant { sessions }) => {
+            format!("rtc-demo load --webrtc --sessions {sessions} '{url}'")
+        }
+        StagePlan::Sessions(SessionPlan::Ramp { from, to, over }) => {
+            format!("rtc-demo load --webrtc --sessions {from}..{to} -z {}s '{url}'", over.as_secs())
+        }
     }
 }
 

@@ -79,7 +79,8 @@ pub struct Replica {
     pub ready: bool,
     pub restarts: u32,
     pub terminating_since: Option<Instant>,
-    /// Last cumulative `/process` request count (for per-interval weights).
+    /// Last cumulative count of answers, `/process` requests or processed WebRTC frames (for
+    /// per-interval weights).
     pub last_requests: Option<f64>,
     pub p95_s: Option<f64>,
     pub weight: f64,

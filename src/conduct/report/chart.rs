@@ -107,12 +107,16 @@ fn draw_inner(path: &Path, rows: &[Row], summary: &Summary) -> Result<(), Box<dy
     // 1. Load
     let y1 = rows.iter().map(|r| r.sample.offered_rps.max(r.sample.achieved_rps)).fold(10.0, f64::max) * 1.15;
     let mut c1 = ChartBuilder::on(&panels[0])
-        .caption("Load (requests/s) — offered, achieved, errors + shed", font(18))
+        .caption(format!("Load ({}) — offered, achieved, errors + shed", summary.load_unit.what()), font(18))
         .margin(8)
         .x_label_area_size(28)
         .y_label_area_size(60)
         .build_cartesian_2d(t_min..t_max, 0.0..y1)?;
-    c1.configure_mesh().y_desc("req/s").label_style(label_font.clone()).light_line_style(WHITE.mix(0.0)).draw()?;
+    c1.configure_mesh()
+        .y_desc(summary.load_unit.rate())
+        .label_style(label_font.clone())
+        .light_line_style(WHITE.mix(0.0))
+        .draw()?;
     c1.draw_series(LineSeries::new(rows.iter().map(|r| (r.sample.t_s, r.sample.offered_rps)), BLACK.stroke_width(2)))?
         .label("offered")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(2)));

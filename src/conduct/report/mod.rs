@@ -71,6 +71,9 @@ pub struct Summary {
     pub stages: Vec<StageSummary>,
     /// The load engine's cumulative summary (as `rtc-demo load --json` writes it).
     pub load: Option<serde_json::Value>,
+    /// What the load's rate counts (requests, or WebRTC frames); older reports: requests.
+    #[serde(default)]
+    pub load_unit: crate::conduct::model::LoadUnit,
     pub thresholds: Vec<VerdictJson>,
     pub expectations: Vec<VerdictJson>,
     /// All thresholds passed (the exit code follows this).

@@ -9,7 +9,7 @@ use ratatui::widgets::{Axis, Block, Chart, Dataset, GraphType};
 use ratatui::Frame;
 
 use super::{alert_style, title_style, App};
-use crate::conduct::model::Sample;
+use crate::conduct::model::{LoadUnit, Sample};
 
 /// The series of one chart, ready to draw (the view model).
 #[derive(Debug, Clone, PartialEq)]
@@ -149,7 +149,11 @@ pub fn rps_model(app: &App, width: u16) -> ChartModel {
     ChartModel {
         title: vec![(
             format!(
-                "RPS off {:.0} got {:.0} err {} shed {}",
+                "{} off {:.0} got {:.0} err {} shed {}",
+                match app.load_unit {
+                    LoadUnit::Requests => "RPS",
+                    LoadUnit::Frames => "Frames/s",
+                },
                 last.map(|s| s.offered_rps).unwrap_or(0.0),
                 last.map(|s| s.achieved_rps).unwrap_or(0.0),
                 last.map(|s| s.errors).unwrap_or(0),
@@ -274,6 +278,11 @@ mod tests {
         assert!(s.contains("p95 ms SLO 100 srv 189 cli 220"), "{s}");
         assert!(s.contains("RPS off 40 got 34 err 0 shed 1"), "{s}");
         assert!(s.contains("now"));
+        // WebRTC sessions: the same chart counts frames sent and processed back.
+        let mut frames = app.clone();
+        frames.load_unit = LoadUnit::Frames;
+        let f = draw(100, 11, |fr| render(&frames, fr, fr.area()));
+        assert!(f.contains("Frames/s off 40 got 34") && !f.contains("RPS"), "{f}");
         // braille line points were drawn
         assert!(s.chars().any(|c| ('\u{2801}'..='\u{28ff}').contains(&c)), "{s}");
     }

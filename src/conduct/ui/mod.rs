@@ -15,7 +15,7 @@ use ratatui::widgets::Paragraph;
 use ratatui::Frame;
 
 use super::keymap::{self, Action};
-use super::model::{ClusterSnapshot, StageView};
+use super::model::{ClusterSnapshot, LoadUnit, StageView};
 
 pub mod charts;
 pub mod events;
@@ -57,6 +57,8 @@ pub struct App {
     pub quit: bool,
     /// One pod's measured capacity, short (`one pod 41 req/s · 19.6 ms a frame (GPU)`).
     pub capacity: Option<String>,
+    /// What the load's rate counts (the load chart's title says it).
+    pub load_unit: LoadUnit,
 }
 
 #[derive(Debug, Clone)]
@@ -82,6 +84,7 @@ impl App {
             summary: None,
             quit: false,
             capacity: None,
+            load_unit: LoadUnit::Requests,
         }
     }
 
@@ -278,6 +281,7 @@ pub(crate) mod fixtures {
                     restarts: (i == 2) as u32,
                     problem: None,
                     sessions: None,
+                    p95_s: None,
                 })
                 .collect(),
             autoscaler: Some(AutoscalerState {

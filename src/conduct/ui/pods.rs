@@ -1,6 +1,7 @@
 //! Pods: name, status (phase, or why it does not start), ready, node, age, restarts, and
-//! while any pod carries WebRTC sessions, how many each holds (a session stays on the pod
-//! that answered its offer, so a new pod fills with new sessions while the old stay loaded);
+//! while any pod carries WebRTC sessions, how many each holds and its own p95 (a session
+//! stays on the pod that answered its offer, so a new pod fills with new sessions, fast,
+//! while the old stay loaded, slow);
 //! under them, for a pod that does not start, the kubelet's reason and message, what to do,
 //! and the kubectl command that shows the same.
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -75,6 +76,7 @@ pub fn render(app: &App, f: &mut Frame, area: Rect) {
             let mut cells = vec![Cell::from(p.name.clone()), Cell::from(status(p))];
             if sessions {
                 cells.push(Cell::from(p.sessions.map_or("?".to_string(), |n| n.to_string())));
+                cells.push(Cell::from(p.p95_s.map_or("?".to_string(), |s| format!("{:.0}ms", s * 1000.0))));
             }
             cells.extend([Cell::from(p.restarts.to_string()), Cell::from(age(p.age_s))]);
             if wide {
@@ -86,8 +88,8 @@ pub fn render(app: &App, f: &mut Frame, area: Rect) {
     let mut widths = vec![Constraint::Min(8), Constraint::Length(status_w)];
     let mut header = vec!["NAME", "STATUS"];
     if sessions {
-        widths.push(Constraint::Length(4));
-        header.push("SESS");
+        widths.extend([Constraint::Length(4), Constraint::Length(6)]);
+        header.extend(["SESS", "P95"]);
     }
     widths.extend([Constraint::Length(3), Constraint::Length(4)]);
     header.extend(["RST", "AGE"]);
@@ -138,6 +140,7 @@ mod tests {
         // Two old pods full of sessions, a new one taking the new sessions, one not scraped.
         for (pod, n) in snap.pods.iter_mut().zip([Some(4), Some(4), Some(1), Some(0), None]) {
             pod.sessions = n;
+            pod.p95_s = n.map(|n| if n == 4 { 0.231 } else { 0.04 });
         }
         app.snap = std::sync::Arc::new(snap);
         let s = draw(50, 8, |f| render(&app, f, f.area()));
@@ -152,6 +155,7 @@ mod tests {
         assert_eq!(sess("serve-1"), "4", "{s}");
         assert_eq!(sess("serve-3"), "1", "{s}");
         assert_eq!(sess("serve-4"), "0", "{s}");
+        assert!(row("serve-1").contains("231ms") && row("serve-3").contains("40ms"), "each pod's p95: {s}");
         assert!(row("serve-5").contains('?'), "unknown is not zero: {s}");
     }
 
