@@ -181,13 +181,17 @@ pub fn parse_latency(s: &str) -> Option<f64> {
     num.parse::<f64>().ok().map(|v| v * mult).filter(|v| v.is_finite() && *v >= 0.0)
 }
 
-/// Parses a live line of `rtc-demo load` (see `crate::load::second_line`); other lines
-/// (stage headers, the final JSON) give `None`.
+/// Parses a live line of `rtc-demo load` (see `crate::load::second_line`, and for WebRTC
+/// sessions `crate::load::webrtc::second_line`); other lines (stage headers, the final
+/// JSON) give `None`.
 pub fn parse_line(line: &str) -> Option<LoadLine> {
     let line = line.trim();
     let rest = line.strip_prefix('[')?;
     let (sec, rest) = rest.split_once("s]")?;
     let second: u64 = sec.trim().parse().ok()?;
+    if rest.trim_start().starts_with("sessions ") {
+        return parse_webrtc_line(second.saturating_sub(1), rest);
+    }
     let toks: Vec<&str> = rest.split_whitespace().collect();
     let after = |key: &str, from: usize| -> Option<(usize, &str)> {
         let i = toks.iter().skip(from).position(|t| *t == key)? + from;
@@ -224,10 +228,74 @@ pub fn parse_line(line: &str) -> Option<LoadLine> {
     Some(l)
 }
 
+/// A WebRTC run's second in the console's terms (as `ClientSecond::from(&WebRtcSecond)`):
+/// frames sent and processed back per second, the frame round trip's p95, failed sessions and
+/// offers as errors, refused offers as shed, lost frames as dropped.
+fn parse_webrtc_line(second: u64, rest: &str) -> Option<LoadLine> {
+    let toks: Vec<&str> = rest.split_whitespace().collect();
+    let after = |key: &str| toks.iter().position(|t| *t == key).and_then(|i| toks.get(i + 1)).copied();
+    let count = |key: &str| after(key).and_then(|v| v.trim_end_matches(')').parse::<u64>().ok());
+    let back = count("back")?;
+    // "back    30 ( 30.0/s)"
+    let fps_back =
+        rest.split_once(" back ").and_then(|(_, r)| r.split_once('(')).and_then(|(_, r)| r.split_once("/s)"));
+    let figures = ClientSecond {
+        offered_rps: count("sent")? as f64,
+        achieved_rps: fps_back.and_then(|(x, _)| x.trim().parse().ok()).unwrap_or(0.0),
+        p95_corrected_s: if back > 0 { after("p95").and_then(parse_latency) } else { None },
+        p95_uncorrected_s: None,
+        errors: count("failed").unwrap_or(0),
+        shed: count("refused").unwrap_or(0),
+        dropped: count("lost").unwrap_or(0),
+    };
+    Some(LoadLine { second, ok: back, figures })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::load::{LoadMode, LoadSecond, Percentiles, StatusCounts};
+
+    #[test]
+    fn parses_the_webrtc_engines_own_line() {
+        use crate::load::webrtc::{PodSecond, SessionCounts, WebRtcSecond};
+        let s = WebRtcSecond {
+            second: 6,
+            target_sessions: 8,
+            active_sessions: 7,
+            counts: SessionCounts {
+                connected: 1,
+                refused: 2,
+                failed: 1,
+                frames_sent: 105,
+                frames_back: 90,
+                frames_lost: 12,
+                ..Default::default()
+            },
+            fps_back: 90.0,
+            kbps_out: 600.0,
+            kbps_in: 550.0,
+            frame: Percentiles { count: 90, p95_ms: 143.2, ..Default::default() },
+            all_frame: Percentiles::default(),
+            pods: ["10.0.0.7:8080", "10.0.0.8:8080"]
+                .map(|pod| PodSecond {
+                    pod: pod.into(),
+                    active_sessions: 3,
+                    frames_back: 45,
+                    frames_lost: 6,
+                    frame: Percentiles { count: 45, p95_ms: 20.0, ..Default::default() },
+                })
+                .to_vec(),
+        };
+        let line = crate::load::webrtc::second_line(&s);
+        let l = parse_line(&line).unwrap_or_else(|| panic!("not parsed: {line}"));
+        assert_eq!((l.second, l.ok), (6, 90), "{line}");
+        // The same figures as on this machine, the p95 to the line's precision.
+        let here = ClientSecond::from(&s);
+        let p95 = l.figures.p95_corrected_s.unwrap_or_else(|| panic!("no p95: {line}"));
+        assert!((p95 - 0.1432).abs() < 0.001, "{line}");
+        assert_eq!(ClientSecond { p95_corrected_s: here.p95_corrected_s, ..l.figures }, here, "{line}");
+    }
 
     #[test]
     fn parses_the_load_engines_own_line() {

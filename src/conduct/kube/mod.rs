@@ -348,11 +348,10 @@ pub fn kubectl_panel(k: &kubectl::Kubectl, phase: &Phase, overlay: &str, n: &Nam
 /// How the load reaches the service: an in-cluster Job, the engine from this machine, or
 /// nothing (with why). Built again when the capacity probe has sized the request.
 fn load_driver(cfg: &KubeConfig, tell: &Tell) -> Result<Box<dyn LoadDriver>, KubeError> {
-    if let Some(webrtc) = crate::conduct::settings::webrtc_config(&cfg.scenario) {
+    // WebRTC sessions from this machine: the in-cluster Job runs the same scenario with
+    // `rtc-demo load`, which sends sessions for it, so it is the Job below.
+    if let Some(webrtc) = crate::conduct::settings::webrtc_config(&cfg.scenario).filter(|_| !cfg.in_cluster_load) {
         return Ok(match &cfg.load_url {
-            _ if cfg.in_cluster_load => Box::new(Unconfigured(
-                "in-cluster WebRTC load is not built yet: set [load] from = \"this-machine\" with a url that reaches the pods' WHIP endpoint and media port",
-            )),
             Some(base) => {
                 let url = cfg.scenario.request.url_for(base);
                 let uri: hyper::Uri = url.parse().map_err(|e: hyper::http::uri::InvalidUri| KubeError::LoadUrl {
