@@ -90,9 +90,13 @@ impl TalkFigures {
                 f.first_scale_up_s = Some(samples[j].t_s);
                 f.over_slo_to_scale_up_s = Some(samples[j].t_s - samples[i].t_s);
                 let end_t = samples.last().map(|s| s.t_s).unwrap_or(0.0);
+                // Restored means under the SLO again with the load that broke it still offered
+                // (at least 90 % of it): p95 falling because the load went away is not a
+                // restore (WebRTC sessions ending, a cool-down).
+                let breaking_load = samples[i].offered_rps * 0.9;
                 let mut k = j;
                 while k < samples.len() {
-                    if !under(samples[k]) {
+                    if !under(samples[k]) || samples[k].offered_rps < breaking_load {
                         k += 1;
                         continue;
                     }
@@ -337,6 +341,19 @@ mod tests {
         let names = ["idle".to_string(), "peak".to_string()];
         assert_eq!(f.within_slo_line(&names), "seconds within the SLO: idle 100 % · peak 41 %");
         assert_eq!(f.stages[1].out_of_slo_s, 41);
+    }
+
+    #[test]
+    fn p95_falling_with_the_load_is_not_a_restore() {
+        // WebRTC sessions on saturated pods: over the SLO at 120 frames/s, scale-up, still
+        // over (the sessions stay where they are), under only once the sessions end.
+        let mut rows = vec![(0, 40.0, 40.0, 2); 10];
+        rows.extend((0..40).map(|i| (1, 120.0, 220.0, if i < 20 { 2 } else { 3 })));
+        rows.extend((0..30).map(|_| (2, 20.0, 25.0, 3)));
+        let f = TalkFigures::from_samples(&seconds(&rows), 0.1);
+        assert_eq!((f.first_over_slo_s, f.first_scale_up_s), (Some(10.0), Some(30.0)));
+        assert_eq!(f.slo_restored_s, None, "p95 fell with the load: {f:?}");
+        assert!(f.headline().contains("SLO not restored"), "{}", f.headline());
     }
 
     /// (stage, offered, p95 ms, desired) per second from t = 0.
