@@ -35,7 +35,7 @@ pub enum DriverError {
     ScaleUnsupported { factor: f64 },
     /// The configuration gives the load nowhere to go (the message says what to set).
     #[error("{0}")]
-    Unconfigured(&'static str),
+    Unconfigured(String),
     /// A stage asks for another kind of load than this driver sends.
     #[error("{0}")]
     WrongKind(&'static str),
@@ -288,20 +288,26 @@ where
 }
 
 /// No load can be sent (the configuration lacks a target); every command says why.
-pub struct Unconfigured(pub &'static str);
+pub struct Unconfigured(pub String);
+
+impl Unconfigured {
+    pub fn new(why: impl Into<String>) -> Self {
+        Unconfigured(why.into())
+    }
+}
 
 impl LoadDriver for Unconfigured {
     fn start_stage(&mut self, _index: usize, _plan: StagePlan) -> DriverResult {
-        Err(DriverError::Unconfigured(self.0))
+        Err(DriverError::Unconfigured(self.0.clone()))
     }
     fn pause(&mut self) -> DriverResult {
-        Err(DriverError::Unconfigured(self.0))
+        Err(DriverError::Unconfigured(self.0.clone()))
     }
     fn resume(&mut self) -> DriverResult {
-        Err(DriverError::Unconfigured(self.0))
+        Err(DriverError::Unconfigured(self.0.clone()))
     }
     fn scale(&mut self, _factor: f64) -> DriverResult {
-        Err(DriverError::Unconfigured(self.0))
+        Err(DriverError::Unconfigured(self.0.clone()))
     }
     fn is_paused(&self) -> bool {
         false

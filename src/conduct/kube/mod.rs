@@ -360,10 +360,10 @@ fn load_driver(cfg: &KubeConfig, tell: &Tell) -> Result<Box<dyn LoadDriver>, Kub
                 })?;
                 match WebRtcDriver::new(crate::load::webrtc::WebRtcConfig { targets: vec![uri], ..webrtc }) {
                     Ok(d) => Box::new(d),
-                    Err(_) => Box::new(Unconfigured("the WebRTC load could not encode its clip: libvpx (Debian's libvpx7) is missing on this machine")),
+                    Err(e) => Box::new(Unconfigured::new(e.to_string())),
                 }
             }
-            None => Box::new(Unconfigured("no load URL: set [load] url in the scenario")),
+            None => Box::new(Unconfigured::new("no load URL: set [load] url in the scenario")),
         });
     }
     Ok(if cfg.in_cluster_load {
@@ -390,7 +390,7 @@ fn load_driver(cfg: &KubeConfig, tell: &Tell) -> Result<Box<dyn LoadDriver>, Kub
             ..Default::default()
         }))
     } else {
-        Box::new(Unconfigured("no load URL: set [load] url in the scenario (or from = \"in-cluster\")"))
+        Box::new(Unconfigured::new("no load URL: set [load] url in the scenario (or from = \"in-cluster\")"))
     })
 }
 

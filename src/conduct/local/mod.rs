@@ -142,14 +142,10 @@ impl Controller {
     fn new(cfg: LocalConfig, snap_tx: watch::Sender<Arc<ClusterSnapshot>>) -> Self {
         let hpa = HpaController::new(cfg.hpa.clone());
         let signal_window = cfg.spawn.p95_window();
-        let mut status = None;
         let load: Box<dyn LoadDriver> = match &cfg.webrtc {
             Some(w) => match WebRtcDriver::new(w.clone()) {
                 Ok(d) => Box::new(d),
-                Err(e) => {
-                    status = Some(e.to_string());
-                    Box::new(Unconfigured("the WebRTC load could not start (the status line says why)"))
-                }
+                Err(e) => Box::new(Unconfigured::new(e.to_string())),
             },
             None => Box::new(EngineDriver::new(LoadConfig {
                 targets: Vec::new(),
@@ -179,7 +175,7 @@ impl Controller {
             plan_line: String::new(),
             prom: None,
             http: HttpClient::new(),
-            status,
+            status: None,
             applied: false,
             metrics_ok_at: None,
             metrics_error: None,
