@@ -32,6 +32,8 @@
 //!   workers (`LoadConfig::runtimes = w.handles()`), as `rtc-demo load` does for throughput.
 //! - [`second_line`] (the headless one-line-per-second format) and [`human_summary`].
 //! - [`testserver`]: a loopback HTTP server for tests and benchmarks.
+//! - [`webrtc`]: the WebRTC sessions engine (`rtc-demo load --webrtc`), its own API there;
+//!   the thresholds above judge it with `frame_…`, `frame_loss`, `session_fail`, `offer_fail`.
 
 pub mod engine;
 pub mod stats;

@@ -21,6 +21,10 @@
 //!   `[request] service_time`.
 //! - [`TargetRequest::path_and_query`] builds `/process?pixels=WxH&iters=N&effects=…`;
 //!   [`TargetRequest::url_for`] joins it to a base URL.
+//! - WebRTC sessions as the load: `[request] kind = "webrtc"` ([`RequestKind`]; `fps`, `kbps`,
+//!   `codec`, the WHIP URL `/whip?iters=…&effects=…`) and stages of `sessions`
+//!   ([`StageLoad::Sessions`], [`Stage::session_plan`] for the WebRTC engine); a scenario is
+//!   one kind or the other, its thresholds too.
 //!
 //! Durations are written as in flags (`90s`, `2m`, `1m30s`, `500ms`).
 use std::fmt;
