@@ -91,7 +91,7 @@ pub struct LoadArgs {
     /// clip encoded once) against each URL (http://HOST:PORT, `/whip` added; a URL's query
     /// gives the effects: http://HOST:PORT/whip?effects=blur,color). Each processed frame is
     /// timed back to its frame; a frame that never comes back is lost.
-    #[arg(long, conflicts_with_all = ["rate", "concurrency", "requests", "hgrm", "method"])]
+    #[arg(long, conflicts_with_all = ["rate", "concurrency", "requests", "hgrm", "method", "connections", "timeout", "max_inflight"])]
     pub webrtc: bool,
     /// WebRTC sessions to keep up: N, or FROM..TO ramped over --duration (default 1). A
     /// refused offer (503) is retried after its Retry-After, a failed session re-dialled.
