@@ -348,25 +348,9 @@ pub fn kubectl_panel(k: &kubectl::Kubectl, phase: &Phase, overlay: &str, n: &Nam
 /// How the load reaches the service: an in-cluster Job, the engine from this machine, or
 /// nothing (with why). Built again when the capacity probe has sized the request.
 fn load_driver(cfg: &KubeConfig, tell: &Tell) -> Result<Box<dyn LoadDriver>, KubeError> {
-    // WebRTC sessions from this machine: the in-cluster Job runs the same scenario with
-    // `rtc-demo load`, which sends sessions for it, so it is the Job below.
-    if let Some(webrtc) = crate::conduct::settings::webrtc_config(&cfg.scenario).filter(|_| !cfg.in_cluster_load) {
-        return Ok(match &cfg.load_url {
-            Some(base) => {
-                let url = cfg.scenario.request.url_for(base);
-                let uri: hyper::Uri = url.parse().map_err(|e: hyper::http::uri::InvalidUri| KubeError::LoadUrl {
-                    url: url.clone(),
-                    reason: e.to_string(),
-                })?;
-                match WebRtcDriver::new(crate::load::webrtc::WebRtcConfig { targets: vec![uri], ..webrtc }) {
-                    Ok(d) => Box::new(d),
-                    Err(e) => Box::new(Unconfigured::new(e.to_string())),
-                }
-            }
-            None => Box::new(Unconfigured::new("no load URL: set [load] url in the scenario")),
-        });
-    }
     Ok(if cfg.in_cluster_load {
+        // The Job runs `rtc-demo load --scenario`: requests or WebRTC sessions, as the
+        // scenario says.
         Box::new(job_driver::JobDriver::new(
             cfg.connected.client.clone(),
             cfg.job_spec()?,
@@ -381,14 +365,21 @@ fn load_driver(cfg: &KubeConfig, tell: &Tell) -> Result<Box<dyn LoadDriver>, Kub
             url: url.clone(),
             reason: e.to_string(),
         })?;
-        Box::new(EngineDriver::new(LoadConfig {
-            targets: vec![uri],
-            method: cfg.scenario.request.method.as_hyper(),
-            connections: cfg.scenario.load.connections,
-            timeout: cfg.scenario.request.timeout,
-            max_inflight: cfg.scenario.load.max_inflight,
-            ..Default::default()
-        }))
+        match crate::conduct::settings::webrtc_config(&cfg.scenario) {
+            Some(webrtc) => match WebRtcDriver::new(crate::load::webrtc::WebRtcConfig { targets: vec![uri], ..webrtc })
+            {
+                Ok(d) => Box::new(d),
+                Err(e) => Box::new(Unconfigured::new(e.to_string())),
+            },
+            None => Box::new(EngineDriver::new(LoadConfig {
+                targets: vec![uri],
+                method: cfg.scenario.request.method.as_hyper(),
+                connections: cfg.scenario.load.connections,
+                timeout: cfg.scenario.request.timeout,
+                max_inflight: cfg.scenario.load.max_inflight,
+                ..Default::default()
+            })),
+        }
     } else {
         Box::new(Unconfigured::new("no load URL: set [load] url in the scenario (or from = \"in-cluster\")"))
     })

@@ -17,7 +17,7 @@ use hyper::{Method, Request, StatusCode, Uri};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use str0m::change::SdpAnswer;
 use str0m::format::Codec;
-use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
+use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid, Pt};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tokio::net::UdpSocket;
@@ -265,6 +265,7 @@ struct Media<'a> {
     in_flight: VecDeque<(u32, Instant)>,
     last_back: Option<Instant>,
     interval: Duration,
+    pt: Option<Pt>,
 }
 
 impl<'a> Media<'a> {
@@ -292,6 +293,7 @@ impl<'a> Media<'a> {
             in_flight: VecDeque::new(),
             last_back: None,
             interval: Duration::from_secs_f64(1.0 / shared.clip.fps as f64),
+            pt: None,
         }
     }
 
@@ -462,11 +464,19 @@ impl<'a> Media<'a> {
         let ts = self.frame_no * 90_000 / clip.fps as u64;
         let frame = clip.frames[self.clip_pos].clone();
         let writer = self.rtc.writer(self.mid).ok_or("the video line has no writer")?;
-        let pt = writer
-            .payload_params()
-            .find(|p| p.spec().codec == Codec::Vp8)
-            .map(|p| p.pt())
-            .ok_or("the answer has no VP8")?;
+        // The answer's VP8 payload type, found once per session rather than per frame.
+        let pt = match self.pt {
+            Some(pt) => pt,
+            None => {
+                let pt = writer
+                    .payload_params()
+                    .find(|p| p.spec().codec == Codec::Vp8)
+                    .map(|p| p.pt())
+                    .ok_or("the answer has no VP8")?;
+                self.pt = Some(pt);
+                pt
+            }
+        };
         let bytes = frame.len();
         writer.write(pt, now, MediaTime::from_90khz(ts), frame).map_err(|e| format!("writing a frame: {e}"))?;
         self.report(Report::Sent(bytes));
