@@ -9,9 +9,16 @@
 #    figures that service reached on a 2-core machine of this kind. Goal: >= 20x on the
 #    first two, >= 10x on the third.
 #
+# 3. Only with BASELINE=<another build's rtc-demo>: that build and this one side by side, both
+#    listening at once, ROUNDS alternating oha runs of raw 720p and synthetic 64x64 each, with
+#    each server's CPU time per request at a fixed rate (less noisy than req/s on a machine
+#    the client shares). Run-to-run noise here is +-10 % in req/s: compare the means.
+#
 #   scripts/bench-serve.sh            # 10 s per workload
 #   DURATION=20s scripts/bench-serve.sh
 #   PEER=0 scripts/bench-serve.sh     # part 2 only
+#   git worktree add /tmp/old 1918929 && cargo build --release --manifest-path /tmp/old/Cargo.toml \
+#     --target-dir /tmp/old/target && BASELINE=/tmp/old/target/release/rtc-demo PEER=0 scripts/bench-serve.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10s}
@@ -108,3 +115,47 @@ run "/healthz, 32 conns" "2270 req/s" 32 "/healthz"
 run "pixels=1280x720&iters=5, 4 conns" "38 req/s, p50 105 ms" 4 "/process?pixels=1280x720&iters=5"
 half=$(echo "$small" | sed -E 's/.*rtc-demo: *([0-9]+) req.*/\1/'); half=$((half / 2))
 run "64x64 at half saturation (-q $half)" "goal: p99 < 5 ms" 4 "/process?pixels=64x64&iters=1" "-q $half"
+
+if [ -n "${BASELINE:-}" ]; then
+  ROUNDS=${ROUNDS:-4} BASE_PORT=${BASE_PORT:-18092}
+  [ -n "$frame" ] || { frame=$(mktemp); python3 - "$frame" <<'PY'
+import sys
+# The synthetic frame's bytes do not matter to the server's cost; any 1280x720 RGBA frame will do.
+open(sys.argv[1], "wb").write(bytes(range(256)) * (1280 * 720 * 4 // 256))
+PY
+  }
+  raw=(-m POST -T application/octet-stream -D "$frame")
+  wait_port_free "$BASE_PORT" BASE_PORT
+  RTC_LOG=warn "$BASELINE" serve --device cpu --listen "127.0.0.1:$BASE_PORT" --max-inflight 256 > /dev/null &
+  BASE_PID=$!; PIDS+=("$BASE_PID")
+  wait_ready "http://127.0.0.1:$BASE_PORT/readyz" "$BASE_PID"
+  echo
+  echo "side by side: baseline $BASELINE (port $BASE_PORT) and $BIN (port $PORT), $ROUNDS alternating rounds of -z $DURATION"
+  cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+  # label, path, fixed rate for the CPU rows, [extra oha flags]
+  side_by_side() {
+    local side port pid out t0 t1 ok r
+    declare -A sum=() cpu=()
+    for r in $(seq "$ROUNDS"); do
+      for side in baseline this; do
+        if [ "$side" = baseline ]; then port=$BASE_PORT pid=$BASE_PID; else port=$PORT pid=$SERVER; fi
+        out=$("$OHA" -z "$DURATION" -c 4 ${4:-} --no-tui --output-format json "http://127.0.0.1:$port$2" | stats)
+        printf '%-30s round %d %-8s %s\n' "$1" "$r" "$side" "$out"
+        sum[$side]=$(echo "${sum[$side]:-0} $(echo "$out" | awk '{print $1}')" | awk '{print $1 + $2}')
+        t0=$(cpu_ticks "$pid")
+        ok=$("$OHA" -z "$DURATION" -c 4 -q "$3" ${4:-} --no-tui --output-format json "http://127.0.0.1:$port$2" \
+          | python3 -c 'import json, sys; print(json.load(sys.stdin).get("statusCodeDistribution", {}).get("200", 0))')
+        t1=$(cpu_ticks "$pid")
+        cpu[$side]="${cpu[$side]:-} $(awk -v t=$((t1 - t0)) -v n="$ok" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.3f", n ? 1000 * t / hz / n : 0 }')"
+      done
+    done
+    for side in baseline this; do
+      printf '%-30s %-8s mean %7.1f req/s; server CPU per request at %s req/s: %s ms\n' "$1" "$side" \
+        "$(echo "${sum[$side]} $ROUNDS" | awk '{print $1 / $2}')" "$3" "${cpu[$side]# }"
+    done
+  }
+  mark=$(steal_mark)
+  side_by_side "raw RGBA 720p, iters=1" "/process?pixels=1280x720&iters=1&format=rgba" 60 "${raw[*]}"
+  side_by_side "synthetic 64x64, iters=1" "/process?pixels=64x64&iters=1" 1500
+  echo "steal $(steal_since "$mark") % of CPU time over the side-by-side rounds"
+fi

@@ -6,7 +6,9 @@
 #   3. times every kernel with CUDA events at 720p, 1080p and 4K: achieved GB/s beside the
 #      memory-bandwidth floor (goal: every kernel within 2x of it at 1080p);
 #   4. end-to-end latency p50/p99 of POST /process?pixels=1920x1080&iters=5: in process
-#      (Device::process) and over HTTP against `rtc-demo serve --device cuda`.
+#      (Device::process) and over HTTP against `rtc-demo serve --device cuda`; and in
+#      process a raw 720p RGBA frame from ordinary memory (staged, two CPU copies more)
+#      beside the same frame in a page-locked frame the device lends.
 # Env: RTC_NVRTC_LIB (NVRTC to use; default: the system's, else the test venv's wheel),
 #      BENCH_REPS (50), BENCH_REQUESTS (200), RTC_BENCH_PEAK_GBPS (override the peak).
 set -euo pipefail

@@ -3,7 +3,7 @@ mod support;
 
 use std::sync::Arc;
 
-use rtc_service::device::{CpuDevice, CpuShape, Device, Job, JobInput, JobOutput, RawFormat};
+use rtc_service::device::{CpuDevice, CpuShape, Device, HostFrame, Job, JobInput, JobOutput, RawFormat};
 use rtc_service::effects::{ChainPlan, Effect, EffectParams};
 use rtc_service::frame::{hash32, synthesize, Frame};
 use rtc_service::i420::i420_len;
@@ -80,7 +80,7 @@ fn raw_frames_come_back_processed_in_their_format() {
     assert!(r.header("x-compute-ms").is_some());
     let device = CpuDevice::new(CpuShape { workers: 1, threads: 1, cores: 1 }, Arc::new(BufferPool::new(0))).unwrap();
     let plan = ChainPlan::new(vec![Effect::Blur, Effect::Color], EffectParams::default());
-    let mut expected = input.clone();
+    let mut expected = HostFrame::Pooled(input.clone());
     let job = Job {
         width: w,
         height: h,
@@ -89,7 +89,7 @@ fn raw_frames_come_back_processed_in_their_format() {
         input: JobInput::Raw { format: RawFormat::Rgba, frame: &mut expected },
     };
     assert_eq!(device.process(job).unwrap().output, JobOutput::FrameInPlace);
-    assert_eq!(r.body, expected);
+    assert_eq!(r.body, &*expected);
 
     let yuv = random_bytes(i420_len(w, h), 4);
     let r = server.post(&format!("/process?pixels={w}x{h}&format=i420&effects=translate"), &yuv);

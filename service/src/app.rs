@@ -13,7 +13,7 @@ use axum::{Json, Router};
 use serde_json::json;
 use tokio::sync::Semaphore;
 
-use crate::device::{Device, Job, JobInput, JobOutput};
+use crate::device::{Device, HostFrame, Job, JobInput, JobOutput};
 use crate::effects::{ChainPlan, EFFECT_NAMES};
 use crate::frame_body::{BodyError, FrameBody};
 use crate::memory::{BufferPool, MemoryBudget, Refusal, Reservation};
@@ -280,7 +280,7 @@ async fn process(State(state): State<AppState>, req: Request) -> Response {
             return refuse(&mut body, r).await;
         }
     };
-    let mut raw = match read_body(&req, &mut body, inner.memory.pool()).await {
+    let mut raw = match read_body(&req, &mut body, inner.device.as_ref(), inner.memory.pool()).await {
         Ok(raw) => raw,
         Err(BodyRefusal::Late(detail)) => {
             return error_response(StatusCode::REQUEST_TIMEOUT, "body too slow", Some("body"), detail)
@@ -294,7 +294,7 @@ async fn process(State(state): State<AppState>, req: Request) -> Response {
     };
     let Ok(permit) = inner.admission.clone().try_acquire_owned() else {
         if let Some(frame) = raw.take() {
-            inner.memory.pool().give(frame);
+            frame.give_back(inner.memory.pool());
         }
         inner.metrics.count_rejected(REJECT_OVERLOAD);
         let detail = format!("{} requests in flight (--max-inflight); retry shortly", inner.max_inflight);
@@ -342,7 +342,8 @@ async fn process(State(state): State<AppState>, req: Request) -> Response {
     let ms = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
     match (result.output, raw) {
         (JobOutput::FrameInPlace, Some(frame)) => {
-            let frame = OutgoingFrame { data: frame, pool: inner.memory.pool().clone(), _reservation: reservation };
+            let frame =
+                OutgoingFrame { data: Some(frame), pool: inner.memory.pool().clone(), _reservation: reservation };
             let mut headers = HeaderMap::new();
             headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
             for (name, value) in [("x-queue-ms", queued), ("x-compute-ms", compute), ("x-total-ms", total)] {
@@ -391,23 +392,25 @@ async fn refuse(body: &mut FrameBody, response: Response) -> Response {
     response
 }
 
-/// The answer's bytes: the request's own frame buffer, given back to the pool, and the
-/// request's memory back to the budget, once it has been sent.
+/// The answer's bytes: the request's own frame buffer, given back (to the pool, or to the
+/// device that lent it), and the request's memory back to the budget, once it has been sent.
 struct OutgoingFrame {
-    data: Vec<u8>,
+    data: Option<HostFrame>,
     pool: Arc<BufferPool>,
     _reservation: Reservation,
 }
 
 impl AsRef<[u8]> for OutgoingFrame {
     fn as_ref(&self) -> &[u8] {
-        &self.data
+        self.data.as_deref().unwrap_or_default()
     }
 }
 
 impl Drop for OutgoingFrame {
     fn drop(&mut self) {
-        self.pool.give(std::mem::take(&mut self.data));
+        if let Some(frame) = self.data.take() {
+            frame.give_back(&self.pool);
+        }
     }
 }
 
@@ -442,13 +445,14 @@ enum BodyRefusal {
     Bad(ParamError),
 }
 
-/// Read the body into a frame buffer from the pool: one copy, from hyper's frames into the
-/// frame the effects work on.
+/// Read the body into the frame the device works on: one copy, from hyper's frames into
+/// memory the device lends (CUDA's page-locked frames) or else a buffer from the pool.
 async fn read_body(
     req: &ProcessRequest,
     body: &mut FrameBody,
+    device: &dyn Device,
     pool: &BufferPool,
-) -> Result<Option<Vec<u8>>, BodyRefusal> {
+) -> Result<Option<HostFrame>, BodyRefusal> {
     let bad = |detail: String| BodyRefusal::Bad(body_error(detail));
     let Some(want) = req.expected_body_len() else {
         return match body.read_exact_into(&mut []).await {
@@ -460,7 +464,7 @@ async fn read_body(
             Err(e) => Err(bad(e.to_string())),
         };
     };
-    let mut frame = pool.take(want);
+    let mut frame = device.lend_frame(want).unwrap_or_else(|| HostFrame::Pooled(pool.take(want)));
     let error = match body.read_exact_into(&mut frame).await {
         Ok(()) => return Ok(Some(frame)),
         Err(BodyError::Long) => bad(format!("body is longer than the {want} bytes a {} frame has; cut off", req.pixels())),
@@ -472,6 +476,6 @@ async fn read_body(
         )),
         Err(e) => bad(e.to_string()),
     };
-    pool.give(frame);
+    frame.give_back(pool);
     Err(error)
 }

@@ -1,10 +1,11 @@
 //! A `/process` body, copied once from hyper's frames into the pooled frame the effects work
 //! on, within a deadline: a client that announces a frame and sends it at a byte a second
 //! gets 408 when the deadline passes, and its memory reservation goes back to the budget.
+use std::pin::Pin;
 use std::time::Duration;
 
 use http_body_util::BodyExt;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
@@ -21,6 +22,9 @@ pub enum BodyError {
 pub struct FrameBody {
     body: axum::body::Body,
     deadline: Instant,
+    /// One timer for the whole body, registered with tokio's timer wheel once rather than
+    /// once per chunk (a 720p frame arrives in about ten).
+    expires: Pin<Box<Sleep>>,
     limit: Duration,
     read: u64,
     /// The client waits for `100 Continue` before sending: hyper sends it when the body is
@@ -32,16 +36,25 @@ impl FrameBody {
     /// `body` must arrive whole within `limit` of now; `waits_for_continue`: the request
     /// said `Expect: 100-continue`.
     pub fn new(body: axum::body::Body, limit: Duration, waits_for_continue: bool) -> Self {
-        FrameBody { body, deadline: Instant::now() + limit, limit, read: 0, waits_for_continue }
+        let deadline = Instant::now() + limit;
+        FrameBody {
+            body,
+            deadline,
+            expires: Box::pin(tokio::time::sleep_until(deadline)),
+            limit,
+            read: 0,
+            waits_for_continue,
+        }
     }
 
     /// Fill `frame` with the body, which must be exactly as long (`&mut []`: no body at all).
     pub async fn read_exact_into(&mut self, frame: &mut [u8]) -> Result<(), BodyError> {
         let mut filled = 0usize;
         loop {
-            let next = match tokio::time::timeout_at(self.deadline, self.body.frame()).await {
-                Ok(next) => next,
-                Err(_) => return Err(BodyError::Deadline { after: self.read, limit: self.limit }),
+            let next = tokio::select! {
+                biased;
+                next = self.body.frame() => next,
+                () = &mut self.expires => return Err(BodyError::Deadline { after: self.read, limit: self.limit }),
             };
             match next {
                 None if filled == frame.len() => return Ok(()),

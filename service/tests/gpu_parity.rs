@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use rtc_service::device::cuda::{CudaDevice, CudaUnavailable};
-use rtc_service::device::{Device, Job, JobInput, JobOutput, RawFormat};
+use rtc_service::device::{Device, HostFrame, Job, JobInput, JobOutput, RawFormat};
 use rtc_service::effects::{apply_chain, ChainPlan, ColorGrade, CpuScratch, Effect, EffectParams};
 use rtc_service::frame::{checksum, hash32, synthesize, Frame};
 use rtc_service::i420::{i420_to_rgba, rgba_to_i420};
@@ -78,10 +78,10 @@ fn gpu_raw(
     format: RawFormat,
     bytes: &[u8],
 ) -> Vec<u8> {
-    let mut frame = bytes.to_vec();
+    let mut frame = HostFrame::Pooled(bytes.to_vec());
     let job = Job { width: w, height: h, iters, plan, input: JobInput::Raw { format, frame: &mut frame } };
     match dev.process(job).expect("GPU job") {
-        JobResult { output: JobOutput::FrameInPlace, .. } => frame,
+        JobResult { output: JobOutput::FrameInPlace, .. } => frame.to_vec(),
         other => panic!("expected a frame, got {other:?}"),
     }
 }
@@ -195,10 +195,45 @@ fn synthetic_frames_and_checksums_match_the_cpu() {
 
 #[test]
 #[ignore = "needs a GPU: run with --ignored where one is present"]
+fn a_lent_page_locked_frame_gives_the_bytes_a_staged_one_does() {
+    let dev = gpu("a_lent_page_locked_frame_gives_the_bytes_a_staged_one_does");
+    let plan = ChainPlan::new(Effect::ALL.to_vec(), EffectParams::default());
+    let (w, h) = (333, 191);
+    for (format, input) in [
+        (RawFormat::Rgba, random_frame(w, h, 11).data),
+        (RawFormat::I420, {
+            let mut yuv = Vec::new();
+            rgba_to_i420(&random_frame(w, h, 12), &mut yuv);
+            yuv
+        }),
+    ] {
+        let staged = gpu_raw(dev, w, h, &plan, 2, format, &input);
+        let (lent_before, _) = dev.pinned_frames();
+        let mut frame = dev.lend_frame(input.len()).expect("a page-locked frame to lend");
+        assert!(matches!(frame, HostFrame::Pinned(_)), "{frame:?}");
+        assert_eq!(dev.pinned_frames().0, lent_before + 1);
+        frame.copy_from_slice(&input);
+        let job =
+            Job { width: w, height: h, iters: 2, plan: &plan, input: JobInput::Raw { format, frame: &mut frame } };
+        assert_eq!(dev.process(job).expect("GPU job").output, JobOutput::FrameInPlace);
+        assert!(*frame == *staged, "{format:?}: the lent frame's result differs from the staged one's");
+        drop(frame);
+        assert_eq!(dev.pinned_frames().0, lent_before, "a dropped frame goes back to the device");
+    }
+    // Lending is bounded (3 per stream); past it a body goes to ordinary memory.
+    let held: Vec<_> = std::iter::from_fn(|| dev.lend_frame(4096)).take(64).collect();
+    assert_eq!(held.len(), 6, "2 streams lend at most 6 frames at once");
+    assert!(dev.lend_frame(4096).is_none());
+    drop(held);
+    assert!(dev.lend_frame(4096).is_some());
+}
+
+#[test]
+#[ignore = "needs a GPU: run with --ignored where one is present"]
 fn bad_input_is_an_error_not_a_panic() {
     let dev = gpu("bad_input_is_an_error_not_a_panic");
     let plan = ChainPlan::new(Effect::ALL.to_vec(), EffectParams::default());
-    let mut short = vec![0u8; 100];
+    let mut short = HostFrame::Pooled(vec![0u8; 100]);
     let job = Job {
         width: 64,
         height: 64,

@@ -1,7 +1,10 @@
 //! `gpu-bench`: times every CUDA kernel with CUDA events at 720p, 1080p and 4K, printing
 //! achieved GB/s beside the DRAM floor (least bytes the kernel must move / peak bandwidth),
 //! then the in-process latency p50/p99 of the service's job for
-//! `pixels=1920x1080&iters=5` (default effects). Run by `scripts/gpu-bench.sh`.
+//! `pixels=1920x1080&iters=5` (default effects), and of a raw 720p RGBA frame in and out
+//! (`iters=1`) from ordinary memory (staged through pinned memory both ways, two CPU copies)
+//! beside one in a page-locked frame the device lends (no staging). Run by
+//! `scripts/gpu-bench.sh`.
 //!
 //! Flags: `--reps N` launches per kernel timing (default 50), `--requests N` jobs for the
 //! latency figures (default 200). `RTC_BENCH_PEAK_GBPS` overrides the peak bandwidth
@@ -10,7 +13,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use rtc_service::device::cuda::CudaDevice;
-use rtc_service::device::{Device, Job, JobInput};
+use rtc_service::device::{Device, HostFrame, Job, JobInput, RawFormat};
 use rtc_service::effects::{ChainPlan, EffectParams};
 use rtc_service::params::DEFAULT_EFFECTS;
 
@@ -127,14 +130,56 @@ fn main() -> ExitCode {
             lat.push(t0.elapsed().as_secs_f64());
         }
     }
-    lat.sort_by(f64::total_cmp);
-    let pct = |p: f64| lat[((lat.len() as f64 * p).ceil() as usize).clamp(1, lat.len()) - 1] * 1e3;
+    let (p50, p99) = percentiles(&mut lat);
     println!(
-        "in-process job pixels=1920x1080&iters=5 effects={}: p50 {:.3} ms, p99 {:.3} ms ({} jobs)",
+        "in-process job pixels=1920x1080&iters=5 effects={}: p50 {p50:.3} ms, p99 {p99:.3} ms ({} jobs)",
         DEFAULT_EFFECTS.iter().map(|e| e.name()).collect::<Vec<_>>().join(","),
-        pct(0.50),
-        pct(0.99),
         lat.len()
     );
+
+    // A raw frame's copies: the same 720p RGBA job from ordinary memory and from a lent frame,
+    // alternating so that clocks and caches treat both alike.
+    let (w, h) = (1280, 720);
+    let len = RawFormat::Rgba.frame_len(w, h);
+    let mut staged = HostFrame::Pooled(vec![128; len]);
+    let Some(mut lent) = dev.lend_frame(len) else {
+        eprintln!("gpu-bench: the device lent no page-locked frame");
+        return ExitCode::FAILURE;
+    };
+    lent.fill(128);
+    let (mut staged_lat, mut lent_lat) = (Vec::new(), Vec::new());
+    for i in 0..requests + 10 {
+        for (frame, lat) in [(&mut staged, &mut staged_lat), (&mut lent, &mut lent_lat)] {
+            let job = Job {
+                width: w,
+                height: h,
+                iters: 1,
+                plan: &plan,
+                input: JobInput::Raw { format: RawFormat::Rgba, frame },
+            };
+            let t0 = Instant::now();
+            if let Err(e) = dev.process(job) {
+                eprintln!("gpu-bench: raw job: {e}");
+                return ExitCode::FAILURE;
+            }
+            if i >= 10 {
+                lat.push(t0.elapsed().as_secs_f64());
+            }
+        }
+    }
+    for (label, lat) in [("ordinary memory, staged", &mut staged_lat), ("lent page-locked frame", &mut lent_lat)] {
+        let (p50, p99) = percentiles(lat);
+        println!(
+            "in-process raw 1280x720 RGBA iters=1, {label}: p50 {p50:.3} ms, p99 {p99:.3} ms ({} jobs)",
+            lat.len()
+        );
+    }
     ExitCode::SUCCESS
+}
+
+/// (p50, p99) in milliseconds.
+fn percentiles(lat: &mut [f64]) -> (f64, f64) {
+    lat.sort_by(f64::total_cmp);
+    let pct = |p: f64| lat[((lat.len() as f64 * p).ceil() as usize).clamp(1, lat.len()) - 1] * 1e3;
+    (pct(0.50), pct(0.99))
 }

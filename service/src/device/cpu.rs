@@ -7,7 +7,7 @@
 //! the same throughput and doubles the time each one takes.
 use std::sync::Arc;
 
-use super::{Device, DeviceError, DeviceInfo, Job, JobInput, JobOutput, JobResult, RawFormat, Slots};
+use super::{Device, DeviceError, DeviceInfo, HostFrame, Job, JobInput, JobOutput, JobResult, RawFormat, Slots};
 use crate::effects::rows::PARALLEL_MIN_PIXELS;
 use crate::effects::{apply_chain, CpuScratch};
 use crate::frame::{checksum, synthesize, Frame};
@@ -87,6 +87,12 @@ impl CpuDevice {
     }
 }
 
+/// A job's input as the CPU takes it: a raw frame is always in ordinary memory.
+enum CpuInput<'a> {
+    Synthetic(u32),
+    Raw(RawFormat, &'a mut Vec<u8>),
+}
+
 impl Device for CpuDevice {
     fn info(&self) -> &DeviceInfo {
         &self.info
@@ -107,30 +113,28 @@ impl Device for CpuDevice {
     fn process(&self, job: Job<'_>) -> Result<JobResult, DeviceError> {
         job.check_raw_len()?;
         let Job { width, height, iters, plan, input } = job;
+        let input = match input {
+            JobInput::Synthetic { seed } => CpuInput::Synthetic(seed),
+            JobInput::Raw { format, frame: HostFrame::Pooled(body) } => CpuInput::Raw(format, body),
+            JobInput::Raw { frame: HostFrame::Pinned(_), .. } => {
+                return Err(DeviceError("a page-locked frame belongs to the CUDA device that lent it".into()))
+            }
+        };
         let len = width * height * 4;
         let buffers = &self.buffers;
         let work = move || {
             let mut scratch = CpuScratch { spare: Frame { width, height, data: buffers.take(len) } };
             let mut frame = Frame { width, height, data: Vec::new() };
-            match &input {
-                JobInput::Synthetic { seed } => {
-                    frame.data = buffers.take(len);
-                    synthesize(&mut frame, *seed);
-                }
-                JobInput::Raw { format: RawFormat::Rgba, .. } => {}
-                JobInput::Raw { format: RawFormat::I420, frame: bytes } => {
-                    frame.data = buffers.take(len);
-                    i420_to_rgba(bytes, width, height, &mut frame);
-                }
-            }
             let output = match input {
-                JobInput::Synthetic { .. } => {
+                CpuInput::Synthetic(seed) => {
+                    frame.data = buffers.take(len);
+                    synthesize(&mut frame, seed);
                     let timings = apply_chain(&mut frame, plan, iters, &mut scratch);
                     let sum = checksum(&frame.data, width * 4);
                     buffers.give(frame.data);
                     JobResult { output: JobOutput::Checksum(sum), timings }
                 }
-                JobInput::Raw { format: RawFormat::Rgba, frame: body } => {
+                CpuInput::Raw(RawFormat::Rgba, body) => {
                     // The body is the working frame; whichever buffer holds the result at the
                     // end becomes the body, the other goes back to the pool.
                     frame.data = std::mem::take(body);
@@ -138,7 +142,9 @@ impl Device for CpuDevice {
                     *body = frame.data;
                     JobResult { output: JobOutput::FrameInPlace, timings }
                 }
-                JobInput::Raw { format: RawFormat::I420, frame: body } => {
+                CpuInput::Raw(RawFormat::I420, body) => {
+                    frame.data = buffers.take(len);
+                    i420_to_rgba(body, width, height, &mut frame);
                     let timings = apply_chain(&mut frame, plan, iters, &mut scratch);
                     rgba_to_i420(&frame, body);
                     buffers.give(frame.data);
@@ -197,7 +203,7 @@ mod tests {
     fn a_raw_frame_of_the_wrong_size_is_an_error() {
         let dev = CpuDevice::new(CpuShape { workers: 1, threads: 1, cores: 1 }, Arc::new(BufferPool::new(0))).unwrap();
         let plan = crate::effects::ChainPlan::new(vec![crate::effects::Effect::Blur], Default::default());
-        let mut short = vec![0u8; 100];
+        let mut short = HostFrame::Pooled(vec![0u8; 100]);
         let input = JobInput::Raw { format: RawFormat::Rgba, frame: &mut short };
         let e = dev.process(Job { width: 64, height: 64, iters: 1, plan: &plan, input }).unwrap_err();
         assert!(e.0.contains("body is 100 bytes, a 64x64 Rgba frame is 16384"), "{e}");

@@ -49,13 +49,60 @@ impl RawFormat {
     }
 }
 
+/// A raw frame's bytes on the host: the request body is read into it, the device works on
+/// it in place, and the answer is sent from it.
+pub enum HostFrame {
+    /// Ordinary memory (the service's buffer pool, a WebRTC picture): the CPU and emulated
+    /// devices work on it directly; CUDA copies it through its pinned staging.
+    Pooled(Vec<u8>),
+    /// Page-locked memory lent by the CUDA device ([`Device::lend_frame`]): the upload and
+    /// the download DMA use it directly, so the body is copied once, from hyper's buffer.
+    Pinned(cuda::PinnedFrame),
+}
+
+impl HostFrame {
+    /// Hand a frame back when done with it: a pooled one to `pool`, a pinned one to the
+    /// device that lent it (which is what dropping it does).
+    pub fn give_back(self, pool: &BufferPool) {
+        if let HostFrame::Pooled(v) = self {
+            pool.give(v);
+        }
+    }
+}
+
+impl std::fmt::Debug for HostFrame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = if matches!(self, HostFrame::Pooled(_)) { "Pooled" } else { "Pinned" };
+        write!(f, "HostFrame::{kind}({} bytes)", self.len())
+    }
+}
+
+impl std::ops::Deref for HostFrame {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            HostFrame::Pooled(v) => v,
+            HostFrame::Pinned(p) => p,
+        }
+    }
+}
+
+impl std::ops::DerefMut for HostFrame {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        match self {
+            HostFrame::Pooled(v) => v,
+            HostFrame::Pinned(p) => p,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub enum JobInput<'a> {
     /// Generate the deterministic test frame on the device (no upload).
     Synthetic { seed: u32 },
     /// Process this frame; the device writes the result over it, in the same format and size,
     /// so the request body is the frame and the answer is sent from it without a copy.
-    Raw { format: RawFormat, frame: &'a mut Vec<u8> },
+    Raw { format: RawFormat, frame: &'a mut HostFrame },
 }
 
 impl JobInput<'_> {
@@ -131,6 +178,13 @@ pub trait Device: Send + Sync + 'static {
     fn working_bytes(&self, width: usize, height: usize, format: Option<RawFormat>) -> usize;
     /// Device memory (used, total) in bytes, where the device has its own.
     fn memory(&self) -> Option<(u64, u64)> {
+        None
+    }
+    /// Host memory of `len` bytes for a raw frame to be read into, where the device has memory
+    /// of its own it can work from without a copy (CUDA: page-locked, which its DMA reads and
+    /// writes directly). `None`: ordinary memory from the service's pool will do, or the
+    /// device has none to lend now.
+    fn lend_frame(&self, _len: usize) -> Option<HostFrame> {
         None
     }
 }

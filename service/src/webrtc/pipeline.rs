@@ -19,7 +19,7 @@ use super::h264::H264Decoder;
 use super::vp8::{CodecError, EncodedFrame, I420Picture, Vp8Decoder, Vp8Encoder};
 use super::Session;
 use crate::app::AppState;
-use crate::device::{Job, JobInput, RawFormat};
+use crate::device::{HostFrame, Job, JobInput, RawFormat};
 
 /// Depacketised frames waiting for the decoder; beyond this the driver drops (and asks for
 /// a key frame): two seconds of 30 fps video.
@@ -178,14 +178,19 @@ async fn process(
         let _reservation = reservation;
         {
             let _busy = busy.metrics().enter_busy();
+            let mut frame = HostFrame::Pooled(std::mem::take(&mut picture.data));
             let job = Job {
                 width: w,
                 height: h,
                 iters: session.iters,
                 plan: &session.plan,
-                input: JobInput::Raw { format: RawFormat::I420, frame: &mut picture.data },
+                input: JobInput::Raw { format: RawFormat::I420, frame: &mut frame },
             };
-            device.process(job).map_err(|e| e.to_string())?;
+            let done = device.process(job).map_err(|e| e.to_string());
+            if let HostFrame::Pooled(data) = frame {
+                picture.data = data;
+            }
+            done?;
         }
         let mut encoder = match encoder {
             Some(e) if e.size() == (w, h) => e,

@@ -14,7 +14,9 @@
 //!    driver JIT-compiles it); load the modules once;
 //! 5. one worker per `--workers` (at most [`kernels::SLOTS`]): its own stream, its own
 //!    `__constant__` parameter slot, device buffers (kept and grown, never allocated per
-//!    request), pinned host buffers for raw-frame upload/download, timing events;
+//!    request), a pinned staging buffer for raw frames in ordinary memory, timing events;
+//!    and page-locked frames lent to request bodies ([`pinned`]), so a raw frame usually
+//!    needs no staging at all;
 //! 6. a self-test: the synthetic chain on a small odd-sized frame against the CPU.
 //!
 //! A synthetic request never moves a frame over PCIe: the frame is generated on the GPU and
@@ -22,6 +24,9 @@
 //! `frame::checksum`).
 pub mod kernels;
 pub mod nvrtc;
+mod pinned;
+
+pub use pinned::PinnedFrame;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,7 +39,8 @@ use cudarc::driver::{
 
 use self::kernels::{Kernels, BLUR_SLOT_BYTES, COLOR_SLOT_BYTES, MAX_RADIUS, SLOTS};
 use self::nvrtc::{compile_all, one_line, Nvrtc, Target};
-use super::{Device, DeviceError, DeviceInfo, Job, JobInput, JobOutput, JobResult, RawFormat, Slots};
+use self::pinned::PinnedFrames;
+use super::{Device, DeviceError, DeviceInfo, HostFrame, Job, JobInput, JobOutput, JobResult, RawFormat, Slots};
 use crate::effects::{ChainPlan, Effect, EffectTimings};
 
 /// Why the CUDA back end cannot be used. Display is one line naming what is missing.
@@ -74,6 +80,8 @@ pub struct CudaDevice {
     ctx: Arc<CudaContext>,
     kernels: Arc<Kernels>,
     workers: Slots<Worker>,
+    /// Page-locked frames lent to request bodies.
+    frames: Arc<PinnedFrames>,
     ready: AtomicBool,
     /// What start-up found, for logs and `gpu-bench`.
     pub details: OpenDetails,
@@ -180,15 +188,17 @@ impl CudaDevice {
             let mut w = Worker::new(slot, stream);
             // Sized for 1080p up front so the first requests do not allocate either.
             w.reserve(&ctx, 1920 * 1080, 0, 0).map_err(setup)?;
-            w.up.ensure(&ctx, 1920 * 1080 * 4).map_err(setup)?;
-            w.down.ensure(&ctx, 1920 * 1080 * 4).map_err(setup)?;
+            w.staging.ensure(&ctx, 1920 * 1080 * 4).map_err(setup)?;
             pool.push(w);
         }
+        // A frame for each stream to work on, one arriving and one being sent per stream.
+        let frames = PinnedFrames::new(ctx.clone(), 3 * n_workers);
         let dev = CudaDevice {
             info: DeviceInfo { kind: "cuda", name: name.clone() },
             ctx,
             kernels,
             workers: Slots::new(pool),
+            frames,
             ready: AtomicBool::new(false),
             details: OpenDetails {
                 driver_version,
@@ -251,10 +261,16 @@ impl CudaDevice {
         result
     }
 
-    /// Pinned staging for the upload and the download of a raw frame (kept per worker and
-    /// grown to the largest frame seen); a synthetic frame lives on the GPU only.
+    /// Pinned staging for a raw frame in ordinary memory, both ways (kept per worker and
+    /// grown to the largest frame seen): counted for every raw frame, since a body gets a
+    /// lent frame only while one is free. A synthetic frame lives on the GPU only.
     pub fn working_bytes_for(width: usize, height: usize, format: Option<RawFormat>) -> usize {
-        format.map_or(0, |f| 2 * f.frame_len(width, height))
+        format.map_or(0, |f| f.frame_len(width, height))
+    }
+
+    /// Page-locked frames (lent, idle) now.
+    pub fn pinned_frames(&self) -> (usize, usize) {
+        self.frames.counts()
     }
 
     /// Like `process` for a synthetic job, but also downloads the output frame: for tests
@@ -357,6 +373,10 @@ impl Device for CudaDevice {
         let (free, total) = self.ctx.mem_get_info().ok()?;
         Some(((total - free) as u64, total as u64))
     }
+
+    fn lend_frame(&self, len: usize) -> Option<HostFrame> {
+        self.frames.lend(len).map(HostFrame::Pinned)
+    }
 }
 
 /// A device buffer that only grows (rounded up to 2 MiB), kept between requests.
@@ -387,10 +407,11 @@ impl<T: cudarc::driver::DeviceRepr> DevBuf<T> {
     }
 }
 
-/// Pinned (page-locked) host memory that only grows.
+/// Pinned (page-locked) host memory that only grows. Plain, not write-combined: the CPU
+/// reads it back after a download.
+#[derive(Default)]
 struct PinnedBuf {
     buf: Option<PinnedHostSlice<u8>>,
-    write_combined: bool,
 }
 
 impl PinnedBuf {
@@ -398,11 +419,8 @@ impl PinnedBuf {
         if self.buf.as_ref().is_none_or(|b| b.len() < len) {
             self.buf = None;
             let new_len = len.max(1).div_ceil(2 << 20) * (2 << 20);
-            // Write-combined for uploads (the CPU only writes it); plain for downloads,
-            // which the CPU reads.
-            let flags = if self.write_combined { sys::CU_MEMHOSTALLOC_WRITECOMBINED } else { 0 };
-            // SAFETY: uploads write before the copy; downloads are read only after the copy.
-            self.buf = Some(unsafe { ctx.alloc_pinned_with_flags::<u8>(new_len, flags) }?);
+            // SAFETY: written before an upload reads it; read only after a download wrote it.
+            self.buf = Some(unsafe { ctx.alloc_pinned_with_flags::<u8>(new_len, 0) }?);
         }
         let buf = self.buf.as_mut().expect("allocated above");
         Ok(&mut buf.as_mut_slice()?[..len])
@@ -421,8 +439,8 @@ struct Worker {
     /// Raw input/output in the request's format (I420).
     io: DevBuf<u8>,
     hashes: DevBuf<u64>,
-    up: PinnedBuf,
-    down: PinnedBuf,
+    /// A raw frame in ordinary memory goes through here, both ways.
+    staging: PinnedBuf,
     hashes_host: Option<PinnedHostSlice<u64>>,
     events: Vec<CudaEvent>,
     /// Parameters currently in this worker's constant-memory slot.
@@ -446,8 +464,7 @@ impl Worker {
             tmp: DevBuf::new(),
             io: DevBuf::new(),
             hashes: DevBuf::new(),
-            up: PinnedBuf { buf: None, write_combined: true },
-            down: PinnedBuf { buf: None, write_combined: false },
+            staging: PinnedBuf::default(),
             hashes_host: None,
             events: Vec::new(),
             loaded_weights: Vec::new(),
@@ -543,12 +560,20 @@ impl Worker {
 
         match &job.input {
             JobInput::Synthetic { seed } => k.synth(&s, src, w, h, *seed).map_err(derr)?,
-            &JobInput::Raw { format, frame: ref bytes } => {
-                let staged = self.up.ensure(ctx, bytes.len()).map_err(derr)?;
-                staged.copy_from_slice(bytes);
+            JobInput::Raw { format, frame } => {
+                let format = *format;
                 let target = if format == RawFormat::I420 { self.io.ptr } else { src };
-                // SAFETY: the device buffer holds at least bytes.len() bytes (reserved above).
-                unsafe { cu::memcpy_htod_async(target, staged, s.cu_stream()) }.map_err(derr)?;
+                let host: &[u8] = match &**frame {
+                    HostFrame::Pinned(lent) => lent,
+                    HostFrame::Pooled(bytes) => {
+                        let staged = self.staging.ensure(ctx, bytes.len()).map_err(derr)?;
+                        staged.copy_from_slice(bytes);
+                        staged
+                    }
+                };
+                // SAFETY: the device buffer holds at least host.len() bytes (reserved above);
+                // the host side is page-locked and not written until the stream is synchronised.
+                unsafe { cu::memcpy_htod_async(target, host, s.cu_stream()) }.map_err(derr)?;
                 if format == RawFormat::I420 {
                     k.i420_to_rgba(&s, self.io.ptr, src, w, h).map_err(derr)?;
                 }
@@ -624,21 +649,22 @@ impl Worker {
         let len = width * height * 4;
         let src = self.output_ptr();
         let ctx = self.stream.context().clone();
-        let host = self.down.ensure(&ctx, len).map_err(derr)?;
+        let host = self.staging.ensure(&ctx, len).map_err(derr)?;
         // SAFETY: the output buffer holds `len` bytes.
         unsafe { cu::memcpy_dtoh_async(&mut *host, src, self.stream.cu_stream()) }.map_err(derr)?;
         self.stream.synchronize().map_err(derr)?;
         Ok(host.to_vec())
     }
 
-    /// Download the output over the raw input's buffer, in the request's format.
+    /// Download the output over the raw input's buffer, in the request's format: straight
+    /// into a lent frame, else through the staging buffer.
     fn download_output(
         &mut self,
         k: &Kernels,
         width: usize,
         height: usize,
         format: RawFormat,
-        out: &mut Vec<u8>,
+        out: &mut HostFrame,
     ) -> Result<(), DeviceError> {
         let len = format.frame_len(width, height);
         let src = match format {
@@ -649,13 +675,22 @@ impl Worker {
             }
         };
         let ctx = self.stream.context().clone();
-        let host = self.down.ensure(&ctx, len).map_err(derr)?;
+        let host: &mut [u8] = match out {
+            HostFrame::Pinned(lent) => lent,
+            HostFrame::Pooled(_) => self.staging.ensure(&ctx, len).map_err(derr)?,
+        };
+        if host.len() != len {
+            return Err(DeviceError(format!("the frame to download into is {} bytes, the output {len}", host.len())));
+        }
         // SAFETY: `src` holds `len` bytes: the output frame, or `io`, reserved for the I420
-        // input of the same size.
+        // input of the same size; `host` is page-locked and `len` bytes long.
         unsafe { cu::memcpy_dtoh_async(&mut *host, src, self.stream.cu_stream()) }.map_err(derr)?;
         self.stream.synchronize().map_err(derr)?;
-        out.clear();
-        out.extend_from_slice(host);
+        if let HostFrame::Pooled(bytes) = out {
+            let staged = self.staging.ensure(&ctx, len).map_err(derr)?;
+            bytes.clear();
+            bytes.extend_from_slice(staged);
+        }
         Ok(())
     }
 
