@@ -95,6 +95,37 @@ async fn a_stalled_server_shows_in_corrected_latency_only() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_counts_in_the_second_it_came_while_the_next_request_waits() {
+    // 2 connections, 1.5 s answers, 10 req/s offered (2 more may wait): every worker always has the next
+    // request waiting, so it sends again at once. The first two answers come at about 1.5 s
+    // and belong to second 1; a worker that held its sample until its next answer (3 s) would
+    // report them in second 3, and the achieved rate would clump.
+    let srv = server(TestServerOptions::default()).await;
+    let out = run_bin(args(&[
+        "load",
+        "-q",
+        "10",
+        "-z",
+        "4s",
+        "-c",
+        "2",
+        "--max-inflight",
+        "4",
+        "-t",
+        "10s",
+        "--json",
+        &srv.url("/delay/1500"),
+    ]))
+    .await;
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let j = json(&out);
+    let seconds = j["seconds"].as_array().expect("per-second series");
+    let done: Vec<u64> = seconds.iter().map(|s| u(s, "/completed")).collect();
+    assert_eq!(done.get(..2), Some(&[0, 2][..]), "answers per second: {done:?}");
+    assert_eq!(done.get(3), Some(&2), "the next pair, at about 3 s, in second 3: {done:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_threshold_exits_1_with_the_observed_value() {
     let srv = server(TestServerOptions::default()).await;
     let out = run_bin(args(&[

@@ -635,6 +635,12 @@ async fn worker(idx: usize, shared: Arc<Shared>, results: mpsc::UnboundedSender<
     tokio::pin!(stopped);
     let deadline = tokio::time::sleep(Duration::from_secs(3600));
     tokio::pin!(deadline);
+    // A batch goes to the aggregator at most FLUSH_AFTER after its first sample, also while
+    // the next request is still on its way: a request that queues for seconds on a saturated
+    // pod must not hold the last one's sample back, or the per-second counts clump (the
+    // achieved rate read 16, 80, 18, 80 req/s with the pod answering a steady 49).
+    let flush_due = tokio::time::sleep(Duration::from_secs(3600));
+    tokio::pin!(flush_due);
     loop {
         let ctl = *control.borrow_and_update();
         if ctl.state == STOPPING {
@@ -695,11 +701,18 @@ async fn worker(idx: usize, shared: Arc<Shared>, results: mpsc::UnboundedSender<
                 &targets[shared.rr.fetch_add(1, Relaxed) % targets.len()]
             };
             deadline.as_mut().reset((started + shared.timeout).into());
-            let outcome = tokio::select! {
-                biased;
-                o = send_one(&shared, &mut conns, target, max_age) => o,
-                _ = &mut deadline => Outcome::Timeout,
-                _ = &mut stopped => Outcome::Cancelled,
+            let outcome = {
+                let send = send_one(&shared, &mut conns, target, max_age);
+                tokio::pin!(send);
+                loop {
+                    tokio::select! {
+                        biased;
+                        o = &mut send => break o,
+                        _ = &mut deadline => break Outcome::Timeout,
+                        _ = &mut stopped => break Outcome::Cancelled,
+                        _ = &mut flush_due, if !batch.is_empty() => flush(&mut batch, &results),
+                    }
+                }
             };
             if matches!(outcome, Outcome::Timeout | Outcome::Cancelled) {
                 // The connection is mid-request: it cannot be reused.
@@ -711,13 +724,19 @@ async fn worker(idx: usize, shared: Arc<Shared>, results: mpsc::UnboundedSender<
         if open {
             shared.outstanding.fetch_sub(1, Relaxed);
         }
+        if batch.is_empty() {
+            flush_due.as_mut().reset((done + FLUSH_AFTER).into());
+        }
         batch.push(Sample { intended, started, outcome, done });
-        if batch.len() >= 64 || done.duration_since(batch[0].done) >= Duration::from_millis(20) {
+        if batch.len() >= 64 || done.duration_since(batch[0].done) >= FLUSH_AFTER {
             flush(&mut batch, &results);
         }
     }
     flush(&mut batch, &results);
 }
+
+/// How long a worker may hold finished samples before they go to the aggregator.
+const FLUSH_AFTER: Duration = Duration::from_millis(20);
 
 fn flush(batch: &mut Vec<Sample>, results: &mpsc::UnboundedSender<Vec<Sample>>) {
     if !batch.is_empty() {
