@@ -77,7 +77,8 @@ pub struct ConductArgs {
     #[arg(long)]
     pub teardown: bool,
     /// The HorizontalPodAutoscaler manifest whose settings the local autoscaler uses
-    /// (default manifests/autoscaling/load-adapter/hpa.yaml when it exists, else the SLO's numbers).
+    /// (default manifests/autoscaling/load-adapter/hpa.yaml in the working directory, else in
+    /// the scenario file's directory or one above it; without one, the SLO's numbers: p95 alone).
     #[arg(long, value_name = "FILE")]
     pub hpa: Option<PathBuf>,
     /// local backend: what the replicas compute on (default: the scenario's [local] device,

@@ -19,7 +19,7 @@ use super::local::LocalBackend;
 use super::model::*;
 use super::replay::ReplayBackend;
 use super::report::{self, Recorder, Summary};
-use super::settings::{BackendSettings, HpaReader, Settings};
+use super::settings::{BackendSettings, HpaReader, Settings, DEFAULT_HPA};
 use super::story::TalkFigures;
 use super::timeline::unix_now;
 use super::ui::{self, App, UiEvent, Verdict};
@@ -381,7 +381,13 @@ async fn run(settings: Settings) -> anyhow::Result<ExitCode> {
             let backend = Box::new(ReplayBackend::start(rep, *speed));
             Session::new(backend, Plan::Replay(&summary), &settings)?
         }
-        BackendSettings::Local { scenario, hpa, config, begin_within } => {
+        BackendSettings::Local { scenario, hpa, hpa_from, config, begin_within } => {
+            progress(match hpa_from {
+                Some(path) => format!("autoscaler: {} ({})", path.display(), hpa.metric_names()),
+                None => format!(
+                    "autoscaler: no HPA manifest (looked for {DEFAULT_HPA} here and above the scenario file): scaling on the SLO's p95 alone, the latency-only autoscaler; --hpa FILE names one"
+                ),
+            });
             // Measured before any replica of the rehearsal starts (CPU replicas share the cores).
             let measured = super::local::measure_capacity(&config.spawn, scenario, &mut progress).await;
             let capacity = settle_capacity(scenario, measured)?;

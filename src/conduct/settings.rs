@@ -59,6 +59,8 @@ pub enum BackendSettings {
     Local {
         scenario: Box<Scenario>,
         hpa: HpaSpec,
+        /// The manifest `hpa` was read from; None: the SLO's numbers (latency only).
+        hpa_from: Option<PathBuf>,
         config: Box<LocalConfig>,
         begin_within: Duration,
     },
@@ -96,7 +98,7 @@ impl Settings {
                 let scenario = Scenario::load(&path)?;
                 let hpa_path = match &args.hpa {
                     Some(p) => Some(p.clone()),
-                    None => Some(PathBuf::from(DEFAULT_HPA)).filter(|p| p.exists()),
+                    None => default_hpa(&path),
                 };
                 let mut hpa = match &hpa_path {
                     Some(p) => load_hpa(hpa_reader, p)?,
@@ -114,6 +116,7 @@ impl Settings {
                     BackendSettings::Local {
                         scenario: Box::new(scenario),
                         hpa,
+                        hpa_from: hpa_path,
                         config: Box::new(config),
                         begin_within: LOCAL_BEGIN_WITHIN,
                     },
@@ -168,6 +171,22 @@ fn backend_kind(args: &ConductArgs) -> Result<BackendKind, SettingsError> {
             BackendKind::Local
         }),
     }
+}
+
+/// The default HPA manifest: [`DEFAULT_HPA`] under the working directory, else under the
+/// directory holding the scenario file or one above it (the checkout it came from), so that
+/// a rehearsal started from elsewhere autoscales as the manifests do rather than on the
+/// SLO's latency alone.
+fn default_hpa(scenario: &Path) -> Option<PathBuf> {
+    if Path::new(DEFAULT_HPA).exists() {
+        return Some(PathBuf::from(DEFAULT_HPA));
+    }
+    default_hpa_above(scenario)
+}
+
+fn default_hpa_above(scenario: &Path) -> Option<PathBuf> {
+    let scenario = scenario.canonicalize().ok()?;
+    scenario.ancestors().skip(1).map(|dir| dir.join(DEFAULT_HPA)).find(|p| p.exists())
 }
 
 fn scenario_path(args: &ConductArgs) -> Result<PathBuf, SettingsError> {
@@ -318,6 +337,17 @@ mod tests {
         assert_eq!(utc_stamp(0), "19700101-000000");
         assert_eq!(utc_stamp(1_700_000_000), "20231114-221320");
         assert_eq!(utc_stamp(951_782_400), "20000229-000000");
+    }
+
+    #[test]
+    fn the_default_hpa_is_found_above_a_scenario_run_from_elsewhere() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let found = default_hpa_above(&root.join("scenarios/rehearsal.toml")).expect("the checkout's manifest");
+        assert_eq!(found, root.canonicalize().unwrap().join(DEFAULT_HPA));
+        let lone = std::env::temp_dir().join(format!("rtc-lone-scenario-{}.toml", std::process::id()));
+        std::fs::write(&lone, "name = \"x\"").unwrap();
+        assert_eq!(default_hpa_above(&lone), None, "no checkout above a scenario in the temp dir");
+        std::fs::remove_file(&lone).unwrap();
     }
 
     #[test]

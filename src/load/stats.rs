@@ -128,8 +128,12 @@ impl Percentiles {
     /// The column heads of [`Percentiles::row`].
     pub const HEADER: &'static str = "      p50       p90       p95       p99     p99.9       max      mean";
 
-    /// p50 p90 p95 p99 p99.9 max mean, each right-aligned in 9 characters.
+    /// p50 p90 p95 p99 p99.9 max mean, each right-aligned in 9 characters; a dash in each
+    /// when nothing was recorded (a 0 there would read as instant answers).
     pub fn row(&self) -> String {
+        if self.count == 0 {
+            return [format!("{:>9}", "-").as_str(); 7].join(" ") + "  (none recorded)";
+        }
         [self.p50_ms, self.p90_ms, self.p95_ms, self.p99_ms, self.p999_ms, self.max_ms, self.mean_ms]
             .map(|v| format!("{:>9}", fmt_ms(v)))
             .join(" ")

@@ -241,6 +241,7 @@ impl Threshold {
 
     fn result(&self, observed: f64) -> ThresholdResult {
         let observed_display = match self.metric {
+            _ if observed.is_nan() => "no data".to_string(),
             Metric::Latency { .. } | Metric::Frame { .. } => fmt_ms(observed),
             Metric::Rps => format!("{observed:.1}/s"),
             _ => format!("{:.2}%", observed * 100.0),
@@ -273,7 +274,12 @@ fn latency_stat(name: &str) -> Option<LatencyStat> {
 }
 
 impl LatencyStat {
+    /// NaN when nothing was recorded: a latency limit is not met by a run with no answers
+    /// (every request failed, or none was sent), and NaN fails every comparison.
     fn of(self, p: &Percentiles) -> f64 {
+        if p.count == 0 {
+            return f64::NAN;
+        }
         match self {
             LatencyStat::P50 => p.p50_ms,
             LatencyStat::P90 => p.p90_ms,
@@ -333,6 +339,20 @@ impl<'de> Deserialize<'de> for Threshold {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_latency_limit_fails_when_nothing_was_answered() {
+        // Every request failed: no 2xx latency exists, and 0 ms must not pass for one.
+        let mut summary = LoadSummary::empty();
+        summary.status.timeouts = 10;
+        for source in ["p95<100ms", "uncorrected_max<=1s", "all_p50<1s"] {
+            let r = Threshold::parse(source).unwrap().evaluate(&summary);
+            assert!(!r.passed && r.observed_display == "no data", "{source}: {r:?}");
+        }
+        // The same rule for a WebRTC run's frame round trip.
+        assert!(LatencyStat::P95.of(&Percentiles::default()).is_nan());
+        assert!(Percentiles::default().row().contains("none recorded"));
+    }
 
     #[test]
     fn parses_the_documented_forms() {

@@ -1096,15 +1096,47 @@ impl std::error::Error for ScenarioError {}
 
 /// Where `key = …` is first written (1-based line and column), or the file's start.
 fn key_position(text: &str, key: &str) -> (usize, usize) {
+    key_offset(text, key).map_or((1, 1), |offset| line_col(text, offset))
+}
+
+/// Byte offset of the first line of `text` that assigns `key` (`key = …`).
+fn key_offset(text: &str, key: &str) -> Option<usize> {
     let mut offset = 0;
     for line in text.split_inclusive('\n') {
         let trimmed = line.trim_start();
         if trimmed.strip_prefix(key).is_some_and(|rest| rest.trim_start().starts_with('=')) {
-            return line_col(text, offset + line.len() - trimmed.len());
+            return Some(offset + line.len() - trimmed.len());
         }
         offset += line.len();
     }
-    (1, 1)
+    None
+}
+
+/// Where a table's own check (`[request]`'s: `codec = "h264"`, `fps` without WebRTC) found
+/// fault: toml blames the table's header, the message names the key first, and the key is
+/// written in the table's lines (up to the next header).
+fn named_key_offset(text: &str, header: std::ops::Range<usize>, message: &str) -> Option<usize> {
+    if !text.get(header.clone())?.starts_with('[') {
+        return None;
+    }
+    let key: String = message
+        .trim_start_matches("both ")
+        .trim_start_matches('`')
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    if key.is_empty() {
+        return None;
+    }
+    let rest = &text[header.start..];
+    let mut end = 0;
+    for (i, line) in rest.split_inclusive('\n').enumerate() {
+        if i > 0 && line.trim_start().starts_with('[') {
+            break;
+        }
+        end += line.len();
+    }
+    key_offset(&rest[..end], &key).map(|offset| header.start + offset)
 }
 
 /// 1-based line and column (in characters) of byte `offset` in `text`.
@@ -1136,8 +1168,10 @@ impl Scenario {
     pub fn from_toml(text: &str, file: impl AsRef<Path>) -> Result<Scenario, ScenarioError> {
         let file = file.as_ref().to_path_buf();
         let scenario = toml::from_str::<Scenario>(text).map_err(|e| {
-            let (line, column) = line_col(text, e.span().map(|s| s.start).unwrap_or(0));
             let mut message = e.message().trim().replace('\n', " ");
+            let offset =
+                e.span().map_or(0, |span| named_key_offset(text, span.clone(), &message).unwrap_or(span.start));
+            let (line, column) = line_col(text, offset);
             if !message.contains("expected") {
                 message
                     .push_str(" (expected a scenario as in scenarios/keynote.toml: name, [request], [[stages]] ...)");
