@@ -18,7 +18,8 @@ pub const RESTORED_HOLD_S: f64 = 10.0;
 #[serde(default)]
 pub struct TalkFigures {
     /// Second of the load step: the start of the stage whose offered rate jumped most over the
-    /// stage before it within its first 3 seconds (a ramp is no step).
+    /// stage before it within its first 3 seconds, by at least [`STEP_MIN_RISE`] of it (a ramp
+    /// is no step, nor is the first load after none).
     pub load_step_s: Option<f64>,
     /// Stage index of the load step.
     pub load_step_stage: Option<usize>,
@@ -64,6 +65,9 @@ pub struct StageWithinSlo {
     /// Direction changes within the stage.
     pub flaps: u32,
 }
+
+/// The least rise over the stage before that counts as a load step: a quarter.
+pub const STEP_MIN_RISE: f64 = 0.25;
 
 /// The latency the story is told with (seconds), if known at that second.
 pub fn judged_p95(s: &Sample) -> Option<f64> {
@@ -177,8 +181,10 @@ impl TalkFigures {
                 }
                 k += 1;
             }
+            // A start from nothing is no step, nor is a rise of under a quarter (the first
+            // seconds of a ramp, sessions of a ramp connecting late).
             let rise = top - before;
-            if rise > 0.0 && best.is_none_or(|(_, r)| rise > r) {
+            if before > 0.0 && rise >= STEP_MIN_RISE * before && best.is_none_or(|(_, r)| rise > r) {
                 best = Some((start, rise));
             }
             before = samples[k - 1].offered_rps;
@@ -408,6 +414,25 @@ mod tests {
         assert_eq!(f.flaps, 3);
         // Held through the step: no restore figure, zero seconds out.
         assert_eq!((f.step_over_slo_s, f.step_to_restored_s), (0, None));
+    }
+
+    #[test]
+    fn ramps_and_the_first_load_are_no_step() {
+        // The WebRTC lesson's plan in frames/s: 4 sessions from nothing, ramps to 12 and to
+        // 16, holds, leaves. Nothing in it is a step.
+        let mut rows = vec![(0, 60.0, 20.0, 2); 20];
+        rows.extend((0..30).map(|i| (1, 60.0 + 4.0 * i as f64, 20.0, 2)));
+        rows.extend((0..45).map(|_| (2, 180.0, 220.0, 3)));
+        rows.extend((0..20).map(|i| (3, 180.0 + 3.0 * i as f64, 220.0, 3)));
+        rows.extend((0..30).map(|_| (4, 240.0, 220.0, 4)));
+        rows.extend((0..30).map(|_| (5, 30.0, 40.0, 2)));
+        let f = TalkFigures::from_samples(&seconds(&rows), 0.1);
+        assert_eq!(f.load_step_s, None, "{:?}", f.load_step_stage);
+        assert!(f.step_line(&[]).starts_with("no load step"), "{}", f.step_line(&[]));
+        // A jump of a quarter or more is one.
+        rows[50..95].iter_mut().for_each(|r| r.1 = 240.0);
+        let f = TalkFigures::from_samples(&seconds(&rows), 0.1);
+        assert_eq!((f.load_step_s, f.load_step_stage), (Some(50.0), Some(2)));
     }
 
     #[test]

@@ -60,15 +60,16 @@ impl From<&LoadSecond> for ClientSecond {
     }
 }
 
-/// A WebRTC second in the console's terms: frames offered (sent) and achieved (processed
-/// frames back) per second, the frame round trip as the latency (no uncorrected view: it is
+/// A WebRTC second in the console's terms: frames offered (the plan's sessions × their frame
+/// rate, as an HTTP second's offered rate is the plan's) and achieved (processed frames back)
+/// per second, the frame round trip as the latency (no uncorrected view: it is
 /// measured from each frame's slot on the frame clock), sessions and offers that failed as
 /// errors, refused offers (503) as shed, frames that never came back as dropped.
 impl From<&WebRtcSecond> for ClientSecond {
     fn from(s: &WebRtcSecond) -> Self {
         let c = &s.counts;
         ClientSecond {
-            offered_rps: c.frames_sent as f64,
+            offered_rps: s.offered_fps,
             achieved_rps: s.fps_back,
             p95_corrected_s: p95_s(&s.frame),
             p95_uncorrected_s: None,

@@ -240,7 +240,7 @@ fn parse_webrtc_line(second: u64, rest: &str) -> Option<LoadLine> {
     let fps_back =
         rest.split_once(" back ").and_then(|(_, r)| r.split_once('(')).and_then(|(_, r)| r.split_once("/s)"));
     let figures = ClientSecond {
-        offered_rps: count("sent")? as f64,
+        offered_rps: after("asked").and_then(|v| v.trim_end_matches("/s").parse().ok())?,
         achieved_rps: fps_back.and_then(|(x, _)| x.trim().parse().ok()).unwrap_or(0.0),
         p95_corrected_s: if back > 0 { after("p95").and_then(parse_latency) } else { None },
         p95_uncorrected_s: None,
@@ -262,6 +262,7 @@ mod tests {
         let s = WebRtcSecond {
             second: 6,
             target_sessions: 8,
+            offered_fps: 120.0,
             active_sessions: 7,
             counts: SessionCounts {
                 connected: 1,

@@ -287,7 +287,7 @@ async fn control(
                     while let Ok((pod, r)) = reports.try_recv() {
                         agg.add(pod, r);
                     }
-                    let s = agg.second(want, now.duration_since(second_start).as_secs_f64());
+                    let s = agg.second(want, shared.clip.fps, now.duration_since(second_start).as_secs_f64());
                     let _ = seconds.send(Arc::new(s));
                     second_start = now;
                     next_second += Duration::from_secs(1);

@@ -13,7 +13,7 @@ frame's arrival; a frame that never comes back is lost, not timed";
 pub fn second_line(s: &WebRtcSecond) -> String {
     let c = &s.counts;
     let mut line = format!(
-        "[{:>4}s] sessions {:>3}/{:<3} (+{} refused {} failed {} ended {})  frames sent {:>5} back {:>5} ({:>5.1}/s) lost {:>4} late {}  frame p50 {:>8} p95 {:>8} max {:>8}  freezes {}  kbit/s out {:.0} in {:.0}",
+        "[{:>4}s] sessions {:>3}/{:<3} (+{} refused {} failed {} ended {})  frames asked {:>5.0}/s sent {:>5} back {:>5} ({:>5.1}/s) lost {:>4} late {}  frame p50 {:>8} p95 {:>8} max {:>8}  freezes {}  kbit/s out {:.0} in {:.0}",
         s.second + 1,
         s.active_sessions,
         s.target_sessions,
@@ -21,6 +21,7 @@ pub fn second_line(s: &WebRtcSecond) -> String {
         c.refused,
         c.failed + c.offer_failed,
         c.ended,
+        s.offered_fps,
         c.frames_sent,
         c.frames_back,
         s.fps_back,

@@ -91,6 +91,9 @@ pub struct WebRtcSecond {
     pub second: u64,
     /// Sessions the plan asks for now.
     pub target_sessions: usize,
+    /// Frames per second the plan asks for: its sessions × the clip's frame rate, whether or
+    /// not each session got a pod (a refused one's frames are offered and never served).
+    pub offered_fps: f64,
     /// Sessions with media flowing at the end of the second.
     pub active_sessions: u64,
     pub counts: SessionCounts,
@@ -261,13 +264,14 @@ impl Aggregator {
     }
 
     /// Close the current second (`elapsed_s` long) and start the next.
-    pub fn second(&mut self, target_sessions: usize, elapsed_s: f64) -> WebRtcSecond {
+    pub fn second(&mut self, target_sessions: usize, fps: u32, elapsed_s: f64) -> WebRtcSecond {
         let c = std::mem::take(&mut self.this);
         add_counts(&mut self.total, &c);
         let secs = elapsed_s.max(1e-3);
         let s = WebRtcSecond {
             second: self.second,
             target_sessions,
+            offered_fps: target_sessions as f64 * fps as f64,
             active_sessions: self.active,
             counts: c,
             fps_back: c.frames_back as f64 / secs,
@@ -358,13 +362,13 @@ mod tests {
         }
         a.add(pod.clone(), Report::Back { round_trip: Duration::from_millis(40), bytes: 1000 });
         a.add(pod.clone(), Report::Lost(3));
-        let s = a.second(1, 1.0);
+        let s = a.second(1, 15, 1.0);
         assert_eq!(s.active_sessions, 1);
         assert_eq!(s.counts.frames_back, 1);
         assert!((s.frame.p95_ms - 40.0).abs() < 0.1, "{}", s.frame.p95_ms);
         assert_eq!((s.pods.len(), s.pods[0].active_sessions, s.pods[0].frames_lost), (1, 1, 3));
         a.add(pod.clone(), Report::Failed { reason: "ICE disconnected".into(), connected: true });
-        assert_eq!(a.second(1, 1.0).pods[0].active_sessions, 0);
+        assert_eq!(a.second(1, 15, 1.0).pods[0].active_sessions, 0);
         let sum = a.summary(Duration::from_secs(2));
         assert_eq!(sum.frame_loss, 0.75, "3 of 4 frames never came back");
         assert_eq!(sum.offer_fail, 0.5, "a refused offer is an offer without a 201");
