@@ -198,7 +198,7 @@ fn synthetic_frames_and_checksums_match_the_cpu() {
 fn a_lent_page_locked_frame_gives_the_bytes_a_staged_one_does() {
     let dev = gpu("a_lent_page_locked_frame_gives_the_bytes_a_staged_one_does");
     let plan = ChainPlan::new(Effect::ALL.to_vec(), EffectParams::default());
-    let (w, h) = (333, 191);
+    let (w, h) = (401, 233); // above the 64 KiB lending minimum in both formats
     for (format, input) in [
         (RawFormat::Rgba, random_frame(w, h, 11).data),
         (RawFormat::I420, {
@@ -220,12 +220,14 @@ fn a_lent_page_locked_frame_gives_the_bytes_a_staged_one_does() {
         drop(frame);
         assert_eq!(dev.pinned_frames().0, lent_before, "a dropped frame goes back to the device");
     }
-    // Lending is bounded (3 per stream); past it a body goes to ordinary memory.
-    let held: Vec<_> = std::iter::from_fn(|| dev.lend_frame(4096)).take(64).collect();
-    assert_eq!(held.len(), 6, "2 streams lend at most 6 frames at once");
-    assert!(dev.lend_frame(4096).is_none());
+    // Lending is bounded (3 frames per stream, lent or kept idle); past it, or when no kept
+    // frame fits, a body goes to ordinary memory, as a thumbnail's always does.
+    assert!(dev.lend_frame(64 * 64 * 4).is_none(), "a thumbnail is not lent");
+    let held: Vec<_> = std::iter::from_fn(|| dev.lend_frame(1 << 20)).take(64).collect();
+    assert_eq!(held.len() + dev.pinned_frames().1, 6, "2 streams keep at most 6 frames");
+    assert!(dev.lend_frame(1 << 20).is_none());
     drop(held);
-    assert!(dev.lend_frame(4096).is_some());
+    assert!(dev.lend_frame(1 << 20).is_some());
 }
 
 #[test]

@@ -4,8 +4,10 @@
 //! Without them the body lands in ordinary memory and is staged through a worker's pinned
 //! buffer both ways: two CPU copies more per frame.
 //!
-//! Page-locked memory cannot be swapped and takes milliseconds to allocate, so a bounded set
-//! is kept and reused; when every one is lent, a body goes to ordinary memory and is staged.
+//! Page-locked memory cannot be swapped, takes milliseconds to allocate, and freeing it can
+//! wait for the whole device, so a bounded set is kept and reused, never freed while the
+//! service runs: when every one is lent, or none fits, a body goes to ordinary memory and is
+//! staged. Thumbnails are not lent (their staging copy costs microseconds).
 //! The frames are plain page-locked memory, not write-combined: the CPU reads them too (hyper
 //! sends the answer from them), and reading write-combined memory is uncached.
 //!
@@ -13,6 +15,9 @@
 use std::sync::{Arc, Mutex};
 
 use cudarc::driver::{CudaContext, DriverError, PinnedHostSlice};
+
+/// Bodies smaller than this go to ordinary memory.
+pub(crate) const LEND_MIN_BYTES: usize = 64 << 10;
 
 /// The frames one device lends: at most `max` in existence, lent or idle.
 pub(crate) struct PinnedFrames {
@@ -36,30 +41,29 @@ impl PinnedFrames {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A frame of exactly `len` bytes (contents unspecified), or `None` when all are lent or
-    /// page-locked memory cannot be had now (the caller uses ordinary memory).
+    /// A frame of exactly `len` bytes (contents unspecified), or `None` for a small body, when
+    /// all are lent or none fits, or when page-locked memory cannot be had now (the caller
+    /// uses ordinary memory).
     pub(crate) fn lend(self: &Arc<Self>, len: usize) -> Option<PinnedFrame> {
+        if len < LEND_MIN_BYTES {
+            return None;
+        }
         // A kept frame is reused when it is at most a quarter larger, as the buffer pool does,
-        // so a thumbnail never holds a 4K frame's page-locked memory.
+        // so a 720p body never holds a 4K frame's page-locked memory.
         let fits = |m: &PinnedHostSlice<u8>| (len..=len + len / 4).contains(&m.len());
-        let (reused, replaced) = {
+        let reused = {
             let mut state = self.state();
             if let Some(i) = state.idle.iter().position(fits) {
                 let mem = state.idle.swap_remove(i);
                 state.lent += 1;
-                (Some(mem), None)
+                Some(mem)
             } else if state.lent + state.idle.len() < self.max {
                 state.lent += 1;
-                (None, None)
-            } else if !state.idle.is_empty() {
-                // At the bound with only ill-fitting idle frames: free one to make room.
-                state.lent += 1;
-                (None, Some(state.idle.swap_remove(0)))
+                None
             } else {
                 return None;
             }
         };
-        drop(replaced); // freed outside the lock: unpinning takes time
         let mem = match reused {
             Some(mem) => Ok(mem),
             // SAFETY: the contents are unspecified until the body is read into them, and
