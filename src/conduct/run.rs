@@ -25,7 +25,7 @@ use super::timeline::unix_now;
 use super::ui::{self, App, UiEvent, Verdict};
 use super::ConductArgs;
 use crate::load::Threshold;
-use crate::scenario::Scenario;
+use crate::scenario::{RequestKind, Scenario};
 
 /// Everything a run needs besides the backend.
 struct Session {
@@ -389,8 +389,15 @@ async fn run(settings: Settings) -> anyhow::Result<ExitCode> {
                 ),
             });
             // Measured before any replica of the rehearsal starts (CPU replicas share the cores).
-            let measured = super::local::measure_capacity(&config.spawn, scenario, &mut progress).await;
-            let capacity = settle_capacity(scenario, measured)?;
+            let capacity = if scenario.request.kind == RequestKind::Webrtc {
+                // Its stages are sessions, which a replica refuses past --max-sessions: no rate
+                // to size, and the probe's bodiless POST is no WHIP offer.
+                progress("capacity: not measured (a WebRTC scenario's stages are sessions, not rates)".into());
+                None
+            } else {
+                let measured = super::local::measure_capacity(&config.spawn, scenario, &mut progress).await;
+                settle_capacity(scenario, measured)?
+            };
             let scenario = in_measured_units(scenario, capacity.as_ref());
             let mut config = (**config).clone();
             config.path_and_query = scenario.request.path_and_query();
@@ -455,7 +462,11 @@ fn settle_capacity<E: std::fmt::Display>(
             scenario.name
         )),
         Err(e) => {
-            eprintln!("rtc-demo conduct: ! {e} (the scenario's rates are in requests/s: the run goes on without the figure)");
+            let why = match scenario.request.kind {
+                RequestKind::Http => "the scenario's rates are in requests/s",
+                RequestKind::Webrtc => "the scenario's stages are sessions",
+            };
+            eprintln!("rtc-demo conduct: ! {e} ({why}: the run goes on without the figure)");
             Ok(None)
         }
     }

@@ -222,7 +222,7 @@ impl TalkFigures {
     /// The step's story in one line for the headless summary and the report, e.g. `load step
     /// at 50 s (stage peak) · scale-up 4 s later · p95 over the SLO 0 s of the stage · 1 flap`.
     pub fn step_line(&self, names: &[String]) -> String {
-        let Some(t) = self.load_step_s else { return format!("no load step · {} flaps", self.flaps) };
+        let Some(t) = self.load_step_s else { return format!("no load step · {}", flaps(self.flaps)) };
         let name = self.load_step_stage.and_then(|i| names.get(i)).map(String::as_str).unwrap_or("?");
         let mut parts = vec![format!("load step at {t:.0} s (stage {name})")];
         parts.push(match self.step_to_scale_up_s {
@@ -236,7 +236,7 @@ impl TalkFigures {
                 None => "SLO not restored".into(),
             });
         }
-        parts.push(format!("{} flap{}", self.flaps, if self.flaps == 1 { "" } else { "s" }));
+        parts.push(flaps(self.flaps));
         parts.join(" · ")
     }
 
@@ -248,13 +248,12 @@ impl TalkFigures {
             .map(|s| {
                 let name = names.get(s.stage).map(String::as_str).unwrap_or("?");
                 format!(
-                    "{name}: {} s of {} out of the SLO, scaled {} up / {} down, {} flap{}",
+                    "{name}: {} s of {} out of the SLO, scaled {} up / {} down, {}",
                     s.out_of_slo_s,
                     s.seconds,
                     s.scale_ups,
                     s.scale_downs,
-                    s.flaps,
-                    if s.flaps == 1 { "" } else { "s" }
+                    flaps(s.flaps)
                 )
             })
             .collect()
@@ -292,6 +291,11 @@ impl TalkFigures {
             .collect();
         format!("seconds within the SLO: {}", if parts.is_empty() { "no p95 yet".into() } else { parts.join(" · ") })
     }
+}
+
+/// `1 flap`, `3 flaps`.
+fn flaps(n: u32) -> String {
+    format!("{n} flap{}", if n == 1 { "" } else { "s" })
 }
 
 #[cfg(test)]
@@ -428,7 +432,7 @@ mod tests {
         rows.extend((0..30).map(|_| (5, 30.0, 40.0, 2)));
         let f = TalkFigures::from_samples(&seconds(&rows), 0.1);
         assert_eq!(f.load_step_s, None, "{:?}", f.load_step_stage);
-        assert!(f.step_line(&[]).starts_with("no load step"), "{}", f.step_line(&[]));
+        assert_eq!(f.step_line(&[]), "no load step · 1 flap", "up, up, then down");
         // A jump of a quarter or more is one.
         rows[50..95].iter_mut().for_each(|r| r.1 = 240.0);
         let f = TalkFigures::from_samples(&seconds(&rows), 0.1);
