@@ -1,5 +1,5 @@
-//! A `/process` body, copied once from hyper's frames into the pooled frame the effects work
-//! on, within a deadline: a client that announces a frame and sends it at a byte a second
+//! A `/process` body, copied once from hyper's frames into the frame the device works on (a
+//! pooled one, or page-locked memory the CUDA device lends), within a deadline: a client that announces a frame and sends it at a byte a second
 //! gets 408 when the deadline passes, and its memory reservation goes back to the budget.
 use std::pin::Pin;
 use std::time::Duration;
