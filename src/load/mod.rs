@@ -64,15 +64,15 @@ pub fn second_line(s: &LoadSecond) -> String {
         s.sent,
         s.completed,
         s.achieved_rps,
-        fmt_ms(s.corrected.p50_ms),
-        fmt_ms(s.corrected.p95_ms),
-        fmt_ms(s.corrected.p99_ms),
-        fmt_ms(s.corrected.max_ms),
-        fmt_ms(s.uncorrected.p95_ms),
+        s.corrected.show(s.corrected.p50_ms),
+        s.corrected.show(s.corrected.p95_ms),
+        s.corrected.show(s.corrected.p99_ms),
+        s.corrected.show(s.corrected.max_ms),
+        s.uncorrected.show(s.uncorrected.p95_ms),
         outcomes(st),
         s.dropped,
         s.inflight,
-        fmt_ms(s.all_corrected.p95_ms),
+        s.all_corrected.show(s.all_corrected.p95_ms),
     )
 }
 

@@ -128,6 +128,16 @@ impl Percentiles {
     /// The column heads of [`Percentiles::row`].
     pub const HEADER: &'static str = "      p50       p90       p95       p99     p99.9       max      mean";
 
+    /// `v` (one of these percentiles) as the lines show it; `-` when nothing was recorded (a
+    /// 0 would read as instant answers).
+    pub fn show(&self, v: f64) -> String {
+        if self.count == 0 {
+            "-".into()
+        } else {
+            fmt_ms(v)
+        }
+    }
+
     /// p50 p90 p95 p99 p99.9 max mean, each right-aligned in 9 characters; a dash in each
     /// when nothing was recorded (a 0 there would read as instant answers).
     pub fn row(&self) -> String {

@@ -352,6 +352,7 @@ mod tests {
         // The same rule for a WebRTC run's frame round trip.
         assert!(LatencyStat::P95.of(&Percentiles::default()).is_nan());
         assert!(Percentiles::default().row().contains("none recorded"));
+        assert_eq!(Percentiles::default().show(0.0), "-", "a second without answers");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 use std::fmt::Write as _;
 
 use super::{WebRtcSecond, WebRtcSummary};
-use crate::load::{fmt_ms, Percentiles, ThresholdResult};
+use crate::load::{Percentiles, ThresholdResult};
 
 /// How the frame round trip is measured, wherever it is shown.
 pub const FRAME_LABEL: &str =
@@ -27,9 +27,9 @@ pub fn second_line(s: &WebRtcSecond) -> String {
         s.fps_back,
         c.frames_lost,
         c.frames_late,
-        fmt_ms(s.frame.p50_ms),
-        fmt_ms(s.frame.p95_ms),
-        fmt_ms(s.frame.max_ms),
+        s.frame.show(s.frame.p50_ms),
+        s.frame.show(s.frame.p95_ms),
+        s.frame.show(s.frame.max_ms),
         c.freezes,
         s.kbps_out,
         s.kbps_in,
@@ -38,7 +38,7 @@ pub fn second_line(s: &WebRtcSecond) -> String {
         let pods: Vec<String> = s
             .pods
             .iter()
-            .map(|p| format!("{} {} sess p95 {}", p.pod, p.active_sessions, fmt_ms(p.frame.p95_ms)))
+            .map(|p| format!("{} {} sess p95 {}", p.pod, p.active_sessions, p.frame.show(p.frame.p95_ms)))
             .collect();
         line.push_str(&format!("  | {}", pods.join(", ")));
     }
@@ -100,7 +100,7 @@ pub fn human_summary(label: &str, targets: usize, s: &WebRtcSummary, results: &[
                 p.failed,
                 p.frames_back,
                 p.frames_lost,
-                fmt_ms(p.frame.p95_ms)
+                p.frame.show(p.frame.p95_ms)
             );
         }
     }
