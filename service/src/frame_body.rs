@@ -1,11 +1,10 @@
 //! A `/process` body, copied once from hyper's frames into the frame the device works on (a
 //! pooled one, or page-locked memory the CUDA device lends), within a deadline: a client that announces a frame and sends it at a byte a second
 //! gets 408 when the deadline passes, and its memory reservation goes back to the budget.
-use std::pin::Pin;
 use std::time::Duration;
 
 use http_body_util::BodyExt;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
@@ -22,9 +21,6 @@ pub enum BodyError {
 pub struct FrameBody {
     body: axum::body::Body,
     deadline: Instant,
-    /// One timer for the whole body, registered with tokio's timer wheel once rather than
-    /// once per chunk (a 720p frame arrives in about ten).
-    expires: Pin<Box<Sleep>>,
     limit: Duration,
     read: u64,
     /// The client waits for `100 Continue` before sending: hyper sends it when the body is
@@ -36,25 +32,21 @@ impl FrameBody {
     /// `body` must arrive whole within `limit` of now; `waits_for_continue`: the request
     /// said `Expect: 100-continue`.
     pub fn new(body: axum::body::Body, limit: Duration, waits_for_continue: bool) -> Self {
-        let deadline = Instant::now() + limit;
-        FrameBody {
-            body,
-            deadline,
-            expires: Box::pin(tokio::time::sleep_until(deadline)),
-            limit,
-            read: 0,
-            waits_for_continue,
-        }
+        FrameBody { body, deadline: Instant::now() + limit, limit, read: 0, waits_for_continue }
     }
 
     /// Fill `frame` with the body, which must be exactly as long (`&mut []`: no body at all).
     pub async fn read_exact_into(&mut self, frame: &mut [u8]) -> Result<(), BodyError> {
         let mut filled = 0usize;
+        // One timer for the whole body, registered with tokio's timer wheel once rather than
+        // once per chunk (a 720p frame arrives in about ten).
+        let expires = tokio::time::sleep_until(self.deadline);
+        tokio::pin!(expires);
         loop {
             let next = tokio::select! {
                 biased;
                 next = self.body.frame() => next,
-                () = &mut self.expires => return Err(BodyError::Deadline { after: self.read, limit: self.limit }),
+                () = &mut expires => return Err(BodyError::Deadline { after: self.read, limit: self.limit }),
             };
             match next {
                 None if filled == frame.len() => return Ok(()),

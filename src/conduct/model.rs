@@ -218,7 +218,7 @@ impl ClusterSnapshot {
 }
 
 /// What the load's rate and latency count, wherever a figure of them is shown: requests
-/// (their latency), or WebRTC frames (sent and processed back, their round trip).
+/// (their latency), or WebRTC frames (asked for by the plan and processed back, their round trip).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LoadUnit {
@@ -245,7 +245,7 @@ impl LoadUnit {
     pub fn what(self) -> &'static str {
         match self {
             LoadUnit::Requests => "requests/s",
-            LoadUnit::Frames => "WebRTC frames/s (sent; processed back)",
+            LoadUnit::Frames => "WebRTC frames/s (the plan's; processed back)",
         }
     }
 }

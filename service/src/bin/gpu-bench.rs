@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use rtc_service::device::cuda::CudaDevice;
-use rtc_service::device::{Device, HostFrame, Job, JobInput, RawFormat};
+use rtc_service::device::{Device, DeviceError, HostFrame, Job, JobInput, RawFormat};
 use rtc_service::effects::{ChainPlan, EffectParams};
 use rtc_service::params::DEFAULT_EFFECTS;
 
@@ -119,15 +119,11 @@ fn main() -> ExitCode {
     // (synthesis on the GPU, the chain, the checksum reduction and its download).
     let plan = ChainPlan::new(DEFAULT_EFFECTS.to_vec(), EffectParams::default());
     let mut lat = Vec::with_capacity(requests as usize);
-    for i in 0..requests + 10 {
+    for i in 0..requests + WARM_UP {
         let job = Job { width: 1920, height: 1080, iters: 5, plan: &plan, input: JobInput::Synthetic { seed: i } };
-        let t0 = Instant::now();
-        if let Err(e) = dev.process(job) {
+        if let Err(e) = timed(&dev, job, i, &mut lat) {
             eprintln!("gpu-bench: job: {e}");
             return ExitCode::FAILURE;
-        }
-        if i >= 10 {
-            lat.push(t0.elapsed().as_secs_f64());
         }
     }
     let (p50, p99) = percentiles(&mut lat);
@@ -148,22 +144,12 @@ fn main() -> ExitCode {
     };
     lent.fill(128);
     let (mut staged_lat, mut lent_lat) = (Vec::new(), Vec::new());
-    for i in 0..requests + 10 {
+    for i in 0..requests + WARM_UP {
         for (frame, lat) in [(&mut staged, &mut staged_lat), (&mut lent, &mut lent_lat)] {
-            let job = Job {
-                width: w,
-                height: h,
-                iters: 1,
-                plan: &plan,
-                input: JobInput::Raw { format: RawFormat::Rgba, frame },
-            };
-            let t0 = Instant::now();
-            if let Err(e) = dev.process(job) {
+            let input = JobInput::Raw { format: RawFormat::Rgba, frame };
+            if let Err(e) = timed(&dev, Job { width: w, height: h, iters: 1, plan: &plan, input }, i, lat) {
                 eprintln!("gpu-bench: raw job: {e}");
                 return ExitCode::FAILURE;
-            }
-            if i >= 10 {
-                lat.push(t0.elapsed().as_secs_f64());
             }
         }
     }
@@ -175,6 +161,19 @@ fn main() -> ExitCode {
         );
     }
     ExitCode::SUCCESS
+}
+
+/// Jobs before the timed ones (the first allocate and warm the caches).
+const WARM_UP: u32 = 10;
+
+/// Run job number `i`, and keep its latency (seconds) in `lat` once past the warm-up.
+fn timed(dev: &CudaDevice, job: Job<'_>, i: u32, lat: &mut Vec<f64>) -> Result<(), DeviceError> {
+    let t0 = Instant::now();
+    dev.process(job)?;
+    if i >= WARM_UP {
+        lat.push(t0.elapsed().as_secs_f64());
+    }
+    Ok(())
 }
 
 /// (p50, p99) in milliseconds.

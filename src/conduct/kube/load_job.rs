@@ -229,7 +229,7 @@ pub fn parse_line(line: &str) -> Option<LoadLine> {
 }
 
 /// A WebRTC run's second in the console's terms (as `ClientSecond::from(&WebRtcSecond)`):
-/// frames sent and processed back per second, the frame round trip's p95, failed sessions and
+/// frames the plan asks for and processed back per second, the frame round trip's p95, failed sessions and
 /// offers as errors, refused offers as shed, lost frames as dropped.
 fn parse_webrtc_line(second: u64, rest: &str) -> Option<LoadLine> {
     let toks: Vec<&str> = rest.split_whitespace().collect();

@@ -278,7 +278,7 @@ mod tests {
         assert!(s.contains("p95 ms SLO 100 srv 189 cli 220"), "{s}");
         assert!(s.contains("RPS off 40 got 34 err 0 shed 1"), "{s}");
         assert!(s.contains("now"));
-        // WebRTC sessions: the same chart counts frames sent and processed back.
+        // WebRTC sessions: the same chart counts frames asked for and processed back.
         let mut frames = app.clone();
         frames.load_unit = LoadUnit::Frames;
         let f = draw(100, 11, |fr| render(&frames, fr, fr.area()));
